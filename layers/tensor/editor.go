@@ -27,7 +27,7 @@ func le64(b []byte) uint64 { return binary.LittleEndian.Uint64(b) }
 type Editor struct {
 	base    Tensor
 	te      tableEditor
-	private map[int]bool      // chunks this editor allocated: not yet visible to anyone
+	private map[int]bool     // chunks this editor allocated: not yet visible to anyone
 	claims  map[int][2]int64 // chunks claimed in place: [start, end) is ours
 }
 
