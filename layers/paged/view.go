@@ -1,0 +1,354 @@
+package paged
+
+import (
+	"fmt"
+
+	"github.com/kvmesh/kvmesh/layers/tensor"
+)
+
+// View is one layer's paged KV cache: EasyDeL's PagedAttentionCacheView
+// (spec section 7.2). KeyPages and ValuePages have shape
+// (num_kv_heads, num_pages_per_layer, page_size, kv_head_dim_size); page 0
+// is the dummy page that inactive slots and unused page-table entries
+// write to.
+//
+// A View is an immutable value: WritePrefill and WriteDecodes return a new
+// View and leave the receiver, and every other version, unchanged
+// (EasyDeL's writes mutate the view). The page tensors are stored in chunks
+// of one page of one head (page_size * head_dim elements), so a write
+// costs the bytes it writes: appending a token at a page's tip is done in
+// place, and a write behind the tip of a page that another version can
+// see copies that one page of that head first.
+//
+// Writes have append semantics within a page (those of tensor.Editor):
+// after a write at offset o of a page, the page's offsets after o hold
+// unspecified values in the new version, where EasyDeL keeps the old ones.
+// Appending, which is all EasyDeL's driver does (prefill chunks in order,
+// each decode at its sequence's length), never loses a token. Rewriting a
+// position behind a sequence's end loses the later positions of that page
+// in the new version (older versions keep them): write them again into the
+// new version if they are still needed.
+//
+// The zero View is absent (IsZero): an empty Cache holds absent views.
+type View struct {
+	meta       Metadata
+	layer      int
+	key, value tensor.Tensor
+}
+
+// NewView returns layer's view of zero pages in dtype. The dtype must be
+// valid, meta must pass Validate and layer must be in
+// [0, meta.NumHiddenLayers).
+func NewView(meta Metadata, dtype tensor.DType, layer int) (View, error) {
+	pool, err := newPool(meta, dtype)
+	if err != nil {
+		return View{}, err
+	}
+	if layer < 0 || layer >= meta.NumHiddenLayers {
+		return View{}, fmt.Errorf("%w: layer %d of %d layers", ErrOutOfRange, layer, meta.NumHiddenLayers)
+	}
+	// K and V start as the same zero tensor: it is immutable, so sharing
+	// its (empty) chunk table is safe and halves the cost of a new view.
+	return View{meta: meta, layer: layer, key: pool, value: pool}, nil
+}
+
+// newPool returns a zero page pool (Hkv, N, ps, D) of dtype, chunked by
+// page and head.
+func newPool(meta Metadata, dtype tensor.DType) (tensor.Tensor, error) {
+	if err := meta.Validate(); err != nil {
+		return tensor.Tensor{}, err
+	}
+	if !dtype.Valid() {
+		return tensor.Tensor{}, fmt.Errorf("%w: %d is not a supported KV dtype", ErrDType, dtype)
+	}
+	pool, err := tensor.NewChunked(dtype, meta.PageSize*meta.KVHeadDimSize,
+		meta.NumKVHeads, meta.NumPagesPerLayer, meta.PageSize, meta.KVHeadDimSize)
+	if err != nil {
+		return tensor.Tensor{}, fmt.Errorf("%w: page pool: %w", ErrShape, err)
+	}
+	return pool, nil
+}
+
+// IsZero reports whether v is the zero (absent) View.
+func (v View) IsZero() bool { return v.key.IsZero() }
+
+// LayerIndex returns the index of the layer v belongs to.
+func (v View) LayerIndex() int { return v.layer }
+
+// Metadata returns the cache metadata.
+func (v View) Metadata() Metadata { return v.meta }
+
+// DType returns the storage dtype of the pages.
+func (v View) DType() tensor.DType { return v.key.DType() }
+
+// KeyPages returns the key pages, shape (Hkv, N, ps, D).
+func (v View) KeyPages() tensor.Tensor { return v.key }
+
+// ValuePages returns the value pages, shape (Hkv, N, ps, D).
+func (v View) ValuePages() tensor.Tensor { return v.value }
+
+func (v View) checkPresent() error {
+	if v.IsZero() {
+		return fmt.Errorf("%w: the view holds no pages", ErrAbsentView)
+	}
+	return nil
+}
+
+// checkKV checks that key and value are (rows, Hkv, D) tensors of one
+// dtype; rows < 0 accepts any leading dimension.
+func (v View) checkKV(key, value tensor.Tensor, rows int) error {
+	if key.IsZero() || value.IsZero() {
+		return fmt.Errorf("%w: key %s and value %s must both be present", ErrShape, key, value)
+	}
+	if key.DType() != value.DType() {
+		return fmt.Errorf("%w: key is %s but value is %s", ErrDType, key.DType(), value.DType())
+	}
+	h, d := v.meta.NumKVHeads, v.meta.KVHeadDimSize
+	if key.Rank() != 3 || (rows >= 0 && key.Dim(0) != rows) || key.Dim(1) != h || key.Dim(2) != d {
+		want := fmt.Sprintf("(%d, %d, %d)", rows, h, d)
+		if rows < 0 {
+			want = fmt.Sprintf("(T, %d, %d)", h, d)
+		}
+		return fmt.Errorf("%w: key has shape %v, want %s", ErrShape, key.Shape(), want)
+	}
+	if !value.HasShape(key.Shape()...) {
+		return fmt.Errorf("%w: value has shape %v, key has %v", ErrShape, value.Shape(), key.Shape())
+	}
+	return nil
+}
+
+// checkPage checks a physical page index taken from a page table.
+func (v View) checkPage(phys int32, where string) error {
+	if phys < 0 || int(phys) >= v.meta.NumPagesPerLayer {
+		return fmt.Errorf("%w: page %d at %s (pool has pages 0..%d)", ErrOutOfRange, phys, where, v.meta.NumPagesPerLayer-1)
+	}
+	return nil
+}
+
+// offset returns the flat element offset of (head h, page phys, slot o)
+// in a page tensor.
+func (v View) offset(h, phys, o int) int {
+	return ((h*v.meta.NumPagesPerLayer+phys)*v.meta.PageSize + o) * v.meta.KVHeadDimSize
+}
+
+// WritePrefill writes one sequence's prefill chunk, key and value of shape
+// (T, Hkv, D), into its pages: EasyDeL's write_prefill_to_cache. The
+// inputs are converted to the cache dtype (EasyDeL's astype); key and
+// value must have the same dtype.
+//
+// Token t of the chunk sits at absolute position start+t, where start is
+// m.PrefillPosition[0] (0 when PrefillPosition is nil); position p is
+// stored in page m.PrefillPageTable[p/ps] at offset p%ps. The positions of
+// the real tokens (those below m.PrefillLength) must be start, start+1, ...
+//
+// Deviations from EasyDeL, which supports only a chunk at position 0 with
+// T a multiple of ps: the chunk may start at any position (chunked prefill)
+// and T need not be a multiple of ps; tokens at positions >= PrefillLength
+// are padding and are not written (EasyDeL writes the whole last page,
+// padding included), so a later decode appends in place; and a position
+// past the page table, a page outside [0, N) or a PrefillLength outside
+// [start, start+T] is an error instead of a clamped write.
+func (v View) WritePrefill(key, value tensor.Tensor, m StepMetadata) (View, error) {
+	if err := v.checkPresent(); err != nil {
+		return View{}, err
+	}
+	if err := m.Validate(); err != nil {
+		return View{}, err
+	}
+	if !m.HasPrefill() {
+		return View{}, fmt.Errorf("%w: write prefill: the prefill part is absent", ErrStep)
+	}
+	if err := v.checkKV(key, value, -1); err != nil {
+		return View{}, fmt.Errorf("write prefill: %w", err)
+	}
+	T := key.Dim(0)
+	if T == 0 {
+		return View{}, fmt.Errorf("%w: write prefill: the chunk has no tokens", ErrShape)
+	}
+	start := 0
+	if m.PrefillPosition != nil {
+		if len(m.PrefillPosition) != T {
+			return View{}, fmt.Errorf("%w: prefill_position has %d entries for a chunk of %d tokens", ErrShape, len(m.PrefillPosition), T)
+		}
+		start = int(m.PrefillPosition[0])
+	}
+	if start < 0 {
+		return View{}, fmt.Errorf("%w: prefill chunk starts at position %d", ErrOutOfRange, start)
+	}
+	end := int(m.PrefillLength)
+	if end < start || end > start+T {
+		return View{}, fmt.Errorf("%w: prefill_length %d outside [%d, %d] for a chunk of %d tokens at position %d",
+			ErrOutOfRange, end, start, start+T, T, start)
+	}
+	if m.PrefillPosition != nil {
+		for t := range end - start {
+			if int(m.PrefillPosition[t]) != start+t {
+				return View{}, fmt.Errorf("%w: prefill_position[%d] is %d, want %d (real tokens sit at consecutive positions)",
+					ErrStep, t, m.PrefillPosition[t], start+t)
+			}
+		}
+	}
+	if end == start {
+		return v, nil // only padding
+	}
+	ps := v.meta.PageSize
+	table := m.PrefillPageTable
+	if last := (end - 1) / ps; last >= len(table) {
+		return View{}, fmt.Errorf("%w: prefill position %d needs logical page %d, but the page table has %d entries (%d positions)",
+			ErrOutOfRange, end-1, last, len(table), len(table)*ps)
+	}
+	for lp := start / ps; lp <= (end-1)/ps; lp++ {
+		if err := v.checkPage(table[lp], fmt.Sprintf("prefill_page_table[%d]", lp)); err != nil {
+			return View{}, err
+		}
+	}
+
+	h, d := v.meta.NumKVHeads, v.meta.KVHeadDimSize
+	ke, ve := v.key.Edit(), v.value.Edit()
+	for lp := start / ps; lp <= (end-1)/ps; lp++ {
+		phys := int(table[lp])
+		p0, p1 := max(start, lp*ps), min(end, (lp+1)*ps)
+		for hi := range h {
+			dst := v.offset(hi, phys, p0-lp*ps)
+			for p := p0; p < p1; p++ {
+				src := ((p-start)*h + hi) * d
+				if err := ke.Write(dst, key, src, d); err != nil {
+					return View{}, fmt.Errorf("write prefill key: %w", err)
+				}
+				if err := ve.Write(dst, value, src, d); err != nil {
+					return View{}, fmt.Errorf("write prefill value: %w", err)
+				}
+				dst += d
+			}
+		}
+	}
+	v.key, v.value = ke.Tensor(), ve.Tensor()
+	return v, nil
+}
+
+// WriteDecodes writes one new token per decode slot, key and value of shape
+// (Bd, Hkv, D), at the slots' positions m.DecodesPosition through their
+// page tables m.DecodesPageTable: EasyDeL's write_decodes_to_cache. The
+// inputs are converted to the cache dtype; key and value must have the
+// same dtype.
+//
+// Position p of slot b goes to page DecodesPageTable[b][floorDiv(p, ps)]
+// at offset floorMod(p, ps). An inactive slot has position -1, which
+// gives logical page -1; like EasyDeL's gather, -1 reads the row's last
+// entry, which is 0 for an unused row, so the write lands on the dummy
+// page 0 at offset ps-1. When several slots target the same page and
+// offset, the slot with the highest index wins (EasyDeL leaves the winner
+// unspecified).
+//
+// Deviations from EasyDeL: a position below -1, a logical page at or past
+// the row's length (EasyDeL clamps to the last entry) and a page outside
+// [0, N) are errors that name the slot. Only the page-table entries the
+// write uses are checked, so the cost does not grow with the table.
+func (v View) WriteDecodes(key, value tensor.Tensor, m StepMetadata) (View, error) {
+	if err := v.checkPresent(); err != nil {
+		return View{}, err
+	}
+	if err := m.Validate(); err != nil {
+		return View{}, err
+	}
+	if !m.HasDecodes() {
+		return View{}, fmt.Errorf("%w: write decodes: the decode part is absent", ErrStep)
+	}
+	bd := len(m.DecodesPosition)
+	if err := v.checkKV(key, value, bd); err != nil {
+		return View{}, fmt.Errorf("write decodes: %w", err)
+	}
+	for b := range bd {
+		if _, _, err := v.decodeTarget(m, b); err != nil {
+			return View{}, err
+		}
+	}
+	h, d := v.meta.NumKVHeads, v.meta.KVHeadDimSize
+	ke, ve := v.key.Edit(), v.value.Edit()
+	for b := range bd {
+		phys, off, _ := v.decodeTarget(m, b)
+		for hi := range h {
+			dst, src := v.offset(hi, phys, off), (b*h+hi)*d
+			if err := ke.Write(dst, key, src, d); err != nil {
+				return View{}, fmt.Errorf("write decodes key: %w", err)
+			}
+			if err := ve.Write(dst, value, src, d); err != nil {
+				return View{}, fmt.Errorf("write decodes value: %w", err)
+			}
+		}
+	}
+	v.key, v.value = ke.Tensor(), ve.Tensor()
+	return v, nil
+}
+
+// decodeTarget returns the physical page and the offset in it that decode
+// slot b writes to.
+func (v View) decodeTarget(m StepMetadata, b int) (phys, off int, err error) {
+	ps := v.meta.PageSize
+	pos := int(m.DecodesPosition[b])
+	if pos < -1 {
+		return 0, 0, fmt.Errorf("%w: decodes_position[%d] is %d, want >= -1 (-1 marks an inactive slot)", ErrOutOfRange, b, pos)
+	}
+	row := m.DecodesPageTable[b]
+	lp, off := floorDiv(pos, ps), floorMod(pos, ps)
+	if lp >= len(row) {
+		return 0, 0, fmt.Errorf("%w: decodes_position[%d] is %d, which needs logical page %d, but the page table row has %d entries (%d positions)",
+			ErrOutOfRange, b, pos, lp, len(row), len(row)*ps)
+	}
+	col := lp
+	if col < 0 { // position -1: gather normalises index -1 to the last entry
+		col += len(row)
+	}
+	if err := v.checkPage(row[col], fmt.Sprintf("decodes_page_table[%d][%d] (decodes_position[%d] = %d)", b, col, b, pos)); err != nil {
+		return 0, 0, err
+	}
+	return int(row[col]), off, nil
+}
+
+// Gather returns the first length positions of a sequence, read through its
+// page table, as contiguous key and value tensors of shape (length, Hkv, D)
+// in the cache dtype. It is the reader of the reference attention and of
+// tests. A length past the page table or a page outside [0, N) is an error.
+func (v View) Gather(pageTable []int32, length int) (k, val tensor.Tensor, err error) {
+	if err := v.checkPresent(); err != nil {
+		return k, val, err
+	}
+	ps := v.meta.PageSize
+	if length < 0 || length > len(pageTable)*ps {
+		return k, val, fmt.Errorf("%w: gather length %d, want 0..%d (%d pages of %d positions)",
+			ErrOutOfRange, length, len(pageTable)*ps, len(pageTable), ps)
+	}
+	for lp := 0; lp*ps < length; lp++ {
+		if err := v.checkPage(pageTable[lp], fmt.Sprintf("page table entry %d", lp)); err != nil {
+			return k, val, err
+		}
+	}
+	if k, err = v.gather(v.key, pageTable, length); err != nil {
+		return tensor.Tensor{}, tensor.Tensor{}, err
+	}
+	if val, err = v.gather(v.value, pageTable, length); err != nil {
+		return tensor.Tensor{}, tensor.Tensor{}, err
+	}
+	return k, val, nil
+}
+
+func (v View) gather(pages tensor.Tensor, pageTable []int32, length int) (tensor.Tensor, error) {
+	h, d, ps := v.meta.NumKVHeads, v.meta.KVHeadDimSize, v.meta.PageSize
+	dt := pages.DType()
+	es := dt.Size()
+	out := make([]byte, length*h*d*es)
+	run := make([]byte, ps*d*es)
+	for lp := 0; lp*ps < length; lp++ {
+		n := min(ps, length-lp*ps) // positions of this page to read
+		for hi := range h {
+			if err := pages.ReadBytes(run[:n*d*es], dt, v.offset(hi, int(pageTable[lp]), 0)); err != nil {
+				return tensor.Tensor{}, fmt.Errorf("gather: %w", err)
+			}
+			for o := range n {
+				t := lp*ps + o
+				copy(out[(t*h+hi)*d*es:], run[o*d*es:(o+1)*d*es])
+			}
+		}
+	}
+	return tensor.FromBytes(dt, out, length, h, d)
+}
