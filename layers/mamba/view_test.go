@@ -1,0 +1,357 @@
+package mamba
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kvmesh/kvmesh/layers/tensor"
+)
+
+// testView returns a float32 view of batch 2, intermediate 3, state 2 and
+// kernel 4 whose conv state is row b, channel c: [a b c d] with the values
+// 100b+10c+{1,2,3,4}, and whose SSM state is zero.
+func testView(t *testing.T) View {
+	t.Helper()
+	v, err := NewView(testMeta(t, 1, 2, 3, 2, 4), tensor.Float32, nil)
+	require.NoError(t, err)
+	v, err = v.UpdateConvStatePositions(build(t, tensor.Float64, []int{2, 3, 4}, func(i []int) float64 {
+		return float64(100*i[0] + 10*i[1] + i[2] + 1)
+	}), []int32{0, 1, 2, 3})
+	require.NoError(t, err)
+	return v
+}
+
+// windows returns the conv state as rows of K values, one per (b, c).
+func windows(st tensor.Tensor) [][]float64 {
+	k := st.Dim(2)
+	all := st.Float64s()
+	var out [][]float64
+	for i := 0; i < len(all); i += k {
+		out = append(out, all[i:i+k])
+	}
+	return out
+}
+
+func TestNewViewShapesAndZeros(t *testing.T) {
+	cases := []struct{ b, i, n, k int }{{2, 64, 16, 4}, {1, 32, 8, 2}, {4, 128, 32, 8}, {8, 256, 64, 16}, {1, 1, 1, 1}}
+	for _, tc := range cases {
+		v, err := NewView(testMeta(t, 1, tc.b, tc.i, tc.n, tc.k), tensor.Float32, nil)
+		require.NoError(t, err)
+		assert.Equal(t, []int{tc.b, tc.i, tc.k}, v.ConvStates().Shape())
+		assert.Equal(t, []int{tc.b, tc.i, tc.n}, v.SSMStates().Shape())
+		assert.Equal(t, make([]int32, tc.b), v.Positions())
+		assert.Equal(t, filled(tc.b*tc.i*tc.k, 0), v.ConvStates().Float64s())
+		assert.Equal(t, filled(tc.b*tc.i*tc.n, 0), v.SSMStates().Float64s())
+		_, ok := v.LayerIndex()
+		assert.False(t, ok)
+		assert.False(t, v.IsEmpty())
+		assert.Equal(t, tc.b, v.ConvStates().NumChunks(), "one chunk per batch row")
+		assert.Equal(t, tc.b, v.SSMStates().NumChunks(), "one chunk per batch row")
+	}
+}
+
+func TestNewViewErrors(t *testing.T) {
+	_, err := NewView(testMeta(t, 1, 2, 4, 2, 4), 0, nil)
+	require.ErrorIs(t, err, ErrDType)
+	_, err = NewView(Metadata{BatchSize: 2, IntermediateSize: 4, SSMStateSize: 2}, tensor.Float32, nil)
+	require.ErrorIs(t, err, ErrMetadata)
+	assert.Contains(t, err.Error(), "conv_kernel_size must be positive (got 0)")
+}
+
+func TestUpdateConvStateRollAndWrite(t *testing.T) {
+	// Each window [a b c d] = [x1 x2 x3 x4]; the new column is e = -(100b+10c).
+	// Roll left gives [x2 x3 x4 x1]; then column clip(cp) takes e.
+	cases := []struct {
+		cp   int
+		want func(x1, x2, x3, x4, e float64) []float64
+	}{
+		{3, func(x1, x2, x3, x4, e float64) []float64 { return []float64{x2, x3, x4, e} }}, // EasyDeL's [a,b,c,d]+e -> [b,c,d,e]
+		{10, func(x1, x2, x3, x4, e float64) []float64 { return []float64{x2, x3, x4, e} }},
+		{2, func(x1, x2, x3, x4, e float64) []float64 { return []float64{x2, x3, e, x1} }},
+		{1, func(x1, x2, x3, x4, e float64) []float64 { return []float64{x2, e, x4, x1} }},
+		{0, func(x1, x2, x3, x4, e float64) []float64 { return []float64{e, x3, x4, x1} }},
+		{-1, func(x1, x2, x3, x4, e float64) []float64 { return []float64{e, x3, x4, x1} }},
+	}
+	for _, tc := range cases {
+		v := testView(t)
+		before := v.ConvStates().Float64s()
+		col := build(t, tensor.Float64, []int{2, 3}, func(i []int) float64 { return -float64(100*i[0] + 10*i[1]) })
+		next, err := v.UpdateConvState(col, tc.cp)
+		require.NoError(t, err, "cp=%d", tc.cp)
+		var want [][]float64
+		for b := 0; b < 2; b++ {
+			for c := 0; c < 3; c++ {
+				base := float64(100*b + 10*c)
+				want = append(want, tc.want(base+1, base+2, base+3, base+4, -base))
+			}
+		}
+		assert.Equal(t, want, windows(next.ConvStates()), "cp=%d", tc.cp)
+		assert.Equal(t, before, v.ConvStates().Float64s(), "receiver unchanged, cp=%d", tc.cp)
+		assert.Equal(t, tensor.Float32, next.ConvStates().DType())
+	}
+}
+
+func TestUpdateConvStateClippingFromZero(t *testing.T) {
+	// EasyDeL's test_cache_position_clipping and test_negative_cache_position:
+	// zero state, new = ones(2, 64).
+	cases := []struct {
+		cp, onesAt int
+	}{{10, 3}, {-1, 0}, {1, 1}, {3, 3}, {-100, 0}}
+	for _, tc := range cases {
+		v, err := NewView(testMeta(t, 1, 2, 64, 16, 4), tensor.Float32, nil)
+		require.NoError(t, err)
+		next, err := v.UpdateConvState(constant(t, tensor.Float32, 1, 2, 64), tc.cp)
+		require.NoError(t, err)
+		for k := 0; k < 4; k++ {
+			want := 0.0
+			if k == tc.onesAt {
+				want = 1
+			}
+			assert.Equal(t, filled(128, want), column(t, next.ConvStates(), k), "cp=%d column %d", tc.cp, k)
+		}
+	}
+}
+
+func TestUpdateConvStatePositions(t *testing.T) {
+	// Windows [x1 x2 x3 x4] roll to [x2 x3 x4 x1]; then column clip(cp[j])
+	// takes p_j = -(100b+10c) - j, in order.
+	cases := []struct {
+		name string
+		cps  []int32
+		want func(x1, x2, x3, x4, p0, p1 float64) []float64
+	}{
+		{"clipped ends", []int32{5, -2}, func(x1, x2, x3, x4, p0, p1 float64) []float64 { return []float64{p1, x3, x4, p0} }},
+		{"duplicate: later wins", []int32{3, 7}, func(x1, x2, x3, x4, p0, p1 float64) []float64 { return []float64{x2, x3, x4, p1} }},
+		{"middle", []int32{1, 2}, func(x1, x2, x3, x4, p0, p1 float64) []float64 { return []float64{x2, p0, p1, x1} }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			v := testView(t)
+			cols := build(t, tensor.Float32, []int{2, 3, 2}, func(i []int) float64 { return -float64(100*i[0]+10*i[1]) - float64(i[2]) })
+			next, err := v.UpdateConvStatePositions(cols, tc.cps)
+			require.NoError(t, err)
+			var want [][]float64
+			for b := 0; b < 2; b++ {
+				for c := 0; c < 3; c++ {
+					base := float64(100*b + 10*c)
+					want = append(want, tc.want(base+1, base+2, base+3, base+4, -base, -base-1))
+				}
+			}
+			assert.Equal(t, want, windows(next.ConvStates()))
+		})
+	}
+	t.Run("full window", func(t *testing.T) {
+		v := testView(t)
+		cols := build(t, tensor.Float32, []int{2, 3, 4}, func(i []int) float64 { return float64(7 * (i[0] + i[1] + i[2])) })
+		next, err := v.UpdateConvStatePositions(cols, []int32{0, 1, 2, 3})
+		require.NoError(t, err)
+		assert.Equal(t, cols.Float64s(), next.ConvStates().Float64s())
+	})
+	t.Run("no positions only rolls", func(t *testing.T) {
+		v := testView(t)
+		next, err := v.UpdateConvStatePositions(tensor.Must(tensor.New(tensor.Float32, 2, 3, 0)), nil)
+		require.NoError(t, err)
+		assert.Equal(t, []float64{2, 3, 4, 1}, windows(next.ConvStates())[0])
+	})
+}
+
+func TestConvStateIsLastKInputs(t *testing.T) {
+	// Oracle README convention: after P tokens written at position K-1, the
+	// window is the last K inputs, left-padded with zeros when P < K.
+	const k = 4
+	for p := 1; p <= 2*k+1; p++ {
+		v, err := NewView(testMeta(t, 1, 2, 3, 2, k), tensor.Float64, nil)
+		require.NoError(t, err)
+		input := func(tok, b, c int) float64 { return float64(1000*(tok+1) + 10*b + c) }
+		for tok := 0; tok < p; tok++ {
+			x := build(t, tensor.Float64, []int{2, 3}, func(i []int) float64 { return input(tok, i[0], i[1]) })
+			v, err = v.UpdateConvState(x, k-1)
+			require.NoError(t, err)
+		}
+		var want [][]float64
+		for b := 0; b < 2; b++ {
+			for c := 0; c < 3; c++ {
+				w := make([]float64, k)
+				for j := 0; j < k; j++ {
+					if tok := p - k + j; tok >= 0 {
+						w[j] = input(tok, b, c)
+					}
+				}
+				want = append(want, w)
+			}
+		}
+		assert.Equal(t, want, windows(v.ConvStates()), "after %d tokens", p)
+	}
+}
+
+func TestUpdateConvStateConvertsDType(t *testing.T) {
+	// 1 + 2^-10 is exact in float16 and float32 but rounds to 1 in bfloat16
+	// (8 significant bits); 1 + 2^-7 is exact in all three.
+	cases := []struct {
+		dtype tensor.DType
+		in    float64
+		want  float64
+	}{
+		{tensor.Float32, 1 + 1.0/1024, 1 + 1.0/1024},
+		{tensor.Float16, 1 + 1.0/1024, 1 + 1.0/1024},
+		{tensor.BFloat16, 1 + 1.0/1024, 1},
+		{tensor.BFloat16, 1 + 1.0/128, 1 + 1.0/128},
+		{tensor.Float64, 1 + 1.0/(1<<40), 1 + 1.0/(1<<40)},
+	}
+	for _, tc := range cases {
+		v, err := NewView(testMeta(t, 1, 1, 2, 2, 2), tc.dtype, nil)
+		require.NoError(t, err)
+		next, err := v.UpdateConvState(constant(t, tensor.Float64, tc.in, 1, 2), 1)
+		require.NoError(t, err)
+		assert.Equal(t, tc.dtype, next.ConvStates().DType())
+		assert.Equal(t, []float64{0, tc.want, 0, tc.want}, next.ConvStates().Float64s(), "%s", tc.dtype)
+		next, err = next.UpdateSSMState(constant(t, tensor.Float64, tc.in, 1, 2, 2))
+		require.NoError(t, err)
+		assert.Equal(t, tc.dtype, next.SSMStates().DType())
+		assert.Equal(t, filled(4, tc.want), next.SSMStates().Float64s(), "%s", tc.dtype)
+	}
+}
+
+func TestViewUpdateErrors(t *testing.T) {
+	v, err := NewView(testMeta(t, 1, 2, 64, 16, 4), tensor.Float32, nil)
+	require.NoError(t, err)
+	cases := []struct {
+		name string
+		fn   func() (View, error)
+		is   error
+		msg  string
+	}{
+		{"conv wrong channels", func() (View, error) { return v.UpdateConvState(constant(t, tensor.Float32, 1, 2, 63), 0) },
+			ErrShape, "new_conv_state has shape [2 63], want (batch 2, intermediate_size 64)"},
+		{"conv wrong batch", func() (View, error) { return v.UpdateConvState(constant(t, tensor.Float32, 1, 3, 64), 0) }, ErrShape, "[3 64]"},
+		{"conv absent", func() (View, error) { return v.UpdateConvState(tensor.Tensor{}, 0) }, ErrShape, "<absent>"},
+		{"conv 3-D for scalar position", func() (View, error) { return v.UpdateConvState(constant(t, tensor.Float32, 1, 2, 64, 1), 0) }, ErrShape, "[2 64 1]"},
+		{"positions count", func() (View, error) {
+			return v.UpdateConvStatePositions(constant(t, tensor.Float32, 1, 2, 64, 4), []int32{0, 1, 2})
+		}, ErrShape, "want (batch 2, intermediate_size 64, positions 3)"},
+		{"ssm shape", func() (View, error) { return v.UpdateSSMState(constant(t, tensor.Float32, 1, 2, 64, 15)) },
+			ErrShape, "new_ssm_state has shape [2 64 15], want (batch 2, intermediate_size 64, ssm_state_size 16)"},
+		{"reset rows out of range", func() (View, error) { return v.ResetRows(2) }, ErrOutOfRange, "row 2 (batch has rows 0..1)"},
+		{"reset rows negative", func() (View, error) { return v.ResetRows(-1) }, ErrOutOfRange, "row -1"},
+		{"reset rows twice", func() (View, error) { return v.ResetRows(1, 1) }, ErrOutOfRange, "row 1 listed twice"},
+		{"empty conv", func() (View, error) { return View{}.UpdateConvState(constant(t, tensor.Float32, 1, 2, 64), 0) }, ErrEmpty, "UpdateConvState"},
+		{"empty ssm", func() (View, error) { return View{}.UpdateSSMState(constant(t, tensor.Float32, 1, 2, 64, 16)) }, ErrEmpty, "UpdateSSMState"},
+		{"empty reset", func() (View, error) { return View{}.Reset() }, ErrEmpty, "Reset"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := tc.fn()
+			require.ErrorIs(t, err, tc.is)
+			assert.Contains(t, err.Error(), tc.msg)
+		})
+	}
+}
+
+func TestVersionsAreIndependent(t *testing.T) {
+	// Two versions derived from one base by decode steps never see each
+	// other's writes, and the base keeps its bytes.
+	base := testView(t)
+	baseConv := base.ConvStates().Float64s()
+	a, err := base.UpdateConvState(constant(t, tensor.Float32, 5, 2, 3), 3)
+	require.NoError(t, err)
+	b, err := base.UpdateConvState(constant(t, tensor.Float32, 6, 2, 3), 3)
+	require.NoError(t, err)
+	a2, err := a.UpdateConvState(constant(t, tensor.Float32, 7, 2, 3), 3)
+	require.NoError(t, err)
+	assert.Equal(t, baseConv, base.ConvStates().Float64s())
+	assert.Equal(t, []float64{2, 3, 4, 5}, windows(a.ConvStates())[0])
+	assert.Equal(t, []float64{2, 3, 4, 6}, windows(b.ConvStates())[0])
+	assert.Equal(t, []float64{3, 4, 5, 7}, windows(a2.ConvStates())[0])
+
+	s1, err := base.UpdateSSMState(constant(t, tensor.Float32, 1, 2, 3, 2))
+	require.NoError(t, err)
+	s2, err := s1.UpdateSSMState(constant(t, tensor.Float32, 2, 2, 3, 2))
+	require.NoError(t, err)
+	assert.Equal(t, filled(12, 0), base.SSMStates().Float64s())
+	assert.Equal(t, filled(12, 1), s1.SSMStates().Float64s())
+	assert.Equal(t, filled(12, 2), s2.SSMStates().Float64s())
+	assert.True(t, s2.ConvStates().SharesChunk(0, base.ConvStates(), 0), "an SSM update shares the conv state")
+}
+
+func TestResetAndResetRows(t *testing.T) {
+	v := testView(t)
+	v, err := v.UpdateSSMState(build(t, tensor.Float32, []int{2, 3, 2}, func(i []int) float64 { return float64(1 + i[0]) }))
+	require.NoError(t, err)
+	conv, ssm := v.ConvStates().Float64s(), v.SSMStates().Float64s()
+
+	z, err := v.Reset()
+	require.NoError(t, err)
+	assert.Equal(t, filled(24, 0), z.ConvStates().Float64s())
+	assert.Equal(t, filled(12, 0), z.SSMStates().Float64s())
+	assert.Equal(t, v.ConvStates().Shape(), z.ConvStates().Shape())
+	assert.Equal(t, tensor.Float32, z.DType())
+	assert.Equal(t, conv, v.ConvStates().Float64s(), "receiver unchanged")
+	assert.Equal(t, ssm, v.SSMStates().Float64s(), "receiver unchanged")
+
+	r, err := v.ResetRows(1)
+	require.NoError(t, err)
+	assert.Equal(t, append(conv[:12:12], filled(12, 0)...), r.ConvStates().Float64s())
+	assert.Equal(t, append(filled(6, 1), filled(6, 0)...), r.SSMStates().Float64s())
+	assert.True(t, r.ConvStates().SharesChunk(0, v.ConvStates(), 0), "row 0 shared, not copied")
+	assert.True(t, r.SSMStates().SharesChunk(0, v.SSMStates(), 0), "row 0 shared, not copied")
+	assert.Equal(t, conv, v.ConvStates().Float64s(), "receiver unchanged")
+
+	// A zeroed row takes new writes; the receiver still does not change.
+	r2, err := r.UpdateConvState(constant(t, tensor.Float32, 9, 2, 3), 3)
+	require.NoError(t, err)
+	assert.Equal(t, []float64{0, 0, 0, 9}, windows(r2.ConvStates())[3])
+	assert.Equal(t, filled(12, 0), r.ConvStates().Float64s()[12:])
+}
+
+func TestViewInsert(t *testing.T) {
+	dst, err := NewView(testMeta(t, 1, 4, 3, 2, 4), tensor.Float32, nil)
+	require.NoError(t, err)
+	src, err := testView(t).UpdateSSMState(constant(t, tensor.Float32, 3, 2, 3, 2)) // batch 2
+	require.NoError(t, err)
+	got, err := dst.Insert(src, 1)
+	require.NoError(t, err)
+	conv := got.ConvStates().Float64s()
+	assert.Equal(t, filled(12, 0), conv[:12])
+	assert.Equal(t, src.ConvStates().Float64s(), conv[12:36])
+	assert.Equal(t, filled(12, 0), conv[36:])
+	assert.True(t, got.ConvStates().SharesChunk(1, src.ConvStates(), 0))
+	assert.True(t, got.ConvStates().SharesChunk(2, src.ConvStates(), 1))
+	assert.True(t, got.SSMStates().SharesChunk(2, src.SSMStates(), 1))
+	assert.Equal(t, append(append(filled(6, 0), filled(12, 3)...), filled(6, 0)...), got.SSMStates().Float64s())
+	assert.Equal(t, filled(48, 0), dst.ConvStates().Float64s(), "receiver unchanged")
+
+	// Writing the inserted rows does not change src.
+	srcConv := src.ConvStates().Float64s()
+	_, err = got.UpdateConvState(constant(t, tensor.Float32, 1, 4, 3), 3)
+	require.NoError(t, err)
+	assert.Equal(t, srcConv, src.ConvStates().Float64s())
+
+	_, err = dst.Insert(src, 3)
+	require.ErrorIs(t, err, ErrOutOfRange)
+	assert.Contains(t, err.Error(), "slot 3 for 2 rows (batch has rows 0..3)")
+	_, err = dst.Insert(src, -1)
+	require.ErrorIs(t, err, ErrOutOfRange)
+	other, err := NewView(testMeta(t, 1, 1, 3, 2, 4), tensor.BFloat16, nil)
+	require.NoError(t, err)
+	_, err = dst.Insert(other, 0)
+	require.ErrorIs(t, err, ErrIncompatible)
+	other, err = NewView(testMeta(t, 1, 1, 3, 2, 3), tensor.Float32, nil)
+	require.NoError(t, err)
+	_, err = dst.Insert(other, 0)
+	require.ErrorIs(t, err, ErrIncompatible)
+	_, err = dst.Insert(View{}, 0)
+	require.ErrorIs(t, err, ErrEmpty)
+}
+
+func TestViewString(t *testing.T) {
+	l := 3
+	v, err := NewView(testMeta(t, 1, 2, 64, 16, 4), tensor.Float32, &l)
+	require.NoError(t, err)
+	assert.Equal(t, "MambaCacheView(conv_states=float32[2 64 4], ssm_states=float32[2 64 16], layer_index=3)", v.String())
+	v, err = NewView(testMeta(t, 1, 2, 64, 16, 4), tensor.BFloat16, nil)
+	require.NoError(t, err)
+	assert.Equal(t, "MambaCacheView(conv_states=bfloat16[2 64 4], ssm_states=bfloat16[2 64 16], layer_index=None)", v.String())
+	assert.Equal(t, "None", View{}.String())
+}
