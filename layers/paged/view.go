@@ -117,12 +117,14 @@ func (v View) checkKV(key, value tensor.Tensor, rows int) error {
 	return nil
 }
 
-// checkPage checks a physical page index taken from a page table.
-func (v View) checkPage(phys int32, where string) error {
-	if phys < 0 || int(phys) >= v.meta.NumPagesPerLayer {
-		return fmt.Errorf("%w: page %d at %s (pool has pages 0..%d)", ErrOutOfRange, phys, where, v.meta.NumPagesPerLayer-1)
-	}
-	return nil
+// validPage reports whether phys, taken from a page table, is in the pool.
+func (v View) validPage(phys int32) bool {
+	return phys >= 0 && int(phys) < v.meta.NumPagesPerLayer
+}
+
+// pageError reports the out-of-pool page phys found at where.
+func (v View) pageError(phys int32, where string) error {
+	return fmt.Errorf("%w: page %d at %s (pool has pages 0..%d)", ErrOutOfRange, phys, where, v.meta.NumPagesPerLayer-1)
 }
 
 // offset returns the flat element offset of (head h, page phys, slot o)
@@ -198,8 +200,8 @@ func (v View) WritePrefill(key, value tensor.Tensor, m StepMetadata) (View, erro
 			ErrOutOfRange, end-1, last, len(table), len(table)*ps)
 	}
 	for lp := start / ps; lp <= (end-1)/ps; lp++ {
-		if err := v.checkPage(table[lp], fmt.Sprintf("prefill_page_table[%d]", lp)); err != nil {
-			return View{}, err
+		if !v.validPage(table[lp]) {
+			return View{}, v.pageError(table[lp], fmt.Sprintf("prefill_page_table[%d]", lp))
 		}
 	}
 
@@ -299,8 +301,8 @@ func (v View) decodeTarget(m StepMetadata, b int) (phys, off int, err error) {
 	if col < 0 { // position -1: gather normalises index -1 to the last entry
 		col += len(row)
 	}
-	if err := v.checkPage(row[col], fmt.Sprintf("decodes_page_table[%d][%d] (decodes_position[%d] = %d)", b, col, b, pos)); err != nil {
-		return 0, 0, err
+	if !v.validPage(row[col]) {
+		return 0, 0, v.pageError(row[col], fmt.Sprintf("decodes_page_table[%d][%d] (decodes_position[%d] = %d)", b, col, b, pos))
 	}
 	return int(row[col]), off, nil
 }
@@ -319,8 +321,8 @@ func (v View) Gather(pageTable []int32, length int) (k, val tensor.Tensor, err e
 			ErrOutOfRange, length, len(pageTable)*ps, len(pageTable), ps)
 	}
 	for lp := 0; lp*ps < length; lp++ {
-		if err := v.checkPage(pageTable[lp], fmt.Sprintf("page table entry %d", lp)); err != nil {
-			return k, val, err
+		if !v.validPage(pageTable[lp]) {
+			return k, val, v.pageError(pageTable[lp], fmt.Sprintf("page table entry %d", lp))
 		}
 	}
 	if k, err = v.gather(v.key, pageTable, length); err != nil {
