@@ -42,25 +42,17 @@ type Metadata struct {
 // int32, so NumPagesPerLayer is at most math.MaxInt32; it is at least 2,
 // because page 0 is reserved.
 func (m Metadata) Validate() error {
-	for _, f := range []struct {
-		name string
-		v    int
-	}{
-		{"batch_size", m.BatchSize},
-		{"num_hidden_layers", m.NumHiddenLayers},
-		{"num_pages_per_layer", m.NumPagesPerLayer},
-		{"num_pages_per_sequence", m.NumPagesPerSequence},
-		{"max_sequences", m.MaxSequences},
-		{"page_size", m.PageSize},
-		{"num_kv_heads", m.NumKVHeads},
-		{"kv_head_dim_size", m.KVHeadDimSize},
-	} {
-		if f.v <= 0 {
-			return fmt.Errorf("%w: `%s` must be positive, got %d", ErrInvalidMetadata, f.name, f.v)
-		}
-	}
-	if !(m.HBMUtilization > 0 && m.HBMUtilization < 1) {
-		return fmt.Errorf("%w: `hbm_utilization` must be positive float value in range 0~1, got %v", ErrInvalidMetadata, m.HBMUtilization)
+	if err := checkFields(m.HBMUtilization,
+		field{"batch_size", m.BatchSize},
+		field{"num_hidden_layers", m.NumHiddenLayers},
+		field{"num_pages_per_layer", m.NumPagesPerLayer},
+		field{"num_pages_per_sequence", m.NumPagesPerSequence},
+		field{"max_sequences", m.MaxSequences},
+		field{"page_size", m.PageSize},
+		field{"num_kv_heads", m.NumKVHeads},
+		field{"kv_head_dim_size", m.KVHeadDimSize},
+	); err != nil {
+		return err
 	}
 	if m.NumPagesPerLayer < 2 || m.NumPagesPerLayer > math.MaxInt32 {
 		return fmt.Errorf("%w: `num_pages_per_layer` is %d, want 2..%d (page 0 is reserved; page indices are int32)",
@@ -69,6 +61,26 @@ func (m Metadata) Validate() error {
 	if want := ceilDiv(m.MaxSequences, m.PageSize); m.NumPagesPerSequence != want {
 		return fmt.Errorf("%w: `num_pages_per_sequence` is %d, want ceil(max_sequences %d / page_size %d) = %d",
 			ErrInvalidMetadata, m.NumPagesPerSequence, m.MaxSequences, m.PageSize, want)
+	}
+	return nil
+}
+
+// field is an integer field to validate, by its EasyDeL name.
+type field struct {
+	name string
+	v    int
+}
+
+// checkFields checks, in order, that each field is positive and then that
+// util is in (0, 1), with EasyDeL's messages.
+func checkFields(util float64, fields ...field) error {
+	for _, f := range fields {
+		if f.v <= 0 {
+			return fmt.Errorf("%w: `%s` must be positive, got %d", ErrInvalidMetadata, f.name, f.v)
+		}
+	}
+	if !(util > 0 && util < 1) {
+		return fmt.Errorf("%w: `hbm_utilization` must be positive float value in range 0~1, got %v", ErrInvalidMetadata, util)
 	}
 	return nil
 }
@@ -131,23 +143,15 @@ type MetadataConfig struct {
 // kv_head_dim_size, hbm_utilization), then kvmesh's additions: a nil
 // Memory, an invalid DType and a negative HeadShards.
 func (c MetadataConfig) Validate() error {
-	for _, f := range []struct {
-		name string
-		v    int
-	}{
-		{"batch_size", c.BatchSize},
-		{"num_hidden_layers", c.NumHiddenLayers},
-		{"max_sequences", c.MaxSequences},
-		{"page_size", c.PageSize},
-		{"num_kv_heads", c.NumKVHeads},
-		{"kv_head_dim_size", c.KVHeadDimSize},
-	} {
-		if f.v <= 0 {
-			return fmt.Errorf("%w: `%s` must be positive, got %d", ErrInvalidMetadata, f.name, f.v)
-		}
-	}
-	if !(c.HBMUtilization > 0 && c.HBMUtilization < 1) {
-		return fmt.Errorf("%w: `hbm_utilization` must be positive float value in range 0~1, got %v", ErrInvalidMetadata, c.HBMUtilization)
+	if err := checkFields(c.HBMUtilization,
+		field{"batch_size", c.BatchSize},
+		field{"num_hidden_layers", c.NumHiddenLayers},
+		field{"max_sequences", c.MaxSequences},
+		field{"page_size", c.PageSize},
+		field{"num_kv_heads", c.NumKVHeads},
+		field{"kv_head_dim_size", c.KVHeadDimSize},
+	); err != nil {
+		return err
 	}
 	if c.Memory == nil {
 		return fmt.Errorf("%w: no memory source", ErrInvalidMetadata)
@@ -208,8 +212,8 @@ func NewMetadata(cfg MetadataConfig) (Metadata, error) {
 	}
 	perKV := int64(cfg.NumKVHeads) * int64(cfg.KVHeadDimSize) * int64(cfg.DType.Size()) * 2
 	pageBytes := int64(cfg.PageSize) * perKV
-	// usable*shards <= 2^63 needs usable <= MaxInt64/shards; above that the
-	// pool is capped at the int32 page range below anyway.
+	// usable*shards fits in int64 only if usable <= MaxInt64/shards; a
+	// larger budget exceeds the int32 page range, an error below.
 	var pages int64
 	if usable > math.MaxInt64/int64(shards) {
 		pages = math.MaxInt64
@@ -243,5 +247,10 @@ func NewMetadata(cfg MetadataConfig) (Metadata, error) {
 	return m, nil
 }
 
-// ceilDiv returns ceil(a/b) for a >= 0 and b > 0.
-func ceilDiv(a, b int) int { return (a + b - 1) / b }
+// ceilDiv returns ceil(a/b) for b > 0, without overflow; 0 for a <= 0.
+func ceilDiv(a, b int) int {
+	if a <= 0 {
+		return 0
+	}
+	return (a-1)/b + 1
+}
