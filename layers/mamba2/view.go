@@ -1,0 +1,306 @@
+package mamba2
+
+import (
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/kvmesh/kvmesh/layers/tensor"
+)
+
+// View is one layer's Mamba2 state: EasyDeL's Mamba2CacheView. ConvStates
+// is (B, intermediate_size + 2·n_groups·state_size, conv_kernel_size) and
+// holds the last K raw [x | B | C] inputs of every channel, oldest in column
+// 0; SSMStates is (B, num_heads, head_dim, state_size). Both have the cache
+// dtype. Positions is (B,) int32 and SeqlenOffset an int; UpdateSeq advances
+// both.
+//
+// The zero View is the empty view (EasyDeL's None entry of a cache); see
+// IsEmpty. A View is an immutable value: every update returns a new View and
+// leaves the receiver, its tensors and the inputs unchanged (EasyDeL's
+// update_conv_state, update_ssm_state and reset mutate the view and return
+// it).
+type View struct {
+	conv, ssm    tensor.Tensor
+	positions    []int32
+	seqlenOffset int
+	meta         Metadata
+	layer        int
+	hasLayer     bool
+}
+
+// NewView returns a zero-filled view for meta (EasyDeL's
+// Mamba2CacheView.init) with states of dtype, positions and seqlen_offset
+// zero and the given layer index (nil for none). Storage is allocated on
+// first write.
+//
+// Deviation from EasyDeL: there is no partition_specs argument, and dtype
+// must be given (EasyDeL's cache defaults to bfloat16).
+func NewView(meta Metadata, dtype tensor.DType, layerIndex *int) (View, error) {
+	if err := meta.Validate(); err != nil {
+		return View{}, err
+	}
+	if !dtype.Valid() {
+		return View{}, fmt.Errorf("%w: cache dtype %s (want float32, bfloat16, float16 or float64)", ErrDType, dtype)
+	}
+	conv, err := newStore(dtype, meta.BatchSize, meta.ConvDim(), meta.ConvKernelSize)
+	if err != nil {
+		return View{}, fmt.Errorf("%w: conv_states: %v", ErrShape, err)
+	}
+	ssm, err := newStore(dtype, meta.BatchSize, meta.NumHeads, meta.HeadDim, meta.StateSize)
+	if err != nil {
+		return View{}, fmt.Errorf("%w: ssm_states: %v", ErrShape, err)
+	}
+	v := View{conv: conv, ssm: ssm, positions: make([]int32, meta.BatchSize), meta: meta.clone()}
+	if layerIndex != nil {
+		v.layer, v.hasLayer = *layerIndex, true
+	}
+	return v, nil
+}
+
+// IsEmpty reports whether v is the empty view (EasyDeL's None).
+func (v View) IsEmpty() bool { return v.conv.IsZero() }
+
+// ConvStates returns the conv state (B, intermediate_size + 2·n_groups·state_size,
+// conv_kernel_size).
+func (v View) ConvStates() tensor.Tensor { return v.conv }
+
+// SSMStates returns the SSM state (B, num_heads, head_dim, state_size).
+func (v View) SSMStates() tensor.Tensor { return v.ssm }
+
+// Positions returns a copy of the (B,) positions.
+func (v View) Positions() []int32 { return slices.Clone(v.positions) }
+
+// SeqlenOffset returns the number of tokens UpdateSeq has counted; a mixer
+// takes the decode path when it is positive (EasyDeL's seqlen_offset).
+func (v View) SeqlenOffset() int { return v.seqlenOffset }
+
+// DType returns the cache dtype (0 for the empty view).
+func (v View) DType() tensor.DType { return v.conv.DType() }
+
+// Metadata returns the view's metadata.
+func (v View) Metadata() Metadata { return v.meta.clone() }
+
+// LayerIndex returns the view's layer index; ok is false when it has none
+// (EasyDeL's layer_index=None).
+func (v View) LayerIndex() (layer int, ok bool) { return v.layer, v.hasLayer }
+
+// String describes the view as "Mamba2CacheView(conv_states=float32[2 96 4],
+// ssm_states=float32[2 4 16 16], positions=int32[2], seqlen_offset=0,
+// layer_index=0)"; the empty view is "None".
+func (v View) String() string {
+	if v.IsEmpty() {
+		return "None"
+	}
+	li := "None"
+	if v.hasLayer {
+		li = fmt.Sprint(v.layer)
+	}
+	return fmt.Sprintf("Mamba2CacheView(conv_states=%s, ssm_states=%s, positions=int32[%d], seqlen_offset=%d, layer_index=%s)",
+		v.conv, v.ssm, len(v.positions), v.seqlenOffset, li)
+}
+
+func (v View) checkNotEmpty(op string) error {
+	if v.IsEmpty() {
+		return fmt.Errorf("%w: %s on an empty view", ErrEmpty, op)
+	}
+	return nil
+}
+
+// UpdateConvState returns the view after EasyDeL's update_conv_state with a
+// scalar cache_position: the position is clipped to [0, K-1], every row of
+// the conv state is rolled left by one along the kernel axis (column k takes
+// column (k+1) mod K), then newConvState (B, conv_dim), converted to the
+// cache dtype, is written into the clipped column. conv_dim is
+// Metadata.ConvDim.
+//
+// With cachePosition = K-1 this is the decode step of the reference
+// recurrence: the window shifts left and the newest [x | B | C] input lands
+// in the last column. Clipping follows EasyDeL (its tests assert that 10
+// writes column K-1 and -1 writes column 0).
+//
+// Deviation from EasyDeL: the update is functional (EasyDeL mutates the view),
+// and newConvState must have exactly the shape (B, conv_dim).
+func (v View) UpdateConvState(newConvState tensor.Tensor, cachePosition int) (View, error) {
+	if err := v.checkNotEmpty("UpdateConvState"); err != nil {
+		return View{}, err
+	}
+	m := v.meta
+	if newConvState.IsZero() || !newConvState.HasShape(m.BatchSize, m.ConvDim()) {
+		return View{}, fmt.Errorf("%w: new_conv_state has shape %s, want (batch %d, conv_dim %d)",
+			ErrShape, shapeOf(newConvState), m.BatchSize, m.ConvDim())
+	}
+	return v.rollConv(newConvState, []int{clip(cachePosition, m.ConvKernelSize)})
+}
+
+// UpdateConvStatePositions is UpdateConvState with an array cache_position
+// (EasyDeL's prefill form): after the roll, column clip(cachePositions[j])
+// of every row takes newConvState[:, :, j], where newConvState is
+// (B, conv_dim, len(cachePositions)). With cachePositions = 0..K-1 and the
+// last K inputs (left-padded with zeros) it sets the whole window. When a
+// clipped position repeats, the later one wins.
+func (v View) UpdateConvStatePositions(newConvState tensor.Tensor, cachePositions []int32) (View, error) {
+	if err := v.checkNotEmpty("UpdateConvStatePositions"); err != nil {
+		return View{}, err
+	}
+	m := v.meta
+	if newConvState.IsZero() || !newConvState.HasShape(m.BatchSize, m.ConvDim(), len(cachePositions)) {
+		return View{}, fmt.Errorf("%w: new_conv_state has shape %s, want (batch %d, conv_dim %d, positions %d)",
+			ErrShape, shapeOf(newConvState), m.BatchSize, m.ConvDim(), len(cachePositions))
+	}
+	cps := make([]int, len(cachePositions))
+	for j, p := range cachePositions {
+		cps[j] = clip(int(p), m.ConvKernelSize)
+	}
+	return v.rollConv(newConvState, cps)
+}
+
+func (v View) rollConv(cols tensor.Tensor, cps []int) (View, error) {
+	conv, err := rollConv(v.conv, cols, cps)
+	if err != nil {
+		return View{}, err
+	}
+	next := v
+	next.conv = conv
+	return next, nil
+}
+
+// UpdateSSMState returns the view with the SSM state replaced by
+// newSSMState (B, num_heads, head_dim, state_size), converted to the cache
+// dtype (EasyDeL's update_ssm_state, which mutates the view instead).
+func (v View) UpdateSSMState(newSSMState tensor.Tensor) (View, error) {
+	if err := v.checkNotEmpty("UpdateSSMState"); err != nil {
+		return View{}, err
+	}
+	m := v.meta
+	if newSSMState.IsZero() || !newSSMState.HasShape(m.BatchSize, m.NumHeads, m.HeadDim, m.StateSize) {
+		return View{}, fmt.Errorf("%w: new_ssm_state has shape %s, want (batch %d, num_heads %d, head_dim %d, state_size %d)",
+			ErrShape, shapeOf(newSSMState), m.BatchSize, m.NumHeads, m.HeadDim, m.StateSize)
+	}
+	ssm, err := fillStore(v.DType(), newSSMState, v.ssm.Shape()...)
+	if err != nil {
+		return View{}, err
+	}
+	next := v
+	next.ssm = ssm
+	return next, nil
+}
+
+// UpdateSeq returns the view with every position and the seqlen offset
+// advanced by num (EasyDeL's Mamba2Cache.update_seq on one view, which
+// mutates it). A mixer calls it once per forward call, so after a prefill
+// the offset is 1, not the prompt length; only offset > 0 matters.
+//
+// Deviation from EasyDeL: a negative num, or a position or offset that
+// would overflow, is an error naming it.
+func (v View) UpdateSeq(num int) (View, error) {
+	if err := v.checkNotEmpty("UpdateSeq"); err != nil {
+		return View{}, err
+	}
+	if num < 0 {
+		return View{}, fmt.Errorf("%w: UpdateSeq(%d): num must not be negative", ErrOutOfRange, num)
+	}
+	if v.seqlenOffset > math.MaxInt-num {
+		return View{}, fmt.Errorf("%w: seqlen_offset %d + %d overflows", ErrOutOfRange, v.seqlenOffset, num)
+	}
+	next := v
+	next.positions = make([]int32, len(v.positions))
+	for b, p := range v.positions {
+		if int64(p)+int64(num) > math.MaxInt32 {
+			return View{}, fmt.Errorf("%w: positions[%d] = %d + %d overflows int32", ErrOutOfRange, b, p, num)
+		}
+		next.positions[b] = p + int32(num)
+	}
+	next.seqlenOffset += num
+	return next, nil
+}
+
+// Reset returns the view as NewView made it: both states zeroed (shapes and
+// dtype kept), positions and seqlen_offset zero. It allocates no state
+// storage.
+//
+// Deviation from EasyDeL: its reset zeroes only the two states and keeps
+// seqlen_offset, so a mixer would take the decode path on a fresh state.
+func (v View) Reset() (View, error) {
+	if err := v.checkNotEmpty("Reset"); err != nil {
+		return View{}, err
+	}
+	rows := make([]int, v.meta.BatchSize)
+	for i := range rows {
+		rows[i] = i
+	}
+	next, err := v.ResetRows(rows...)
+	if err != nil {
+		return View{}, err
+	}
+	next.seqlenOffset = 0
+	return next, nil
+}
+
+// ResetRows returns the view with the states and positions of the given
+// batch rows zeroed (a freed decode slot); the other rows share the
+// receiver's storage, and seqlen_offset is kept. Rows must be distinct and
+// in range. Not in EasyDeL.
+func (v View) ResetRows(rows ...int) (View, error) {
+	if err := v.checkNotEmpty("ResetRows"); err != nil {
+		return View{}, err
+	}
+	if err := checkRows(rows, v.meta.BatchSize); err != nil {
+		return View{}, err
+	}
+	next := v
+	var err error
+	if next.conv, err = zeroRows(v.conv, rows); err != nil {
+		return View{}, err
+	}
+	if next.ssm, err = zeroRows(v.ssm, rows); err != nil {
+		return View{}, err
+	}
+	next.positions = slices.Clone(v.positions)
+	for _, r := range rows {
+		next.positions[r] = 0
+	}
+	return next, nil
+}
+
+// Insert returns the view whose rows [slot, slot+B') hold o's B' rows (conv
+// and SSM states and positions), sharing o's storage instead of copying it:
+// the transfer of a prefilled sequence into a decode slot. The receiver's
+// seqlen_offset is kept. o must have the same conv_dim, heads, head dim,
+// state and kernel sizes and dtype, and fit. Not in EasyDeL.
+func (v View) Insert(o View, slot int) (View, error) {
+	if err := v.checkNotEmpty("Insert"); err != nil {
+		return View{}, err
+	}
+	if o.IsEmpty() {
+		return View{}, fmt.Errorf("%w: Insert of an empty view", ErrEmpty)
+	}
+	m, om := v.meta, o.meta
+	if m.ConvDim() != om.ConvDim() || m.NumHeads != om.NumHeads || m.HeadDim != om.HeadDim ||
+		m.StateSize != om.StateSize || m.ConvKernelSize != om.ConvKernelSize || v.DType() != o.DType() {
+		return View{}, fmt.Errorf("%w: inserting conv_states %s / ssm_states %s into conv_states %s / ssm_states %s (want equal sizes and dtype)",
+			ErrIncompatible, o.conv, o.ssm, v.conv, v.ssm)
+	}
+	if slot < 0 || slot+om.BatchSize > m.BatchSize {
+		return View{}, fmt.Errorf("%w: slot %d for %d rows (batch has rows 0..%d)", ErrOutOfRange, slot, om.BatchSize, m.BatchSize-1)
+	}
+	next := v
+	var err error
+	if next.conv, err = shareRows(v.conv, o.conv, slot); err != nil {
+		return View{}, err
+	}
+	if next.ssm, err = shareRows(v.ssm, o.ssm, slot); err != nil {
+		return View{}, err
+	}
+	next.positions = slices.Clone(v.positions)
+	copy(next.positions[slot:], o.positions)
+	return next, nil
+}
+
+// shapeOf describes a tensor's shape for error messages.
+func shapeOf(t tensor.Tensor) string {
+	if t.IsZero() {
+		return "<absent>"
+	}
+	return fmt.Sprint(t.Shape())
+}
