@@ -106,3 +106,9 @@ func TestMetadataCopiesPartitionAxis(t *testing.T) {
 	got.PartitionAxis[1] = 'Y'
 	assert.Equal(t, `{"a":1}`, string(v.Metadata().PartitionAxis))
 }
+
+func TestMetadataUnmarshalCompactsPartitionAxis(t *testing.T) {
+	var m Metadata
+	require.NoError(t, json.Unmarshal([]byte(`{"partition_axis": { "a" : [1, 2] }, "batch_size": 1}`), &m))
+	assert.Equal(t, `{"a":[1,2]}`, string(m.PartitionAxis))
+}

@@ -100,17 +100,15 @@ func (m Metadata) Validate() error {
 // 2 × n_groups × state_size: the conv runs over the concatenated x, B and C.
 func (m Metadata) ConvDim() int { return m.IntermediateSize + 2*m.NGroups*m.StateSize }
 
-// UnmarshalJSON decodes EasyDeL's to_json form; a null partition_axis
-// becomes nil. It does not validate: call Validate.
+// UnmarshalJSON decodes EasyDeL's to_json form; partition_axis is
+// compacted, and null becomes nil. It does not validate: call Validate.
 func (m *Metadata) UnmarshalJSON(b []byte) error {
 	type plain Metadata
 	var p plain
 	if err := json.Unmarshal(b, &p); err != nil {
 		return err
 	}
-	if string(p.PartitionAxis) == "null" {
-		p.PartitionAxis = nil
-	}
+	p.PartitionAxis = compactJSON(p.PartitionAxis)
 	*m = Metadata(p)
 	return nil
 }
