@@ -26,8 +26,8 @@
 // leaves its receiver and inputs untouched. States are stored with
 // tensor.NewChunked in one chunk per batch row, so ResetRows and Insert
 // touch only the rows they change and share the others, Reset allocates
-// nothing, and an old version keeps its bytes while newer versions are
-// written. These states are O(batch), not O(context): an update of all rows
+// no state storage, and an old version keeps its bytes while newer versions
+// are written. These states are O(batch), not O(context): an update of all rows
 // writes the whole state, which is the size of its input.
 //
 // # Deviations from EasyDeL

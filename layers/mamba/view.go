@@ -181,7 +181,7 @@ func (v View) UpdateSSMState(newSSMState tensor.Tensor) (View, error) {
 
 // Reset returns the view with both states zeroed, shapes and dtype kept
 // (EasyDeL's reset, which mutates the view and returns None). It allocates
-// nothing.
+// no state storage.
 func (v View) Reset() (View, error) {
 	if err := v.checkNotEmpty("Reset"); err != nil {
 		return View{}, err

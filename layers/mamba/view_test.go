@@ -355,3 +355,37 @@ func TestViewString(t *testing.T) {
 	assert.Equal(t, "MambaCacheView(conv_states=bfloat16[2 64 4], ssm_states=bfloat16[2 64 16], layer_index=None)", v.String())
 	assert.Equal(t, "None", View{}.String())
 }
+
+func TestConcurrentVersionsFromOneBase(t *testing.T) {
+	// Writers deriving versions from one base in parallel (run with -race)
+	// each see only their own writes; the base never changes.
+	base := testView(t)
+	baseConv := base.ConvStates().Float64s()
+	const n = 8
+	got := make([]View, n)
+	done := make(chan struct{})
+	for w := 0; w < n; w++ {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			v := base
+			for step := 0; step < 5; step++ {
+				var err error
+				if v, err = v.UpdateConvState(constant(t, tensor.Float32, float64(w), 2, 3), 3); err != nil {
+					panic(err)
+				}
+				if v, err = v.UpdateSSMState(constant(t, tensor.Float32, float64(w), 2, 3, 2)); err != nil {
+					panic(err)
+				}
+			}
+			got[w] = v
+		}()
+	}
+	for w := 0; w < n; w++ {
+		<-done
+	}
+	for w := 0; w < n; w++ {
+		assert.Equal(t, filled(24, float64(w)), got[w].ConvStates().Float64s(), "writer %d", w)
+		assert.Equal(t, filled(12, float64(w)), got[w].SSMStates().Float64s(), "writer %d", w)
+	}
+	assert.Equal(t, baseConv, base.ConvStates().Float64s())
+}
