@@ -6,8 +6,9 @@ import "sync/atomic"
 // beyond tip have never been written since the chunk was allocated, so they
 // are zero; a writer may claim them in place (see Editor).
 type chunk struct {
-	data []byte
-	tip  atomic.Int64 // in elements
+	data  []byte
+	tip   atomic.Int64 // in elements
+	owner uint64       // id of the Editor that allocated it; private to it until published
 }
 
 // fanBits sets the fan-out of the chunk table: 64 children per node, so a
@@ -22,6 +23,7 @@ const (
 type node struct {
 	kids   []*node
 	chunks []*chunk
+	owner  uint64 // id of the Editor that copied it; private to it until published
 }
 
 // table is a persistent vector of chunk pointers (a radix tree with path
@@ -64,26 +66,23 @@ func (t *table) get(i int) *chunk {
 }
 
 // tableEditor replaces chunks of a table by path copying. Each node is copied
-// at most once per editor; nodes it copied are private to it until published.
+// at most once per editor; nodes it copied carry its id and are private to it
+// until published.
 type tableEditor struct {
-	t     table
-	owned map[*node]bool
+	t  table
+	id uint64
 }
 
 func (e *tableEditor) own(nd *node) *node {
-	if e.owned[nd] {
+	if nd.owner == e.id {
 		return nd
 	}
-	cp := &node{}
+	cp := &node{owner: e.id}
 	if nd.kids != nil {
 		cp.kids = append([]*node(nil), nd.kids...)
 	} else {
 		cp.chunks = append([]*chunk(nil), nd.chunks...)
 	}
-	if e.owned == nil {
-		e.owned = make(map[*node]bool)
-	}
-	e.owned[cp] = true
 	return cp
 }
 

@@ -50,6 +50,40 @@ func NewChunked(dtype DType, chunkLen int, shape ...int) (Tensor, error) {
 	return t, nil
 }
 
+// NewPreallocated returns a zero-filled tensor like NewChunked, but with
+// every chunk allocated up front from one block. A write at the start of a
+// never-written chunk then claims it in place instead of allocating: the
+// right layout for a fixed budget such as a paged cache's page pool, which
+// EasyDeL also allocates whole at init. The memory is touched once here,
+// so later writes never wait for the operating system to map it.
+func NewPreallocated(dtype DType, chunkLen int, shape ...int) (Tensor, error) {
+	t, err := NewChunked(dtype, chunkLen, shape...)
+	if err != nil || t.n == 0 {
+		return t, err
+	}
+	size := t.ce * dtype.Size()
+	block := make([]byte, t.n*dtype.Size())
+	// Touch the whole block now, so that writes never stall on the
+	// operating system's first-touch page faults: the budget is committed
+	// when the cache is created, not during a step.
+	clear(block)
+	chunks := make([]chunk, t.t.n)
+	var fill func(nd *node, first int) int
+	fill = func(nd *node, first int) int {
+		for _, kid := range nd.kids {
+			first = fill(kid, first)
+		}
+		for i := range nd.chunks {
+			c := &chunks[first+i]
+			c.data = block[(first+i)*size : (first+i+1)*size : (first+i+1)*size]
+			nd.chunks[i] = c
+		}
+		return first + len(nd.chunks)
+	}
+	fill(t.t.root, 0)
+	return t, nil
+}
+
 // FromBytes returns a dense tensor holding a copy of little-endian data.
 func FromBytes(dtype DType, data []byte, shape ...int) (Tensor, error) {
 	t, err := New(dtype, shape...)
