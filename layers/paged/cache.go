@@ -14,17 +14,16 @@ type Cache struct {
 }
 
 // Init returns a cache of meta.NumHiddenLayers zero views in dtype
-// (EasyDeL's init_cache). All layers start from one shared empty page
-// tensor, so Init costs one chunk table, not one per layer; writes give
-// each layer its own pages.
+// (EasyDeL's init_cache). Every layer's key and value pools are allocated
+// whole, as EasyDeL does: the pages are the cache's fixed memory budget.
 func Init(meta Metadata, dtype tensor.DType) (Cache, error) {
-	pool, err := newPool(meta, dtype)
-	if err != nil {
-		return Cache{}, err
-	}
 	views := make([]View, meta.NumHiddenLayers)
 	for i := range views {
-		views[i] = View{meta: meta, layer: i, key: pool, value: pool}
+		v, err := NewView(meta, dtype, i)
+		if err != nil {
+			return Cache{}, err
+		}
+		views[i] = v
 	}
 	return Cache{views: views}, nil
 }

@@ -40,20 +40,27 @@ type View struct {
 // valid, meta must pass Validate and layer must be in
 // [0, meta.NumHiddenLayers).
 func NewView(meta Metadata, dtype tensor.DType, layer int) (View, error) {
-	pool, err := newPool(meta, dtype)
-	if err != nil {
+	if err := meta.Validate(); err != nil {
 		return View{}, err
 	}
 	if layer < 0 || layer >= meta.NumHiddenLayers {
 		return View{}, fmt.Errorf("%w: layer %d of %d layers", ErrOutOfRange, layer, meta.NumHiddenLayers)
 	}
-	// K and V start as the same zero tensor: it is immutable, so sharing
-	// its (empty) chunk table is safe and halves the cost of a new view.
-	return View{meta: meta, layer: layer, key: pool, value: pool}, nil
+	key, err := newPool(meta, dtype)
+	if err != nil {
+		return View{}, err
+	}
+	value, err := newPool(meta, dtype)
+	if err != nil {
+		return View{}, err
+	}
+	return View{meta: meta, layer: layer, key: key, value: value}, nil
 }
 
-// newPool returns a zero page pool (Hkv, N, ps, D) of dtype, chunked by
-// page and head.
+// newPool returns a zero page pool (Hkv, N, ps, D) of dtype, one chunk per
+// page and head, allocated up front: a write into a page that was never
+// written claims it in place, and only a rewrite of a page that an older
+// version holds copies it.
 func newPool(meta Metadata, dtype tensor.DType) (tensor.Tensor, error) {
 	if err := meta.Validate(); err != nil {
 		return tensor.Tensor{}, err
@@ -61,7 +68,7 @@ func newPool(meta Metadata, dtype tensor.DType) (tensor.Tensor, error) {
 	if !dtype.Valid() {
 		return tensor.Tensor{}, fmt.Errorf("%w: %d is not a supported KV dtype", ErrDType, dtype)
 	}
-	pool, err := tensor.NewChunked(dtype, meta.PageSize*meta.KVHeadDimSize,
+	pool, err := tensor.NewPreallocated(dtype, meta.PageSize*meta.KVHeadDimSize,
 		meta.NumKVHeads, meta.NumPagesPerLayer, meta.PageSize, meta.KVHeadDimSize)
 	if err != nil {
 		return tensor.Tensor{}, fmt.Errorf("%w: page pool: %w", ErrShape, err)
@@ -211,16 +218,13 @@ func (v View) WritePrefill(key, value tensor.Tensor, m StepMetadata) (View, erro
 		phys := int(table[lp])
 		p0, p1 := max(start, lp*ps), min(end, (lp+1)*ps)
 		for hi := range h {
-			dst := v.offset(hi, phys, p0-lp*ps)
-			for p := p0; p < p1; p++ {
-				src := ((p-start)*h + hi) * d
-				if err := ke.Write(dst, key, src, d); err != nil {
-					return View{}, fmt.Errorf("write prefill key: %w", err)
-				}
-				if err := ve.Write(dst, value, src, d); err != nil {
-					return View{}, fmt.Errorf("write prefill value: %w", err)
-				}
-				dst += d
+			// Positions p0..p1-1 of one head fill a contiguous run of the page.
+			dst, src := v.offset(hi, phys, p0-lp*ps), ((p0-start)*h+hi)*d
+			if err := ke.WriteRows(dst, key, src, h*d, d, p1-p0); err != nil {
+				return View{}, fmt.Errorf("write prefill key: %w", err)
+			}
+			if err := ve.WriteRows(dst, value, src, h*d, d, p1-p0); err != nil {
+				return View{}, fmt.Errorf("write prefill value: %w", err)
 			}
 		}
 	}
