@@ -282,3 +282,46 @@ func TestLargeTableUsesPathCopying(t *testing.T) {
 	}
 	assert.Equal(t, make([]float64, n), x.Float64s(), "the base is untouched")
 }
+
+func TestWriteRowsGathersStridedRows(t *testing.T) {
+	// src is (tokens=3, heads=2, dim=2); gather head 1 of every token into one run.
+	src := Must(FromFloat64s(Float32, []float64{1, 2, 10, 20, 3, 4, 30, 40, 5, 6, 50, 60}, 3, 2, 2))
+	for _, chunk := range []int{12, 4, 3} { // one chunk, chunk = 2 rows, chunk splitting rows
+		dst := Must(NewChunked(BFloat16, chunk, 12))
+		e := dst.Edit()
+		require.NoError(t, e.WriteRows(2, src, 2, 4, 2, 3))
+		got := e.Tensor().Float64s()
+		assert.Equal(t, []float64{0, 0, 10, 20, 30, 40, 50, 60, 0, 0, 0, 0}, got, "chunk length %d", chunk)
+	}
+	// A chunked (non-dense) source goes through the general path.
+	chunkedSrc := Must(NewChunked(Float32, 4, 3, 2, 2)).Edit()
+	require.NoError(t, chunkedSrc.Write(0, src, 0, 12))
+	e := Must(New(Float64, 6)).Edit()
+	require.NoError(t, e.WriteRows(0, chunkedSrc.Tensor(), 0, 4, 2, 3))
+	assert.Equal(t, []float64{1, 2, 3, 4, 5, 6}, e.Tensor().Float64s())
+
+	err := Must(New(Float32, 4)).Edit().WriteRows(0, src, 2, 4, 2, 4) // last row past the source
+	require.ErrorIs(t, err, ErrRange)
+	err = Must(New(Float32, 4)).Edit().WriteRows(0, src, 0, -1, 2, 2)
+	require.ErrorIs(t, err, ErrRange)
+}
+
+func TestPreallocatedClaimsInPlace(t *testing.T) {
+	x := Must(NewPreallocated(Float32, 4, 3, 4))
+	assert.Equal(t, make([]float64, 12), x.Float64s())
+	one := Must(FromFloat64s(Float32, []float64{1, 2, 3, 4}, 4))
+	e := x.Edit()
+	require.NoError(t, e.Write(4, one, 0, 4))
+	y := e.Tensor()
+	for c := range 3 {
+		assert.True(t, y.SharesChunk(c, x, c), "chunk %d is written in place, never copied", c)
+	}
+	assert.Equal(t, []float64{0, 0, 0, 0, 1, 2, 3, 4, 0, 0, 0, 0}, y.Float64s())
+	// Rewriting the same chunk from x (a sibling of y) copies it.
+	e = x.Edit()
+	require.NoError(t, e.Write(4, one, 3, 1))
+	z := e.Tensor()
+	assert.False(t, z.SharesChunk(1, x, 1))
+	assert.Equal(t, 4.0, z.At(1, 0))
+	assert.Equal(t, 1.0, y.At(1, 0), "y keeps what it wrote")
+}
