@@ -78,10 +78,10 @@ type oracle struct {
 	OutputsFloat32 map[string]oracleTensor `json:"outputs_float32"`
 }
 
-// loadOracle reads a golden-vector file of layers/reference/testdata/oracles.
+// loadOracle reads a golden-vector file of layers/reference/parity/golden.
 func loadOracle(t testing.TB, name string) oracle {
 	t.Helper()
-	b, err := os.ReadFile("../reference/testdata/oracles/" + name)
+	b, err := os.ReadFile("../reference/parity/golden/" + name)
 	require.NoError(t, err)
 	var o oracle
 	require.NoError(t, json.Unmarshal(b, &o))

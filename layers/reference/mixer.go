@@ -1,0 +1,162 @@
+package reference
+
+import (
+	"fmt"
+
+	"github.com/kvmesh/kvmesh/layers/tensor"
+)
+
+// vec reads a whole tensor into precision F (rounding float64 values when
+// F is float32, as the float32 oracles round their inputs). The zero
+// Tensor gives nil.
+func vec[F float](t tensor.Tensor) []F {
+	if t.IsZero() {
+		return nil
+	}
+	out := make([]F, t.Len())
+	readRow(t, out, 0)
+	return out
+}
+
+// rowsOf flattens per-row vectors into one slice.
+func flatten[F float](rows [][]F) []F {
+	var out []F
+	for _, r := range rows {
+		out = append(out, r...)
+	}
+	return out
+}
+
+// want checks that t has the given shape, naming it in the error.
+func want(name string, t tensor.Tensor, shape ...int) error {
+	if t.IsZero() {
+		return fmt.Errorf("%w: %s is missing (want shape %v)", ErrInput, name, shape)
+	}
+	if !t.HasShape(shape...) {
+		return fmt.Errorf("%w: %s has shape %v, want %v", ErrInput, name, t.Shape(), shape)
+	}
+	return nil
+}
+
+// convMixer is the token-level math of a mixer built from a depthwise
+// causal convolution followed by a selective state-space step (Mamba and
+// Mamba2). runFull and stepCached run it over a whole sequence from zero
+// states (the full path) or one token at a time through a cache view.
+type convMixer[F float] interface {
+	// dims returns the conv channels, the conv width K and the length of
+	// one row's SSM state.
+	dims() (channels, k, state int)
+	// conv returns the depthwise conv weight (channels, K) and bias (or nil).
+	conv() (w, bias []F)
+	// pre returns the conv input column of token t of row b, and the side
+	// values post needs for it (gates, projections).
+	pre(b, t int) (col, side []F)
+	// post finishes a token from its conv output c, advancing the row's SSM
+	// state in place, and returns the mixer's output vector.
+	post(c, side, state []F) []F
+}
+
+// mixed is what a run produces: per row and token (index b*T+t), the
+// output vector and the conv output; and per row the final conv window
+// (channels, K) and SSM state.
+type mixed[F float] struct {
+	out, conv       [][]F
+	windows, states [][]F
+}
+
+// runFull runs tokens [0, t) of rows rows from zero states, with the direct
+// causal convolution over the sequence.
+func runFull[F float](m convMixer[F], rows, t int) mixed[F] {
+	ch, k, sn := m.dims()
+	w, bias := m.conv()
+	r := mixed[F]{out: make([][]F, rows*t), conv: make([][]F, rows*t), windows: make([][]F, rows), states: make([][]F, rows)}
+	for b := range rows {
+		cols, sides := make([]F, t*ch), make([][]F, t)
+		for i := range t {
+			col, side := m.pre(b, i)
+			copy(cols[i*ch:], col)
+			sides[i] = side
+		}
+		conv := make([]F, t*ch)
+		r.windows[b] = causalConv(conv, cols, w, bias, t, ch, k)
+		r.states[b] = make([]F, sn)
+		for i := range t {
+			c := conv[i*ch : (i+1)*ch]
+			r.conv[b*t+i] = c
+			r.out[b*t+i] = m.post(c, sides[i], r.states[b])
+		}
+	}
+	return r
+}
+
+// convSSMView is what the cached path needs of a Mamba or Mamba2 view.
+type convSSMView[V any] interface {
+	ConvStates() tensor.Tensor
+	SSMStates() tensor.Tensor
+	UpdateConvState(newConvState tensor.Tensor, cachePosition int) (V, error)
+	UpdateConvStatePositions(newConvState tensor.Tensor, cachePositions []int32) (V, error)
+	UpdateSSMState(newSSMState tensor.Tensor) (V, error)
+}
+
+// stepCached runs token t of every row through view v: the new input is
+// shifted into the cached conv window (position K-1), the conv output is
+// read off the window, and the cached SSM state advances one token.
+func stepCached[F float, V convSSMView[V]](m convMixer[F], v V, prec Precision, rows, t int) (mixed[F], V, error) {
+	ch, k, sn := m.dims()
+	w, bias := m.conv()
+	cols, sides := make([]F, rows*ch), make([][]F, rows)
+	for b := range rows {
+		col, side := m.pre(b, t)
+		copy(cols[b*ch:], col)
+		sides[b] = side
+	}
+	colT, err := toTensor(prec, cols, rows, ch)
+	if err != nil {
+		return mixed[F]{}, v, err
+	}
+	if v, err = v.UpdateConvState(colT, k-1); err != nil {
+		return mixed[F]{}, v, err
+	}
+	windows := vec[F](v.ConvStates())
+	ssm := v.SSMStates()
+	states := vec[F](ssm)
+	if len(windows) != rows*ch*k || len(states) != rows*sn {
+		return mixed[F]{}, v, fmt.Errorf("%w: cache holds conv %v and ssm %v states, the mixer needs %d rows of %dx%d and %d",
+			ErrInput, v.ConvStates().Shape(), ssm.Shape(), rows, ch, k, sn)
+	}
+	r := mixed[F]{out: make([][]F, rows), conv: make([][]F, rows)}
+	for b := range rows {
+		c := make([]F, ch)
+		convOut(c, windows[b*ch*k:(b+1)*ch*k], w, bias, k)
+		r.conv[b] = c
+		r.out[b] = m.post(c, sides[b], states[b*sn:(b+1)*sn])
+	}
+	st, err := toTensor(prec, states, ssm.Shape()...)
+	if err != nil {
+		return mixed[F]{}, v, err
+	}
+	v, err = v.UpdateSSMState(st)
+	return r, v, err
+}
+
+// storeStates writes final conv windows and SSM states into view v, as a
+// prefill leaves them: every window column is set (positions 0..K-1).
+func storeStates[V convSSMView[V]](v V, out MixerOutput, k int) (V, error) {
+	win, ssm := v.ConvStates(), v.SSMStates()
+	wt, err := out.ConvState.Reshape(win.Shape()...)
+	if err != nil {
+		return v, fmt.Errorf("%w: conv windows for cache %v: %v", ErrInput, win.Shape(), err)
+	}
+	pos := make([]int32, k)
+	for i := range pos {
+		pos[i] = int32(i)
+	}
+	if v, err = v.UpdateConvStatePositions(wt, pos); err != nil {
+		return v, err
+	}
+	st, err := out.SSMState.Reshape(ssm.Shape()...)
+	if err != nil {
+		return v, fmt.Errorf("%w: ssm states for cache %v: %v", ErrInput, ssm.Shape(), err)
+	}
+	return v.UpdateSSMState(st)
+}
