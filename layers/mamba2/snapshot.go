@@ -181,10 +181,10 @@ func decodeView(s tensor.Snapshot, i int, used map[string]bool) (View, error) {
 	if len(v.positions) != B {
 		return View{}, fmt.Errorf("%w: positions has %d values, want one per batch row (%d)", ErrShape, len(v.positions), B)
 	}
-	if v.conv, err = restore(conv); err != nil {
+	if v.conv, err = store.Restore(conv); err != nil {
 		return View{}, err
 	}
-	if v.ssm, err = restore(ssm); err != nil {
+	if v.ssm, err = store.Restore(ssm); err != nil {
 		return View{}, err
 	}
 	return v, nil

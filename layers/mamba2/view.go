@@ -5,8 +5,14 @@ import (
 	"math"
 	"slices"
 
+	"github.com/kvmesh/kvmesh/layers/internal/rowstore"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
+
+// store keeps the states in package rowstore's layout, one storage chunk per
+// batch row, so an update of some rows shares the other rows' storage, and
+// reports its failures with this package's sentinel errors.
+var store = rowstore.Ops{Shape: ErrShape, OutOfRange: ErrOutOfRange, Incompatible: ErrIncompatible}
 
 // View is one layer's Mamba2 state: EasyDeL's Mamba2CacheView. ConvStates
 // is (B, intermediate_size + 2·n_groups·state_size, conv_kernel_size) and
@@ -43,11 +49,11 @@ func NewView(meta Metadata, dtype tensor.DType, layerIndex *int) (View, error) {
 	if !dtype.Valid() {
 		return View{}, fmt.Errorf("%w: cache dtype %s (want float32, bfloat16, float16 or float64)", ErrDType, dtype)
 	}
-	conv, err := newStore(dtype, meta.BatchSize, meta.ConvDim(), meta.ConvKernelSize)
+	conv, err := rowstore.New(dtype, meta.BatchSize, meta.ConvDim(), meta.ConvKernelSize)
 	if err != nil {
 		return View{}, fmt.Errorf("%w: conv_states: %v", ErrShape, err)
 	}
-	ssm, err := newStore(dtype, meta.BatchSize, meta.NumHeads, meta.HeadDim, meta.StateSize)
+	ssm, err := rowstore.New(dtype, meta.BatchSize, meta.NumHeads, meta.HeadDim, meta.StateSize)
 	if err != nil {
 		return View{}, fmt.Errorf("%w: ssm_states: %v", ErrShape, err)
 	}
@@ -130,7 +136,7 @@ func (v View) UpdateConvState(newConvState tensor.Tensor, cachePosition int) (Vi
 		return View{}, fmt.Errorf("%w: new_conv_state has shape %s, want (batch %d, conv_dim %d)",
 			ErrShape, shapeOf(newConvState), m.BatchSize, m.ConvDim())
 	}
-	return v.rollConv(newConvState, []int{clip(cachePosition, m.ConvKernelSize)})
+	return v.rollConv(newConvState, []int{rowstore.Clip(cachePosition, m.ConvKernelSize)})
 }
 
 // UpdateConvStatePositions is UpdateConvState with an array cache_position
@@ -150,13 +156,13 @@ func (v View) UpdateConvStatePositions(newConvState tensor.Tensor, cachePosition
 	}
 	cps := make([]int, len(cachePositions))
 	for j, p := range cachePositions {
-		cps[j] = clip(int(p), m.ConvKernelSize)
+		cps[j] = rowstore.Clip(int(p), m.ConvKernelSize)
 	}
 	return v.rollConv(newConvState, cps)
 }
 
 func (v View) rollConv(cols tensor.Tensor, cps []int) (View, error) {
-	conv, err := rollConv(v.conv, cols, cps)
+	conv, err := store.RollConv(v.conv, cols, cps)
 	if err != nil {
 		return View{}, err
 	}
@@ -177,7 +183,7 @@ func (v View) UpdateSSMState(newSSMState tensor.Tensor) (View, error) {
 		return View{}, fmt.Errorf("%w: new_ssm_state has shape %s, want (batch %d, num_heads %d, head_dim %d, state_size %d)",
 			ErrShape, shapeOf(newSSMState), m.BatchSize, m.NumHeads, m.HeadDim, m.StateSize)
 	}
-	ssm, err := fillStore(v.DType(), newSSMState, v.ssm.Shape()...)
+	ssm, err := store.Fill(v.DType(), newSSMState, v.ssm.Shape()...)
 	if err != nil {
 		return View{}, err
 	}
@@ -245,15 +251,15 @@ func (v View) ResetRows(rows ...int) (View, error) {
 	if err := v.checkNotEmpty("ResetRows"); err != nil {
 		return View{}, err
 	}
-	if err := checkRows(rows, v.meta.BatchSize); err != nil {
+	if err := store.CheckRows(rows, v.meta.BatchSize); err != nil {
 		return View{}, err
 	}
 	next := v
 	var err error
-	if next.conv, err = zeroRows(v.conv, rows); err != nil {
+	if next.conv, err = store.ZeroRows(v.conv, rows); err != nil {
 		return View{}, err
 	}
-	if next.ssm, err = zeroRows(v.ssm, rows); err != nil {
+	if next.ssm, err = store.ZeroRows(v.ssm, rows); err != nil {
 		return View{}, err
 	}
 	next.positions = slices.Clone(v.positions)
@@ -286,10 +292,10 @@ func (v View) Insert(o View, slot int) (View, error) {
 	}
 	next := v
 	var err error
-	if next.conv, err = shareRows(v.conv, o.conv, slot); err != nil {
+	if next.conv, err = store.ShareRows(v.conv, o.conv, slot); err != nil {
 		return View{}, err
 	}
-	if next.ssm, err = shareRows(v.ssm, o.ssm, slot); err != nil {
+	if next.ssm, err = store.ShareRows(v.ssm, o.ssm, slot); err != nil {
 		return View{}, err
 	}
 	next.positions = slices.Clone(v.positions)
