@@ -180,7 +180,7 @@ func decodeView(s tensor.Snapshot, i int, used map[string]bool) (View, error) {
 	if err := v.checkState("key_value", [4]int{kv.Dim(0), kv.Dim(1), kv.Dim(2), kv.Dim(3)}); err != nil {
 		return View{}, err
 	}
-	if v.kv, err = restore(kv); err != nil {
+	if v.kv, err = store.Restore(kv); err != nil {
 		return View{}, err
 	}
 	return v, nil

@@ -4,8 +4,14 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/kvmesh/kvmesh/layers/internal/rowstore"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
+
+// store keeps the key_value state in package rowstore's layout, one storage
+// chunk per batch row, so an update of some rows shares the other rows'
+// storage, and reports its failures with this package's sentinel errors.
+var store = rowstore.Ops{Shape: ErrShape, OutOfRange: ErrOutOfRange, Incompatible: ErrIncompatible}
 
 // View is one layer's lightning-attention state: EasyDeL's
 // LightningCacheView. KeyValue is the recurrent linear-attention state
@@ -209,7 +215,7 @@ func (v View) withState(kv []float64, b, h, dk, dv int) (View, error) {
 		return View{}, fmt.Errorf("%w: %v", ErrShape, err)
 	}
 	next := v
-	if next.kv, err = fillStore(v.dtype, src, b, h, dk, dv); err != nil {
+	if next.kv, err = store.Fill(v.dtype, src, b, h, dk, dv); err != nil {
 		return View{}, err
 	}
 	return next, nil
@@ -229,7 +235,7 @@ func (v View) UpdateKeyValue(kv tensor.Tensor) (View, error) {
 	if err := v.checkState("key_value", [4]int{kv.Dim(0), kv.Dim(1), kv.Dim(2), kv.Dim(3)}); err != nil {
 		return View{}, err
 	}
-	st, err := fillStore(v.dtype, kv, kv.Shape()...)
+	st, err := store.Fill(v.dtype, kv, kv.Shape()...)
 	if err != nil {
 		return View{}, err
 	}
@@ -260,18 +266,18 @@ func (v View) ResetRows(rows ...int) (View, error) {
 	}
 	if !v.HasKeyValue() {
 		if b := v.meta.StateShape()[0]; b != 0 {
-			if err := checkRows(rows, b); err != nil {
+			if err := store.CheckRows(rows, b); err != nil {
 				return View{}, err
 			}
 		}
 		return v, nil
 	}
-	if err := checkRows(rows, v.kv.Dim(0)); err != nil {
+	if err := store.CheckRows(rows, v.kv.Dim(0)); err != nil {
 		return View{}, err
 	}
 	next := v
 	var err error
-	if next.kv, err = zeroRows(v.kv, rows); err != nil {
+	if next.kv, err = store.ZeroRows(v.kv, rows); err != nil {
 		return View{}, err
 	}
 	return next, nil
@@ -320,13 +326,13 @@ func (v View) Insert(o View, slot int) (View, error) {
 	dst := v.kv
 	if !v.HasKeyValue() {
 		var err error
-		if dst, err = newStore(v.dtype, batch, o.kv.Dim(1), o.kv.Dim(2), o.kv.Dim(3)); err != nil {
+		if dst, err = rowstore.New(v.dtype, batch, o.kv.Dim(1), o.kv.Dim(2), o.kv.Dim(3)); err != nil {
 			return View{}, fmt.Errorf("%w: %v", ErrShape, err)
 		}
 	}
 	next := v
 	var err error
-	if next.kv, err = shareRows(dst, o.kv, slot); err != nil {
+	if next.kv, err = store.ShareRows(dst, o.kv, slot); err != nil {
 		return View{}, err
 	}
 	return next, nil
