@@ -1,167 +1,68 @@
 package transformer
 
-import (
-	"encoding/json"
-	"errors"
-	"fmt"
-	"strconv"
+import "github.com/kvmesh/kvmesh/layers/internal/viewsnap"
 
-	"github.com/kvmesh/kvmesh/layers/tensor"
-)
-
-// Snapshot formats, stored in the "format" metadata entry.
-const (
-	viewFormat  = "kvmesh.transformer.View/v1"
-	cacheFormat = "kvmesh.transformer.Cache/v1"
-)
+// snap is the snapshot codec: package viewsnap's view-list format, formats
+// "kvmesh.transformer.View/v1" and "kvmesh.transformer.Cache/v1", with each
+// view's key, value, index and starts.
+var snap = viewsnap.Codec[View]{
+	ViewFormat:  "kvmesh.transformer.View/v1",
+	CacheFormat: "kvmesh.transformer.Cache/v1",
+	Err:         ErrSnapshot,
+	Fields:      []string{"metadata", "layer_index", "key", "value", "index", "starts"},
+	Put:         putView,
+	Get:         getView,
+}
 
 // MarshalBinary encodes the view losslessly as a tensor.Snapshot (the
 // safetensors layout): key, value, index and starts under "views.0.*", the
 // metadata as JSON and the layer index in the header's metadata. Positions
 // past a row's index are stored as they read (unspecified content).
-func (v View) MarshalBinary() ([]byte, error) {
-	return marshalViews(viewFormat, []View{v})
-}
+func (v View) MarshalBinary() ([]byte, error) { return snap.MarshalView(v) }
 
 // UnmarshalView decodes a snapshot written by View.MarshalBinary. Malformed
 // input gives an error wrapping ErrSnapshot; it never panics.
-func UnmarshalView(data []byte) (View, error) {
-	views, err := unmarshalViews(viewFormat, data)
-	if err != nil {
-		return View{}, err
-	}
-	if len(views) != 1 {
-		return View{}, fmt.Errorf("%w: a view snapshot holds %d views, want 1", ErrSnapshot, len(views))
-	}
-	return views[0], nil
-}
+func UnmarshalView(data []byte) (View, error) { return snap.UnmarshalView(data) }
 
 // MarshalBinary encodes the cache losslessly as a tensor.Snapshot: for each
 // layer i, "views.<i>.key", "views.<i>.value", "views.<i>.index" and
 // "views.<i>.starts", with each view's metadata (JSON) and layer index in the
 // header's metadata; empty views are recorded as such.
-func (c Cache) MarshalBinary() ([]byte, error) {
-	return marshalViews(cacheFormat, c.views)
-}
+func (c Cache) MarshalBinary() ([]byte, error) { return snap.MarshalCache(c.views) }
 
 // UnmarshalCache decodes a snapshot written by Cache.MarshalBinary. Malformed
 // input gives an error wrapping ErrSnapshot; it never panics.
 func UnmarshalCache(data []byte) (Cache, error) {
-	views, err := unmarshalViews(cacheFormat, data)
+	views, err := snap.UnmarshalCache(data)
 	if err != nil {
 		return Cache{}, err
 	}
 	return Cache{views: views}, nil
 }
 
-func viewKey(i int, field string) string { return "views." + strconv.Itoa(i) + "." + field }
-
-func marshalViews(format string, views []View) ([]byte, error) {
-	s := tensor.Snapshot{
-		Metadata: map[string]string{"format": format, "views": strconv.Itoa(len(views))},
-		Tensors:  map[string]tensor.Tensor{},
-		Int32s:   map[string][]int32{},
+func putView(e viewsnap.Entry, v View) error {
+	if err := e.SetMetadata(v.meta); err != nil {
+		return err
 	}
-	for i, v := range views {
-		if v.IsEmpty() {
-			s.Metadata[viewKey(i, "empty")] = "true"
-			continue
-		}
-		mj, err := json.Marshal(v.meta)
-		if err != nil {
-			return nil, fmt.Errorf("%w: view %d metadata: %v", ErrSnapshot, i, err)
-		}
-		s.Metadata[viewKey(i, "metadata")] = string(mj)
-		if v.hasLayer {
-			s.Metadata[viewKey(i, "layer_index")] = strconv.Itoa(v.layer)
-		}
-		s.Tensors[viewKey(i, "key")] = v.key
-		s.Tensors[viewKey(i, "value")] = v.value
-		s.Int32s[viewKey(i, "index")] = v.index
-		s.Int32s[viewKey(i, "starts")] = v.starts
-	}
-	out, err := s.MarshalBinary()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrSnapshot, err)
-	}
-	return out, nil
+	e.SetLayerIndex(v.layer, v.hasLayer)
+	e.SetTensor("key", v.key)
+	e.SetTensor("value", v.value)
+	e.SetInt32s("index", v.index)
+	e.SetInt32s("starts", v.starts)
+	return nil
 }
 
-func unmarshalViews(format string, data []byte) ([]View, error) {
-	s, err := tensor.UnmarshalSnapshot(data)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrSnapshot, err)
-	}
-	if got := s.Metadata["format"]; got != format {
-		return nil, fmt.Errorf("%w: format %q, want %q", ErrSnapshot, got, format)
-	}
-	n, err := strconv.Atoi(s.Metadata["views"])
-	// Every view has at least one metadata entry, which bounds n.
-	if err != nil || n < 0 || n > len(s.Metadata) {
-		return nil, fmt.Errorf("%w: views count %q (want 0..%d)", ErrSnapshot, s.Metadata["views"], len(s.Metadata))
-	}
-	used := map[string]bool{"format": true, "views": true}
-	views := make([]View, n)
-	for i := range views {
-		if e, ok := s.Metadata[viewKey(i, "empty")]; ok {
-			if e != "true" {
-				return nil, fmt.Errorf("%w: %s = %q", ErrSnapshot, viewKey(i, "empty"), e)
-			}
-			used[viewKey(i, "empty")] = true
-			continue
-		}
-		v, err := decodeView(s, i, used)
-		if err != nil {
-			if errors.Is(err, ErrSnapshot) {
-				return nil, err
-			}
-			return nil, fmt.Errorf("%w: view %d: %w", ErrSnapshot, i, err)
-		}
-		views[i] = v
-	}
-	for k := range s.Metadata {
-		if !used[k] {
-			return nil, fmt.Errorf("%w: unexpected metadata entry %q", ErrSnapshot, k)
-		}
-	}
-	for k := range s.Tensors {
-		if !used[k] {
-			return nil, fmt.Errorf("%w: unexpected tensor %q", ErrSnapshot, k)
-		}
-	}
-	for k := range s.Int32s {
-		if !used[k] {
-			return nil, fmt.Errorf("%w: unexpected int32 array %q", ErrSnapshot, k)
-		}
-	}
-	return views, nil
-}
-
-func decodeView(s tensor.Snapshot, i int, used map[string]bool) (View, error) {
-	mk := viewKey(i, "metadata")
-	mj, ok := s.Metadata[mk]
-	if !ok {
-		return View{}, fmt.Errorf("%w: view %d has neither metadata nor an empty mark", ErrSnapshot, i)
-	}
+func getView(e viewsnap.Entry) (View, error) {
 	var meta Metadata
-	if err := json.Unmarshal([]byte(mj), &meta); err != nil {
-		return View{}, fmt.Errorf("%w: %s: %v", ErrSnapshot, mk, err)
+	if err := e.Metadata(&meta); err != nil {
+		return View{}, err
 	}
-	pv := PureView{
-		Key:    s.Tensors[viewKey(i, "key")],
-		Value:  s.Tensors[viewKey(i, "value")],
-		Index:  s.Int32s[viewKey(i, "index")],
-		Starts: s.Int32s[viewKey(i, "starts")],
-	}
-	if ls, ok := s.Metadata[viewKey(i, "layer_index")]; ok {
-		l, err := strconv.Atoi(ls)
-		if err != nil {
-			return View{}, fmt.Errorf("%w: %s = %q", ErrSnapshot, viewKey(i, "layer_index"), ls)
-		}
-		pv.LayerIndex = &l
-	}
-	for _, f := range []string{"metadata", "layer_index", "key", "value", "index", "starts"} {
-		used[viewKey(i, f)] = true
+	key, _ := e.Tensor("key")
+	value, _ := e.Tensor("value")
+	pv := PureView{Key: key, Value: value, Index: e.Int32s("index"), Starts: e.Int32s("starts")}
+	var err error
+	if pv.LayerIndex, err = e.LayerIndex(); err != nil {
+		return View{}, err
 	}
 	if err := meta.Validate(); err != nil {
 		return View{}, err
