@@ -123,6 +123,7 @@ func negExp[F float](x []F) []F {
 
 func (mx *mamba1[F]) dims() (int, int, int) { return mx.m.i, mx.m.k, mx.m.i * mx.m.n }
 func (mx *mamba1[F]) conv() ([]F, []F)      { return mx.convW, mx.convB }
+func (mx *mamba1[F]) stateShape() []int     { return []int{mx.m.i, mx.m.n} }
 
 func (mx *mamba1[F]) pre(b, t int) (col, side []F) {
 	i, n, at := mx.m.i, mx.m.n, b*mx.t+t

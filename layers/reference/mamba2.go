@@ -115,6 +115,9 @@ func bindMamba2[F float](m *Mamba2, in Mamba2Input) (*mamba2mx[F], int, int, err
 
 func (mx *mamba2mx[F]) dims() (int, int, int) { return mx.m.conv, mx.m.k, mx.m.stateLen }
 func (mx *mamba2mx[F]) conv() ([]F, []F)      { return mx.convW, mx.convB }
+func (mx *mamba2mx[F]) stateShape() []int {
+	return []int{mx.m.w.Heads, mx.m.w.HeadDim, mx.m.w.StateSize}
+}
 
 // pre returns the xBC column and the side values z (I) then dt (H).
 func (mx *mamba2mx[F]) pre(b, t int) (col, side []F) {

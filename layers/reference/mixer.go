@@ -46,6 +46,9 @@ type convMixer[F float] interface {
 	// dims returns the conv channels, the conv width K and the length of
 	// one row's SSM state.
 	dims() (channels, k, state int)
+	// stateShape returns the shape of one row's SSM state, as the cache
+	// holds it: (I, N) for Mamba, (H, P, N) for Mamba2.
+	stateShape() []int
 	// conv returns the depthwise conv weight (channels, K) and bias (or nil).
 	conv() (w, bias []F)
 	// pre returns the conv input column of token t of row b, and the side
@@ -114,16 +117,14 @@ func stepCached[F float, V convSSMView[V]](m convMixer[F], v V, prec Precision, 
 	if err != nil {
 		return mixed[F]{}, v, err
 	}
+	if err := fitsCache(v.ConvStates(), v.SSMStates(), []int{rows, ch, k}, append([]int{rows}, m.stateShape()...)); err != nil {
+		return mixed[F]{}, v, err
+	}
 	if v, err = v.UpdateConvState(colT, k-1); err != nil {
 		return mixed[F]{}, v, err
 	}
-	windows := vec[F](v.ConvStates())
 	ssm := v.SSMStates()
-	states := vec[F](ssm)
-	if len(windows) != rows*ch*k || len(states) != rows*sn {
-		return mixed[F]{}, v, fmt.Errorf("%w: cache holds conv %v and ssm %v states, the mixer needs %d rows of %dx%d and %d",
-			ErrInput, v.ConvStates().Shape(), ssm.Shape(), rows, ch, k, sn)
-	}
+	windows, states := vec[F](v.ConvStates()), vec[F](ssm)
 	r := mixed[F]{out: make([][]F, rows), conv: make([][]F, rows)}
 	for b := range rows {
 		c := make([]F, ch)
@@ -142,21 +143,26 @@ func stepCached[F float, V convSSMView[V]](m convMixer[F], v V, prec Precision, 
 // storeStates writes final conv windows and SSM states into view v, as a
 // prefill leaves them: every window column is set (positions 0..K-1).
 func storeStates[V convSSMView[V]](v V, out MixerOutput, k int) (V, error) {
-	win, ssm := v.ConvStates(), v.SSMStates()
-	wt, err := out.ConvState.Reshape(win.Shape()...)
-	if err != nil {
-		return v, fmt.Errorf("%w: conv windows for cache %v: %v", ErrInput, win.Shape(), err)
+	if err := fitsCache(v.ConvStates(), v.SSMStates(), out.ConvState.Shape(), out.SSMState.Shape()); err != nil {
+		return v, err
 	}
 	pos := make([]int32, k)
 	for i := range pos {
 		pos[i] = int32(i)
 	}
-	if v, err = v.UpdateConvStatePositions(wt, pos); err != nil {
+	v, err := v.UpdateConvStatePositions(out.ConvState, pos)
+	if err != nil {
 		return v, err
 	}
-	st, err := out.SSMState.Reshape(ssm.Shape()...)
-	if err != nil {
-		return v, fmt.Errorf("%w: ssm states for cache %v: %v", ErrInput, ssm.Shape(), err)
+	return v.UpdateSSMState(out.SSMState)
+}
+
+// fitsCache checks that a cache's conv and SSM states have the shapes the
+// mixer produces, so no state lands in the wrong rows or channels.
+func fitsCache(conv, ssm tensor.Tensor, convShape, ssmShape []int) error {
+	if !conv.HasShape(convShape...) || !ssm.HasShape(ssmShape...) {
+		return fmt.Errorf("%w: the cache holds conv states %v and ssm states %v, the mixer needs %v and %v",
+			ErrInput, conv.Shape(), ssm.Shape(), convShape, ssmShape)
 	}
-	return v.UpdateSSMState(st)
+	return nil
 }
