@@ -2,9 +2,8 @@ package mamba2
 
 import (
 	"fmt"
-	"slices"
-	"strings"
 
+	"github.com/kvmesh/kvmesh/layers/internal/layerlist"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
 
@@ -20,6 +19,18 @@ type Cache struct {
 	views []View
 }
 
+// layers does the per-layer plumbing of Cache, reporting failures with this
+// package's sentinel errors.
+var layers = layerlist.Ops[View]{OutOfRange: ErrOutOfRange, Empty: ErrEmpty, Incompatible: ErrIncompatible}
+
+// cacheOf returns the Cache of views, or err.
+func cacheOf(views []View, err error) (Cache, error) {
+	if err != nil {
+		return Cache{}, err
+	}
+	return Cache{views: views}, nil
+}
+
 // Init returns a zero-filled cache for meta (EasyDeL's init_cache):
 // num_hidden_layers views with layer indexes 0..L-1 and states of dtype.
 //
@@ -31,15 +42,7 @@ func Init(meta Metadata, dtype tensor.DType) (Cache, error) {
 	if err := meta.Validate(); err != nil {
 		return Cache{}, err
 	}
-	views := make([]View, meta.NumHiddenLayers)
-	for l := range views {
-		v, err := NewView(meta, dtype, &l)
-		if err != nil {
-			return Cache{}, err
-		}
-		views[l] = v
-	}
-	return Cache{views: views}, nil
+	return cacheOf(layerlist.Make(meta.NumHiddenLayers, func(l int) (View, error) { return NewView(meta, dtype, &l) }))
 }
 
 // InitEmpty returns a cache of numLayers empty views (EasyDeL's init_empty).
@@ -56,48 +59,19 @@ func (c Cache) Len() int { return len(c.views) }
 
 // View returns the view of layer i (possibly empty); i out of range is an
 // error naming it.
-func (c Cache) View(i int) (View, error) {
-	if err := c.checkLayer(i); err != nil {
-		return View{}, err
-	}
-	return c.views[i], nil
-}
-
-// checkLayer reports a layer out of range as EasyDeL's IndexError does, with
-// the layer and the valid range.
-func (c Cache) checkLayer(i int) error {
-	if i < 0 || i >= len(c.views) {
-		return fmt.Errorf("%w: list index out of range: layer %d (cache has layers 0..%d)", ErrOutOfRange, i, len(c.views)-1)
-	}
-	return nil
-}
+func (c Cache) View(i int) (View, error) { return layers.Get(c.views, i) }
 
 // WithView returns a copy of c whose layer i is v (EasyDeL's __setitem__,
 // without mutating c). v may be empty.
 func (c Cache) WithView(i int, v View) (Cache, error) {
-	if err := c.checkLayer(i); err != nil {
-		return Cache{}, err
-	}
-	views := slices.Clone(c.views)
-	views[i] = v
-	return Cache{views: views}, nil
+	return cacheOf(layers.With(c.views, i, v))
 }
 
 // update applies fn to layer i's view: an out-of-range layer or an empty
 // view is an error with EasyDeL's message ("Cache view for layer 0 is
 // None").
 func (c Cache) update(i int, fn func(View) (View, error)) (Cache, error) {
-	if err := c.checkLayer(i); err != nil {
-		return Cache{}, err
-	}
-	if c.views[i].IsEmpty() {
-		return Cache{}, fmt.Errorf("%w: Cache view for layer %d is None", ErrEmpty, i)
-	}
-	v, err := fn(c.views[i])
-	if err != nil {
-		return Cache{}, fmt.Errorf("layer %d: %w", i, err)
-	}
-	return c.WithView(i, v)
+	return cacheOf(layers.Update(c.views, i, fn))
 }
 
 // UpdateConvState returns the cache with layer's conv state updated by
@@ -158,39 +132,14 @@ func (c Cache) ResetRows(rows ...int) (Cache, error) {
 // in every layer (View.Insert), sharing storage. other must have as many
 // layers, and each layer must be empty in both caches or in neither.
 func (c Cache) Insert(other Cache, slot int) (Cache, error) {
-	if len(other.views) != len(c.views) {
-		return Cache{}, fmt.Errorf("%w: Insert of a cache of %d layers into one of %d layers", ErrIncompatible, len(other.views), len(c.views))
-	}
-	for l, v := range c.views {
-		if v.IsEmpty() != other.views[l].IsEmpty() {
-			return Cache{}, fmt.Errorf("%w: layer %d is empty in only one of the caches", ErrIncompatible, l)
-		}
-	}
-	return c.each(func(l int, v View) (View, error) { return v.Insert(other.views[l], slot) })
+	return cacheOf(layers.Insert(c.views, other.views, func(v, o View) (View, error) { return v.Insert(o, slot) }))
 }
 
 // each applies fn to every non-empty view.
 func (c Cache) each(fn func(l int, v View) (View, error)) (Cache, error) {
-	views := make([]View, len(c.views))
-	for l, v := range c.views {
-		if v.IsEmpty() {
-			continue
-		}
-		nv, err := fn(l, v)
-		if err != nil {
-			return Cache{}, fmt.Errorf("layer %d: %w", l, err)
-		}
-		views[l] = nv
-	}
-	return Cache{views: views}, nil
+	return cacheOf(layers.Each(c.views, fn))
 }
 
 // String describes the cache and its views:
 // "Mamba2Cache(views=[Mamba2CacheView(...), None])".
-func (c Cache) String() string {
-	parts := make([]string, len(c.views))
-	for i, v := range c.views {
-		parts[i] = v.String()
-	}
-	return "Mamba2Cache(views=[" + strings.Join(parts, ", ") + "])"
-}
+func (c Cache) String() string { return layerlist.String("Mamba2Cache", c.views) }
