@@ -2,9 +2,8 @@ package lightning
 
 import (
 	"fmt"
-	"slices"
-	"strings"
 
+	"github.com/kvmesh/kvmesh/layers/internal/layerlist"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
 
@@ -15,6 +14,18 @@ import (
 // other layers are the receiver's views, and leaves the receiver unchanged.
 type Cache struct {
 	views []View
+}
+
+// layers does the per-layer plumbing of Cache, reporting failures with this
+// package's sentinel errors.
+var layers = layerlist.Ops[View]{OutOfRange: ErrOutOfRange, Empty: ErrEmpty, Incompatible: ErrIncompatible}
+
+// cacheOf returns the Cache of views, or err.
+func cacheOf(views []View, err error) (Cache, error) {
+	if err != nil {
+		return Cache{}, err
+	}
+	return Cache{views: views}, nil
 }
 
 // Init returns a cache of numHiddenLayers views for meta whose key_value
@@ -28,15 +39,7 @@ func Init(numHiddenLayers int, meta Metadata, dtype tensor.DType) (Cache, error)
 	if numHiddenLayers < 0 {
 		return Cache{}, fmt.Errorf("%w: num_hidden_layers must not be negative (got %d)", ErrMetadata, numHiddenLayers)
 	}
-	views := make([]View, numHiddenLayers)
-	for l := range views {
-		v, err := NewView(meta, dtype, &l)
-		if err != nil {
-			return Cache{}, err
-		}
-		views[l] = v
-	}
-	return Cache{views: views}, nil
+	return cacheOf(layerlist.Make(numHiddenLayers, func(l int) (View, error) { return NewView(meta, dtype, &l) }))
 }
 
 // InitEmpty returns a cache of numLayers empty views (EasyDeL's init_empty).
@@ -53,48 +56,19 @@ func (c Cache) Len() int { return len(c.views) }
 
 // View returns the view of layer i (possibly empty); i out of range is an
 // error naming it.
-func (c Cache) View(i int) (View, error) {
-	if err := c.checkLayer(i); err != nil {
-		return View{}, err
-	}
-	return c.views[i], nil
-}
-
-// checkLayer reports a layer out of range as Python's IndexError does, with
-// the layer and the valid range.
-func (c Cache) checkLayer(i int) error {
-	if i < 0 || i >= len(c.views) {
-		return fmt.Errorf("%w: list index out of range: layer %d (cache has layers 0..%d)", ErrOutOfRange, i, len(c.views)-1)
-	}
-	return nil
-}
+func (c Cache) View(i int) (View, error) { return layers.Get(c.views, i) }
 
 // WithView returns a copy of c whose layer i is v (EasyDeL's __setitem__,
 // without mutating c). v may be empty.
 func (c Cache) WithView(i int, v View) (Cache, error) {
-	if err := c.checkLayer(i); err != nil {
-		return Cache{}, err
-	}
-	views := slices.Clone(c.views)
-	views[i] = v
-	return Cache{views: views}, nil
+	return cacheOf(layers.With(c.views, i, v))
 }
 
 // update applies fn to layer i's view: an out-of-range layer or an empty
 // view is an error, the latter with the message of EasyDeL's other state
 // caches ("Cache view for layer 0 is None").
 func (c Cache) update(i int, fn func(View) (View, error)) (Cache, error) {
-	if err := c.checkLayer(i); err != nil {
-		return Cache{}, err
-	}
-	if c.views[i].IsEmpty() {
-		return Cache{}, fmt.Errorf("%w: Cache view for layer %d is None", ErrEmpty, i)
-	}
-	v, err := fn(c.views[i])
-	if err != nil {
-		return Cache{}, fmt.Errorf("layer %d: %w", i, err)
-	}
-	return c.WithView(i, v)
+	return cacheOf(layers.Update(c.views, i, fn))
 }
 
 // Update returns the cache with layer's state advanced by View.Update.
@@ -129,39 +103,14 @@ func (c Cache) ResetRows(rows ...int) (Cache, error) {
 // in every layer (View.Insert), sharing storage. other must have as many
 // layers, and each layer must be empty in both caches or in neither.
 func (c Cache) Insert(other Cache, slot int) (Cache, error) {
-	if len(other.views) != len(c.views) {
-		return Cache{}, fmt.Errorf("%w: Insert of a cache of %d layers into one of %d layers", ErrIncompatible, len(other.views), len(c.views))
-	}
-	for l, v := range c.views {
-		if v.IsEmpty() != other.views[l].IsEmpty() {
-			return Cache{}, fmt.Errorf("%w: layer %d is empty in only one of the caches", ErrIncompatible, l)
-		}
-	}
-	return c.each(func(l int, v View) (View, error) { return v.Insert(other.views[l], slot) })
+	return cacheOf(layers.Insert(c.views, other.views, func(v, o View) (View, error) { return v.Insert(o, slot) }))
 }
 
 // each applies fn to every non-empty view.
 func (c Cache) each(fn func(l int, v View) (View, error)) (Cache, error) {
-	views := make([]View, len(c.views))
-	for l, v := range c.views {
-		if v.IsEmpty() {
-			continue
-		}
-		nv, err := fn(l, v)
-		if err != nil {
-			return Cache{}, fmt.Errorf("layer %d: %w", l, err)
-		}
-		views[l] = nv
-	}
-	return Cache{views: views}, nil
+	return cacheOf(layers.Each(c.views, fn))
 }
 
 // String describes the cache and its views:
 // "LightningCache(views=[LightningCacheView(key_value=None, layer_index=0), None])".
-func (c Cache) String() string {
-	parts := make([]string, len(c.views))
-	for i, v := range c.views {
-		parts[i] = v.String()
-	}
-	return "LightningCache(views=[" + strings.Join(parts, ", ") + "])"
-}
+func (c Cache) String() string { return layerlist.String("LightningCache", c.views) }
