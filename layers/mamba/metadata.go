@@ -81,6 +81,13 @@ func (m Metadata) Validate() error {
 	return nil
 }
 
+// stateShapes returns the shapes of the conv state (B, intermediate_size,
+// conv_kernel_size) and of the SSM state (B, intermediate_size,
+// ssm_state_size).
+func (m Metadata) stateShapes() (conv, ssm []int) {
+	return []int{m.BatchSize, m.IntermediateSize, m.ConvKernelSize}, []int{m.BatchSize, m.IntermediateSize, m.SSMStateSize}
+}
+
 // UnmarshalJSON decodes EasyDeL's to_json form; partition_axis is
 // compacted, and null becomes nil. It does not validate: call Validate.
 func (m *Metadata) UnmarshalJSON(b []byte) error {

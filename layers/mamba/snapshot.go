@@ -1,8 +1,7 @@
 package mamba
 
 import (
-	"fmt"
-
+	"github.com/kvmesh/kvmesh/layers/internal/convssm"
 	"github.com/kvmesh/kvmesh/layers/internal/viewsnap"
 )
 
@@ -49,9 +48,7 @@ func putView(e viewsnap.Entry, v View) error {
 		return err
 	}
 	e.SetLayerIndex(v.layer, v.hasLayer)
-	e.SetTensor("conv_states", v.conv)
-	e.SetTensor("ssm_states", v.ssm)
-	e.SetInt32s("positions", v.positions)
+	convssm.Put(e, v.st)
 	return nil
 }
 
@@ -63,7 +60,7 @@ func getView(e viewsnap.Entry) (View, error) {
 	if err := meta.Validate(); err != nil {
 		return View{}, err
 	}
-	v := View{meta: meta, positions: e.Int32s("positions")}
+	v := View{meta: meta}
 	layer, err := e.LayerIndex()
 	if err != nil {
 		return View{}, err
@@ -71,23 +68,8 @@ func getView(e viewsnap.Entry) (View, error) {
 	if layer != nil {
 		v.layer, v.hasLayer = *layer, true
 	}
-	conv, _ := e.Tensor("conv_states")
-	ssm, _ := e.Tensor("ssm_states")
-	B, I := meta.BatchSize, meta.IntermediateSize
-	if !conv.HasShape(B, I, meta.ConvKernelSize) || !ssm.HasShape(B, I, meta.SSMStateSize) {
-		return View{}, fmt.Errorf("%w: conv_states %s and ssm_states %s, want shapes %v and %v",
-			ErrShape, conv, ssm, []int{B, I, meta.ConvKernelSize}, []int{B, I, meta.SSMStateSize})
-	}
-	if conv.DType() != ssm.DType() {
-		return View{}, fmt.Errorf("%w: conv_states is %s, ssm_states is %s (want one dtype)", ErrDType, conv.DType(), ssm.DType())
-	}
-	if len(v.positions) != B {
-		return View{}, fmt.Errorf("%w: positions has %d values, want one per batch row (%d)", ErrShape, len(v.positions), B)
-	}
-	if v.conv, err = store.Restore(conv); err != nil {
-		return View{}, err
-	}
-	if v.ssm, err = store.Restore(ssm); err != nil {
+	conv, ssm := meta.stateShapes()
+	if v.st, err = states.Get(e, conv, ssm); err != nil {
 		return View{}, err
 	}
 	return v, nil
