@@ -100,6 +100,13 @@ func (m Metadata) Validate() error {
 // 2 × n_groups × state_size: the conv runs over the concatenated x, B and C.
 func (m Metadata) ConvDim() int { return m.IntermediateSize + 2*m.NGroups*m.StateSize }
 
+// stateShapes returns the shapes of the conv state (B, conv_dim,
+// conv_kernel_size) and of the SSM state (B, num_heads, head_dim,
+// state_size).
+func (m Metadata) stateShapes() (conv, ssm []int) {
+	return []int{m.BatchSize, m.ConvDim(), m.ConvKernelSize}, []int{m.BatchSize, m.NumHeads, m.HeadDim, m.StateSize}
+}
+
 // UnmarshalJSON decodes EasyDeL's to_json form; partition_axis is
 // compacted, and null becomes nil. It does not validate: call Validate.
 func (m *Metadata) UnmarshalJSON(b []byte) error {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/kvmesh/kvmesh/layers/internal/convssm"
 	"github.com/kvmesh/kvmesh/layers/internal/viewsnap"
 )
 
@@ -53,9 +54,7 @@ func putView(e viewsnap.Entry, v View) error {
 	}
 	e.SetLayerIndex(v.layer, v.hasLayer)
 	e.SetMeta("seqlen_offset", strconv.Itoa(v.seqlenOffset))
-	e.SetTensor("conv_states", v.conv)
-	e.SetTensor("ssm_states", v.ssm)
-	e.SetInt32s("positions", v.positions)
+	convssm.Put(e, v.st)
 	return nil
 }
 
@@ -67,7 +66,7 @@ func getView(e viewsnap.Entry) (View, error) {
 	if err := meta.Validate(); err != nil {
 		return View{}, err
 	}
-	v := View{meta: meta, positions: e.Int32s("positions")}
+	v := View{meta: meta}
 	layer, err := e.LayerIndex()
 	if err != nil {
 		return View{}, err
@@ -81,23 +80,8 @@ func getView(e viewsnap.Entry) (View, error) {
 		return View{}, fmt.Errorf("%w: %s = %q (want a non-negative integer)", ErrSnapshot, e.Key("seqlen_offset"), so)
 	}
 	v.seqlenOffset = off
-	conv, _ := e.Tensor("conv_states")
-	ssm, _ := e.Tensor("ssm_states")
-	B, m := meta.BatchSize, meta
-	if !conv.HasShape(B, m.ConvDim(), m.ConvKernelSize) || !ssm.HasShape(B, m.NumHeads, m.HeadDim, m.StateSize) {
-		return View{}, fmt.Errorf("%w: conv_states %s and ssm_states %s, want shapes %v and %v",
-			ErrShape, conv, ssm, []int{B, m.ConvDim(), m.ConvKernelSize}, []int{B, m.NumHeads, m.HeadDim, m.StateSize})
-	}
-	if conv.DType() != ssm.DType() {
-		return View{}, fmt.Errorf("%w: conv_states is %s, ssm_states is %s (want one dtype)", ErrDType, conv.DType(), ssm.DType())
-	}
-	if len(v.positions) != B {
-		return View{}, fmt.Errorf("%w: positions has %d values, want one per batch row (%d)", ErrShape, len(v.positions), B)
-	}
-	if v.conv, err = store.Restore(conv); err != nil {
-		return View{}, err
-	}
-	if v.ssm, err = store.Restore(ssm); err != nil {
+	conv, ssm := meta.stateShapes()
+	if v.st, err = states.Get(e, conv, ssm); err != nil {
 		return View{}, err
 	}
 	return v, nil

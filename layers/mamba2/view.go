@@ -5,14 +5,15 @@ import (
 	"math"
 	"slices"
 
-	"github.com/kvmesh/kvmesh/layers/internal/rowstore"
+	"github.com/kvmesh/kvmesh/layers/internal/convssm"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
 
-// store keeps the states in package rowstore's layout, one storage chunk per
-// batch row, so an update of some rows shares the other rows' storage, and
-// reports its failures with this package's sentinel errors.
-var store = rowstore.Ops{Shape: ErrShape, OutOfRange: ErrOutOfRange, Incompatible: ErrIncompatible}
+// states does the row and column work on a view's conv and SSM states
+// (stored one chunk per batch row, so an update of some rows shares the
+// other rows' storage), reporting failures with this package's sentinel
+// errors.
+var states = convssm.Ops{Shape: ErrShape, DType: ErrDType, OutOfRange: ErrOutOfRange, Incompatible: ErrIncompatible}
 
 // View is one layer's Mamba2 state: EasyDeL's Mamba2CacheView. ConvStates
 // is (B, intermediate_size + 2·n_groups·state_size, conv_kernel_size) and
@@ -27,8 +28,7 @@ var store = rowstore.Ops{Shape: ErrShape, OutOfRange: ErrOutOfRange, Incompatibl
 // update_conv_state, update_ssm_state and reset mutate the view and return
 // it).
 type View struct {
-	conv, ssm    tensor.Tensor
-	positions    []int32
+	st           convssm.State
 	seqlenOffset int
 	meta         Metadata
 	layer        int
@@ -49,15 +49,12 @@ func NewView(meta Metadata, dtype tensor.DType, layerIndex *int) (View, error) {
 	if !dtype.Valid() {
 		return View{}, fmt.Errorf("%w: cache dtype %s (want float32, bfloat16, float16 or float64)", ErrDType, dtype)
 	}
-	conv, err := rowstore.New(dtype, meta.BatchSize, meta.ConvDim(), meta.ConvKernelSize)
+	conv, ssm := meta.stateShapes()
+	st, err := states.New(dtype, conv, ssm)
 	if err != nil {
-		return View{}, fmt.Errorf("%w: conv_states: %v", ErrShape, err)
+		return View{}, err
 	}
-	ssm, err := rowstore.New(dtype, meta.BatchSize, meta.NumHeads, meta.HeadDim, meta.StateSize)
-	if err != nil {
-		return View{}, fmt.Errorf("%w: ssm_states: %v", ErrShape, err)
-	}
-	v := View{conv: conv, ssm: ssm, positions: make([]int32, meta.BatchSize), meta: meta.clone()}
+	v := View{st: st, meta: meta.clone()}
 	if layerIndex != nil {
 		v.layer, v.hasLayer = *layerIndex, true
 	}
@@ -65,24 +62,24 @@ func NewView(meta Metadata, dtype tensor.DType, layerIndex *int) (View, error) {
 }
 
 // IsEmpty reports whether v is the empty view (EasyDeL's None).
-func (v View) IsEmpty() bool { return v.conv.IsZero() }
+func (v View) IsEmpty() bool { return v.st.IsZero() }
 
 // ConvStates returns the conv state (B, intermediate_size + 2·n_groups·state_size,
 // conv_kernel_size).
-func (v View) ConvStates() tensor.Tensor { return v.conv }
+func (v View) ConvStates() tensor.Tensor { return v.st.Conv }
 
 // SSMStates returns the SSM state (B, num_heads, head_dim, state_size).
-func (v View) SSMStates() tensor.Tensor { return v.ssm }
+func (v View) SSMStates() tensor.Tensor { return v.st.SSM }
 
 // Positions returns a copy of the (B,) positions.
-func (v View) Positions() []int32 { return slices.Clone(v.positions) }
+func (v View) Positions() []int32 { return slices.Clone(v.st.Positions) }
 
 // SeqlenOffset returns the number of tokens UpdateSeq has counted; a mixer
 // takes the decode path when it is positive (EasyDeL's seqlen_offset).
 func (v View) SeqlenOffset() int { return v.seqlenOffset }
 
 // DType returns the cache dtype (0 for the empty view).
-func (v View) DType() tensor.DType { return v.conv.DType() }
+func (v View) DType() tensor.DType { return v.st.DType() }
 
 // Metadata returns the view's metadata.
 func (v View) Metadata() Metadata { return v.meta.clone() }
@@ -103,7 +100,7 @@ func (v View) String() string {
 		li = fmt.Sprint(v.layer)
 	}
 	return fmt.Sprintf("Mamba2CacheView(conv_states=%s, ssm_states=%s, positions=int32[%d], seqlen_offset=%d, layer_index=%s)",
-		v.conv, v.ssm, len(v.positions), v.seqlenOffset, li)
+		v.st.Conv, v.st.SSM, len(v.st.Positions), v.seqlenOffset, li)
 }
 
 func (v View) checkNotEmpty(op string) error {
@@ -136,7 +133,7 @@ func (v View) UpdateConvState(newConvState tensor.Tensor, cachePosition int) (Vi
 		return View{}, fmt.Errorf("%w: new_conv_state has shape %s, want (batch %d, conv_dim %d)",
 			ErrShape, shapeOf(newConvState), m.BatchSize, m.ConvDim())
 	}
-	return v.rollConv(newConvState, []int{rowstore.Clip(cachePosition, m.ConvKernelSize)})
+	return v.rollConv(newConvState, []int{convssm.Clip(cachePosition, m.ConvKernelSize)})
 }
 
 // UpdateConvStatePositions is UpdateConvState with an array cache_position
@@ -154,20 +151,20 @@ func (v View) UpdateConvStatePositions(newConvState tensor.Tensor, cachePosition
 		return View{}, fmt.Errorf("%w: new_conv_state has shape %s, want (batch %d, conv_dim %d, positions %d)",
 			ErrShape, shapeOf(newConvState), m.BatchSize, m.ConvDim(), len(cachePositions))
 	}
-	cps := make([]int, len(cachePositions))
-	for j, p := range cachePositions {
-		cps[j] = rowstore.Clip(int(p), m.ConvKernelSize)
-	}
-	return v.rollConv(newConvState, cps)
+	return v.rollConv(newConvState, convssm.ClipAll(cachePositions, m.ConvKernelSize))
 }
 
 func (v View) rollConv(cols tensor.Tensor, cps []int) (View, error) {
-	conv, err := store.RollConv(v.conv, cols, cps)
+	return v.with(states.RollConv(v.st, cols, cps))
+}
+
+// with returns v holding st, or err.
+func (v View) with(st convssm.State, err error) (View, error) {
 	if err != nil {
 		return View{}, err
 	}
 	next := v
-	next.conv = conv
+	next.st = st
 	return next, nil
 }
 
@@ -183,13 +180,7 @@ func (v View) UpdateSSMState(newSSMState tensor.Tensor) (View, error) {
 		return View{}, fmt.Errorf("%w: new_ssm_state has shape %s, want (batch %d, num_heads %d, head_dim %d, state_size %d)",
 			ErrShape, shapeOf(newSSMState), m.BatchSize, m.NumHeads, m.HeadDim, m.StateSize)
 	}
-	ssm, err := store.Fill(v.DType(), newSSMState, v.ssm.Shape()...)
-	if err != nil {
-		return View{}, err
-	}
-	next := v
-	next.ssm = ssm
-	return next, nil
+	return v.with(states.SetSSM(v.st, newSSMState))
 }
 
 // UpdateSeq returns the view with every position and the seqlen offset
@@ -210,12 +201,12 @@ func (v View) UpdateSeq(num int) (View, error) {
 		return View{}, fmt.Errorf("%w: seqlen_offset %d + %d overflows", ErrOutOfRange, v.seqlenOffset, num)
 	}
 	next := v
-	next.positions = make([]int32, len(v.positions))
-	for b, p := range v.positions {
+	next.st.Positions = make([]int32, len(v.st.Positions))
+	for b, p := range v.st.Positions {
 		if int64(p)+int64(num) > math.MaxInt32 {
 			return View{}, fmt.Errorf("%w: positions[%d] = %d + %d overflows int32", ErrOutOfRange, b, p, num)
 		}
-		next.positions[b] = p + int32(num)
+		next.st.Positions[b] = p + int32(num)
 	}
 	next.seqlenOffset += num
 	return next, nil
@@ -231,11 +222,7 @@ func (v View) Reset() (View, error) {
 	if err := v.checkNotEmpty("Reset"); err != nil {
 		return View{}, err
 	}
-	rows := make([]int, v.meta.BatchSize)
-	for i := range rows {
-		rows[i] = i
-	}
-	next, err := v.ResetRows(rows...)
+	next, err := v.with(states.Reset(v.st))
 	if err != nil {
 		return View{}, err
 	}
@@ -251,22 +238,7 @@ func (v View) ResetRows(rows ...int) (View, error) {
 	if err := v.checkNotEmpty("ResetRows"); err != nil {
 		return View{}, err
 	}
-	if err := store.CheckRows(rows, v.meta.BatchSize); err != nil {
-		return View{}, err
-	}
-	next := v
-	var err error
-	if next.conv, err = store.ZeroRows(v.conv, rows); err != nil {
-		return View{}, err
-	}
-	if next.ssm, err = store.ZeroRows(v.ssm, rows); err != nil {
-		return View{}, err
-	}
-	next.positions = slices.Clone(v.positions)
-	for _, r := range rows {
-		next.positions[r] = 0
-	}
-	return next, nil
+	return v.with(states.ResetRows(v.st, rows))
 }
 
 // Insert returns the view whose rows [slot, slot+B') hold o's B' rows (conv
@@ -285,22 +257,9 @@ func (v View) Insert(o View, slot int) (View, error) {
 	if m.ConvDim() != om.ConvDim() || m.NumHeads != om.NumHeads || m.HeadDim != om.HeadDim ||
 		m.StateSize != om.StateSize || m.ConvKernelSize != om.ConvKernelSize || v.DType() != o.DType() {
 		return View{}, fmt.Errorf("%w: inserting conv_states %s / ssm_states %s into conv_states %s / ssm_states %s (want equal sizes and dtype)",
-			ErrIncompatible, o.conv, o.ssm, v.conv, v.ssm)
+			ErrIncompatible, o.st.Conv, o.st.SSM, v.st.Conv, v.st.SSM)
 	}
-	if slot < 0 || slot+om.BatchSize > m.BatchSize {
-		return View{}, fmt.Errorf("%w: slot %d for %d rows (batch has rows 0..%d)", ErrOutOfRange, slot, om.BatchSize, m.BatchSize-1)
-	}
-	next := v
-	var err error
-	if next.conv, err = store.ShareRows(v.conv, o.conv, slot); err != nil {
-		return View{}, err
-	}
-	if next.ssm, err = store.ShareRows(v.ssm, o.ssm, slot); err != nil {
-		return View{}, err
-	}
-	next.positions = slices.Clone(v.positions)
-	copy(next.positions[slot:], o.positions)
-	return next, nil
+	return v.with(states.Insert(v.st, o.st, slot))
 }
 
 // shapeOf describes a tensor's shape for error messages.
