@@ -2,7 +2,6 @@ package rowstore
 
 import (
 	"fmt"
-	"slices"
 
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
@@ -25,9 +24,6 @@ func New(dtype tensor.DType, shape ...int) (tensor.Tensor, error) {
 
 // IsStore reports whether t has the store layout for its shape.
 func IsStore(t tensor.Tensor) bool { return t.Rank() > 0 && t.ChunkLen() == RowLen(t.Shape()) }
-
-// Clip returns p clipped to [0, k-1] (jnp.clip).
-func Clip(p, k int) int { return min(max(p, 0), k-1) }
 
 // Ops are the store operations that can fail, reporting failures with one
 // cache package's sentinel errors. Each error is the sentinel wrapped with
@@ -107,64 +103,4 @@ func (o Ops) CheckRows(rows []int, b int) error {
 		seen[r] = true
 	}
 	return nil
-}
-
-// RollConv applies EasyDeL's update_conv_state to a (B, C, K) conv state: it
-// rolls every row left by one along K (column k takes old column
-// (k+1) mod K), then writes cols[b, c, j] (a (B, C, L) tensor, converted to
-// the state dtype) into column cps[j], for j in order (a later duplicate
-// position wins). cps must already be clipped to [0, K-1] (see Clip). Bytes
-// are moved as they are, so the update is exact in every dtype. The result
-// is a new store; failures wrap o.Shape.
-func (o Ops) RollConv(st, cols tensor.Tensor, cps []int) (tensor.Tensor, error) {
-	dtype, es := st.DType(), st.DType().Size()
-	b, c, k, l := st.Dim(0), st.Dim(1), st.Dim(2), len(cps)
-	buf := make([]byte, st.NumBytes())
-	if err := st.ReadBytes(buf, dtype, 0); err != nil {
-		return tensor.Tensor{}, fmt.Errorf("%w: %v", o.Shape, err)
-	}
-	col := make([]byte, b*c*l*es)
-	if err := cols.ReadBytes(col, dtype, 0); err != nil {
-		return tensor.Tensor{}, fmt.Errorf("%w: %v", o.Shape, err)
-	}
-	// Roll in place: shift the flat buffer left by one element, then put
-	// each window's old first element into its last column (unless a write
-	// to column K-1 replaces it anyway).
-	w := k * es
-	var first []byte
-	if !slices.Contains(cps, k-1) {
-		first = make([]byte, b*c*es)
-		for i := 0; i < b*c; i++ {
-			copyElem(first[i*es:], buf[i*w:], es)
-		}
-	}
-	copy(buf, buf[es:])
-	for i := 0; i < b*c; i++ {
-		d := buf[i*w : (i+1)*w]
-		if first != nil {
-			copyElem(d[w-es:], first[i*es:], es)
-		}
-		for j, p := range cps {
-			copyElem(d[p*es:], col[(i*l+j)*es:], es)
-		}
-	}
-	src, err := tensor.FromBytes(dtype, buf, b, c, k)
-	if err != nil {
-		return tensor.Tensor{}, fmt.Errorf("%w: %v", o.Shape, err)
-	}
-	return o.Fill(dtype, src, b, c, k)
-}
-
-// copyElem copies one element of es bytes (cheaper than copy for 2 to 8
-// bytes).
-func copyElem(dst, src []byte, es int) {
-	switch es {
-	case 2:
-		dst[0], dst[1] = src[0], src[1]
-	case 4:
-		_, _ = dst[3], src[3]
-		dst[0], dst[1], dst[2], dst[3] = src[0], src[1], src[2], src[3]
-	default:
-		copy(dst[:es], src[:es])
-	}
 }

@@ -77,14 +77,6 @@ func TestIsStore(t *testing.T) {
 	}
 }
 
-func TestClip(t *testing.T) {
-	for _, tc := range []struct{ p, k, want int }{
-		{-5, 4, 0}, {0, 4, 0}, {2, 4, 2}, {3, 4, 3}, {10, 4, 3}, {7, 1, 0},
-	} {
-		assert.Equal(t, tc.want, Clip(tc.p, tc.k), "Clip(%d, %d)", tc.p, tc.k)
-	}
-}
-
 func TestFill(t *testing.T) {
 	src := tensor.Must(tensor.FromFloat64s(tensor.Float64, []float64{0.1, 1, 2.5, -3, 1e-3, 7}, 6))
 	st, err := ops.Fill(tensor.Float16, src, 2, 3)
@@ -180,39 +172,4 @@ func TestCheckRows(t *testing.T) {
 		require.ErrorIs(t, err, errOutOfRange)
 		assert.EqualError(t, err, tc.msg)
 	}
-}
-
-func TestRollConv(t *testing.T) {
-	// Windows [1 2 3] and [4 5 6] roll left to [2 3 1] and [5 6 4]; then
-	// column cps[j] takes cols[:, :, j] (7, 8, then 9, 10).
-	cases := []struct {
-		name string
-		cps  []int
-		want []float64
-	}{
-		{"decode step", []int{2}, []float64{2, 3, 7, 5, 6, 8}},
-		{"first column keeps the rolled-over value", []int{0}, []float64{7, 3, 1, 8, 6, 4}},
-		{"two columns", []int{0, 1}, []float64{7, 9, 1, 8, 10, 4}},
-		{"later duplicate wins", []int{1, 1}, []float64{2, 9, 1, 5, 10, 4}},
-	}
-	for _, d := range []tensor.DType{tensor.Float16, tensor.BFloat16, tensor.Float32, tensor.Float64} {
-		st := tensor.Must(ops.Fill(d, ramp(t, tensor.Float64, 1, 2, 3), 1, 2, 3))
-		for _, tc := range cases {
-			vals := []float64{7, 8}
-			if len(tc.cps) == 2 {
-				vals = []float64{7, 9, 8, 10}
-			}
-			cols := tensor.Must(tensor.FromFloat64s(tensor.Float64, vals, 1, 2, len(tc.cps)))
-			got, err := ops.RollConv(st, cols, tc.cps)
-			require.NoError(t, err, "%s %s", d, tc.name)
-			assert.Equal(t, tc.want, got.Float64s(), "%s %s", d, tc.name)
-			assert.Equal(t, d, got.DType())
-			assert.True(t, IsStore(got))
-		}
-		assert.Equal(t, []float64{1, 2, 3, 4, 5, 6}, st.Float64s(), "the input is unchanged")
-	}
-
-	st := tensor.Must(New(tensor.Float32, 1, 2, 3))
-	_, err := ops.RollConv(st, tensor.Must(tensor.New(tensor.Float32, 1)), []int{2})
-	require.ErrorIs(t, err, errShape, "too few columns")
 }
