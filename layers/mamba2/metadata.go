@@ -1,10 +1,11 @@
 package mamba2
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
+
+	"github.com/kvmesh/kvmesh/layers/internal/rawjson"
 )
 
 // Metadata describes a Mamba2 state cache: EasyDeL's Mamba2CacheMetaData,
@@ -64,7 +65,7 @@ func NewMetadata(cfg MetadataConfig) (Metadata, error) {
 	if err := m.Validate(); err != nil {
 		return Metadata{}, err
 	}
-	m.PartitionAxis = compactJSON(m.PartitionAxis)
+	m.PartitionAxis = rawjson.Compact(m.PartitionAxis)
 	return m, nil
 }
 
@@ -90,10 +91,7 @@ func (m Metadata) Validate() error {
 	if m.NumHiddenLayers < 0 {
 		return fmt.Errorf("%w: num_hidden_layers must not be negative (got %d)", ErrMetadata, m.NumHiddenLayers)
 	}
-	if m.PartitionAxis != nil && !json.Valid(m.PartitionAxis) {
-		return fmt.Errorf("%w: partition_axis is not valid JSON: %q", ErrMetadata, m.PartitionAxis)
-	}
-	return nil
+	return rawjson.Check(ErrMetadata, "partition_axis", m.PartitionAxis)
 }
 
 // ConvDim returns the conv state's channel count, intermediate_size +
@@ -115,7 +113,7 @@ func (m *Metadata) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &p); err != nil {
 		return err
 	}
-	p.PartitionAxis = compactJSON(p.PartitionAxis)
+	p.PartitionAxis = rawjson.Compact(p.PartitionAxis)
 	*m = Metadata(p)
 	return nil
 }
@@ -124,19 +122,4 @@ func (m *Metadata) UnmarshalJSON(b []byte) error {
 func (m Metadata) clone() Metadata {
 	m.PartitionAxis = slices.Clone(m.PartitionAxis)
 	return m
-}
-
-// compactJSON returns a compacted copy of valid JSON; nil and null give nil.
-func compactJSON(raw json.RawMessage) json.RawMessage {
-	if raw == nil {
-		return nil
-	}
-	var b bytes.Buffer
-	if err := json.Compact(&b, raw); err != nil {
-		return slices.Clone(raw)
-	}
-	if b.String() == "null" {
-		return nil
-	}
-	return b.Bytes()
 }
