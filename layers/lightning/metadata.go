@@ -1,10 +1,11 @@
 package lightning
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
+
+	"github.com/kvmesh/kvmesh/layers/internal/rawjson"
 )
 
 // Metadata describes a lightning (linear attention) cache: EasyDeL's
@@ -66,7 +67,7 @@ func NewMetadata(cfg MetadataConfig) (Metadata, error) {
 	if err := m.Validate(); err != nil {
 		return Metadata{}, err
 	}
-	m.PartitionAxis = compactJSON(m.PartitionAxis)
+	m.PartitionAxis = rawjson.Compact(m.PartitionAxis)
 	return m, nil
 }
 
@@ -93,10 +94,7 @@ func (m Metadata) Validate() error {
 	if kh != 0 && vh != 0 && kh != vh {
 		return fmt.Errorf("%w: key heads %d and value heads %d differ (the key_value state has one head axis)", ErrMetadata, kh, vh)
 	}
-	if m.PartitionAxis != nil && !json.Valid(m.PartitionAxis) {
-		return fmt.Errorf("%w: partition_axis is not valid JSON: %q", ErrMetadata, m.PartitionAxis)
-	}
-	return nil
+	return rawjson.Check(ErrMetadata, "partition_axis", m.PartitionAxis)
 }
 
 // StateShape returns the key_value shape (B, H, Dk, Dv) the metadata
@@ -124,7 +122,7 @@ func (m *Metadata) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &p); err != nil {
 		return err
 	}
-	p.PartitionAxis = compactJSON(p.PartitionAxis)
+	p.PartitionAxis = rawjson.Compact(p.PartitionAxis)
 	*m = Metadata(p)
 	return nil
 }
@@ -139,19 +137,4 @@ func (m Metadata) clone() Metadata {
 		}
 	}
 	return m
-}
-
-// compactJSON returns a compacted copy of valid JSON; nil and null give nil.
-func compactJSON(raw json.RawMessage) json.RawMessage {
-	if raw == nil {
-		return nil
-	}
-	var b bytes.Buffer
-	if err := json.Compact(&b, raw); err != nil {
-		return slices.Clone(raw)
-	}
-	if b.String() == "null" {
-		return nil
-	}
-	return b.Bytes()
 }
