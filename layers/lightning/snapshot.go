@@ -37,13 +37,7 @@ func (c Cache) MarshalBinary() ([]byte, error) { return snap.MarshalCache(c.view
 
 // UnmarshalCache decodes a snapshot written by Cache.MarshalBinary.
 // Malformed input gives an error wrapping ErrSnapshot; it never panics.
-func UnmarshalCache(data []byte) (Cache, error) {
-	views, err := snap.UnmarshalCache(data)
-	if err != nil {
-		return Cache{}, err
-	}
-	return Cache{views: views}, nil
-}
+func UnmarshalCache(data []byte) (Cache, error) { return cacheOf(snap.UnmarshalCache(data)) }
 
 func putView(e viewsnap.Entry, v View) error {
 	if err := e.SetMetadata(v.meta); err != nil {
