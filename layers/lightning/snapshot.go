@@ -39,6 +39,7 @@ func (c Cache) MarshalBinary() ([]byte, error) { return snap.MarshalCache(c.view
 // Malformed input gives an error wrapping ErrSnapshot; it never panics.
 func UnmarshalCache(data []byte) (Cache, error) { return cacheOf(snap.UnmarshalCache(data)) }
 
+// putView stores the entries of a non-empty view (snap.Put).
 func putView(e viewsnap.Entry, v View) error {
 	if err := e.SetMetadata(v.meta); err != nil {
 		return err
@@ -51,6 +52,8 @@ func putView(e viewsnap.Entry, v View) error {
 	return nil
 }
 
+// getView decodes a non-empty view from its entries, checking them against
+// its metadata (snap.Get).
 func getView(e viewsnap.Entry) (View, error) {
 	var meta Metadata
 	if err := e.Metadata(&meta); err != nil {
