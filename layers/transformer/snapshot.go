@@ -40,6 +40,7 @@ func UnmarshalCache(data []byte) (Cache, error) {
 	return Cache{views: views}, nil
 }
 
+// putView stores the entries of a non-empty view (snap.Put).
 func putView(e viewsnap.Entry, v View) error {
 	if err := e.SetMetadata(v.meta); err != nil {
 		return err
@@ -52,6 +53,8 @@ func putView(e viewsnap.Entry, v View) error {
 	return nil
 }
 
+// getView decodes a non-empty view from its entries, checking them against
+// its metadata (snap.Get).
 func getView(e viewsnap.Entry) (View, error) {
 	var meta Metadata
 	if err := e.Metadata(&meta); err != nil {
