@@ -58,5 +58,8 @@
 //   - PagedPages budgets the smallest device (EasyDeL reads device 0), and
 //     a head axis that is not in the mesh means 1 shard (EasyDeL raises a
 //     KeyError).
-//   - PartitionAxis JSON rejects unknown fields.
+//   - PartitionAxis follows eformer v0.0.38 (spec section 5): kv_head_axis
+//     defaults to None, KV_HEAD_DIM reads decode_attention_kv_dim_axis in
+//     every mode, and there is no attention_kv_dim_axis field (newer
+//     eformer releases differ). Its JSON rejects unknown fields.
 package sharding

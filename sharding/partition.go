@@ -15,6 +15,10 @@ import (
 // takes eformer's default, derived from the fields present (see
 // UnmarshalJSON).
 //
+// The fields are those of eformer v0.0.38: newer eformer releases add
+// attention_kv_dim_axis and default kv_head_axis to the tp axis; kvmesh
+// follows the spec's version and rejects JSON with fields it does not know.
+//
 // As in EasyDeL, the decode_* fields are resolved once: changing BatchAxis
 // on a Go value does not change DecodeBatchAxis, which keeps the value it
 // had. A nil decode_* field means "no override".
