@@ -61,6 +61,9 @@ func getView(e viewsnap.Entry) (View, error) {
 	}
 	ds, _ := e.Meta("dtype")
 	dtype, err := tensor.ParseDType(ds)
+	if err == nil && !dtype.IsFloat() {
+		err = fmt.Errorf("%s is not a float dtype", dtype)
+	}
 	if err != nil {
 		return View{}, fmt.Errorf("%w: %s = %q: %v", ErrSnapshot, e.Key("dtype"), ds, err)
 	}

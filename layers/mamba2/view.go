@@ -46,7 +46,7 @@ func NewView(meta Metadata, dtype tensor.DType, layerIndex *int) (View, error) {
 	if err := meta.Validate(); err != nil {
 		return View{}, err
 	}
-	if !dtype.Valid() {
+	if !dtype.IsFloat() {
 		return View{}, fmt.Errorf("%w: cache dtype %s (want float32, bfloat16, float16 or float64)", ErrDType, dtype)
 	}
 	conv, ssm := meta.stateShapes()

@@ -65,7 +65,7 @@ func newPool(meta Metadata, dtype tensor.DType) (tensor.Tensor, error) {
 	if err := meta.Validate(); err != nil {
 		return tensor.Tensor{}, err
 	}
-	if !dtype.Valid() {
+	if !dtype.IsFloat() {
 		return tensor.Tensor{}, fmt.Errorf("%w: %d is not a supported KV dtype", ErrDType, dtype)
 	}
 	pool, err := tensor.NewPreallocated(dtype, meta.PageSize*meta.KVHeadDimSize,

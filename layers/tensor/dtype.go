@@ -11,21 +11,29 @@ import (
 // DType is the element type of a Tensor.
 type DType uint8
 
-// The supported element types. The zero DType is invalid.
+// The supported element types. The zero DType is invalid. The four float
+// types hold values; I8 and U8 hold the codes of quantized storage (int8
+// codes, and NF4 codes packed two per byte).
 const (
 	Float32 DType = iota + 1
 	BFloat16
 	Float16
 	Float64
+	I8
+	U8
 )
 
-var dtypeNames = [...]string{Float32: "float32", BFloat16: "bfloat16", Float16: "float16", Float64: "float64"}
+var dtypeNames = [...]string{Float32: "float32", BFloat16: "bfloat16", Float16: "float16", Float64: "float64", I8: "int8", U8: "uint8"}
 
 // safetensorsNames are the dtype names of the safetensors header.
-var safetensorsNames = [...]string{Float32: "F32", BFloat16: "BF16", Float16: "F16", Float64: "F64"}
+var safetensorsNames = [...]string{Float32: "F32", BFloat16: "BF16", Float16: "F16", Float64: "F64", I8: "I8", U8: "U8"}
 
 // Valid reports whether d is one of the supported dtypes.
-func (d DType) Valid() bool { return d >= Float32 && d <= Float64 }
+func (d DType) Valid() bool { return d >= Float32 && d <= U8 }
+
+// IsFloat reports whether d is one of the four float dtypes (values, as
+// opposed to quantization codes).
+func (d DType) IsFloat() bool { return d >= Float32 && d <= Float64 }
 
 // Size returns the number of bytes of one element; 0 for an invalid dtype.
 func (d DType) Size() int {
@@ -36,6 +44,8 @@ func (d DType) Size() int {
 		return 2
 	case Float64:
 		return 8
+	case I8, U8:
+		return 1
 	}
 	return 0
 }
@@ -57,14 +67,15 @@ func (d DType) SafetensorsName() string {
 }
 
 // ParseDType parses a NumPy name ("float32", "bfloat16", "float16",
-// "float64") or a safetensors name ("F32", "BF16", "F16", "F64").
+// "float64", "int8", "uint8") or a safetensors name ("F32", "BF16", "F16",
+// "F64", "I8", "U8").
 func ParseDType(s string) (DType, error) {
-	for d := Float32; d <= Float64; d++ {
+	for d := Float32; d <= U8; d++ {
 		if s == dtypeNames[d] || s == safetensorsNames[d] {
 			return d, nil
 		}
 	}
-	return 0, fmt.Errorf("%w: %q (want float32, bfloat16, float16 or float64)", ErrDType, s)
+	return 0, fmt.Errorf("%w: %q (want float32, bfloat16, float16, float64, int8 or uint8)", ErrDType, s)
 }
 
 // MarshalText encodes the dtype by its NumPy name.
@@ -123,8 +134,21 @@ func (d DType) Round(x float64) float64 {
 		return float64(bf16ToF32(f64ToBF16(x)))
 	case Float16:
 		return float64(float16.Frombits(f64ToF16(x)).Float32())
+	case I8:
+		return saturate(x, -128, 127)
+	case U8:
+		return saturate(x, 0, 255)
 	}
 	return x
+}
+
+// saturate rounds x half to even and clamps it to [lo, hi], as a cast of a
+// quantization code does; NaN becomes 0.
+func saturate(x, lo, hi float64) float64 {
+	if x != x {
+		return 0
+	}
+	return min(max(math.RoundToEven(x), lo), hi)
 }
 
 // roundToOdd32 converts x to float32 with round-to-odd, so that a second
@@ -166,6 +190,10 @@ func get(d DType, b []byte, i int) float64 {
 		return float64(bf16ToF32(binary.LittleEndian.Uint16(b[2*i:])))
 	case Float16:
 		return float64(float16.Frombits(binary.LittleEndian.Uint16(b[2*i:])).Float32())
+	case I8:
+		return float64(int8(b[i]))
+	case U8:
+		return float64(b[i])
 	default:
 		return math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:]))
 	}
@@ -226,6 +254,10 @@ func put(d DType, b []byte, i int, x float64) {
 		binary.LittleEndian.PutUint16(b[2*i:], f64ToBF16(x))
 	case Float16:
 		binary.LittleEndian.PutUint16(b[2*i:], f64ToF16(x))
+	case I8:
+		b[i] = byte(int8(saturate(x, -128, 127)))
+	case U8:
+		b[i] = byte(saturate(x, 0, 255))
 	default:
 		binary.LittleEndian.PutUint64(b[8*i:], math.Float64bits(x))
 	}

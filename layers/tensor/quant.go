@@ -209,12 +209,24 @@ func QuantizeNF4(x Tensor, blockSize int) (NF4Tensor, error) {
 		return NF4Tensor{}, fmt.Errorf("%w: nf4 effective block %d does not divide the %d elements of %s", ErrQuantization, block, x.n, x)
 	}
 	d := x.dtype
-	vals := x.Float64s()
 	nblocks := x.n / block
 	absmax := make([]float64, nblocks)
 	packed := make([]byte, (x.n+1)/2)
-	for b := range nblocks {
-		blk := vals[b*block : (b+1)*block]
+	QuantizeRowNF4(packed, absmax, x.Float64s(), block, d)
+	at, err := FromFloat64s(d, absmax, nblocks)
+	if err != nil {
+		return NF4Tensor{}, err
+	}
+	return NF4Tensor{Packed: packed, Absmax: at, BlockSize: block, shape: x.Shape(), dtype: d}, nil
+}
+
+// QuantizeRowNF4 quantizes row (a multiple of block values) into packed
+// ((len(row)+1)/2 bytes, two codes per byte, high nibble first; it must be
+// zeroed) and absmax (len(row)/block values), with the normalisation x/absmax
+// rounded to dtype d as EasyDeL's computation in d does.
+func QuantizeRowNF4(packed []byte, absmax, row []float64, block int, d DType) {
+	for b := range len(row) / block {
+		blk := row[b*block : (b+1)*block]
 		m := 0.0
 		for _, v := range blk {
 			m = max(m, math.Abs(v))
@@ -222,19 +234,25 @@ func QuantizeNF4(x Tensor, blockSize int) (NF4Tensor, error) {
 		absmax[b] = m
 		for i, v := range blk {
 			c := nf4Code(d.Round(v / m))
-			k := b*block + i
-			if k%2 == 0 {
+			if k := b*block + i; k%2 == 0 {
 				packed[k/2] |= c << 4
 			} else {
 				packed[k/2] |= c
 			}
 		}
 	}
-	at, err := FromFloat64s(d, absmax, nblocks)
-	if err != nil {
-		return NF4Tensor{}, err
+}
+
+// DequantizeRowNF4 writes NF4Levels[code] × absmax, rounded to d, into dst
+// for the len(dst) values of a row quantized by QuantizeRowNF4.
+func DequantizeRowNF4(dst []float64, packed []byte, absmax []float64, block int, d DType) {
+	for k := range dst {
+		c := packed[k/2] >> 4
+		if k%2 == 1 {
+			c = packed[k/2] & 0x0f
+		}
+		dst[k] = d.Round(NF4Levels[c] * absmax[k/block])
 	}
-	return NF4Tensor{Packed: packed, Absmax: at, BlockSize: block, shape: x.Shape(), dtype: d}, nil
 }
 
 // Code returns the 4-bit code of element k.
@@ -253,8 +271,6 @@ func (q NF4Tensor) Dequantize() Tensor {
 		n = len(absmax) * q.BlockSize
 	}
 	out := make([]float64, n)
-	for k := range out {
-		out[k] = q.dtype.Round(NF4Levels[q.Code(k)] * absmax[k/q.BlockSize])
-	}
+	DequantizeRowNF4(out, q.Packed, absmax, q.BlockSize, q.dtype)
 	return Must(FromFloat64s(q.dtype, out, q.shape...))
 }

@@ -325,3 +325,26 @@ func TestPreallocatedClaimsInPlace(t *testing.T) {
 	assert.Equal(t, 4.0, z.At(1, 0))
 	assert.Equal(t, 1.0, y.At(1, 0), "y keeps what it wrote")
 }
+
+func TestCodeDTypes(t *testing.T) {
+	for _, tc := range []struct {
+		d    DType
+		name string
+		in   []float64
+		want []float64
+	}{
+		{I8, "int8", []float64{-200, -1.5, 0.5, 2.5, 127.4, 300, math.NaN()}, []float64{-128, -2, 0, 2, 127, 127, 0}},
+		{U8, "uint8", []float64{-3, 0.5, 1.5, 254.6, 999}, []float64{0, 0, 2, 255, 255}},
+	} {
+		assert.Equal(t, 1, tc.d.Size())
+		assert.False(t, tc.d.IsFloat())
+		got, err := ParseDType(tc.name)
+		require.NoError(t, err)
+		assert.Equal(t, tc.d, got)
+		x := Must(FromFloat64s(tc.d, tc.in, len(tc.in)))
+		assert.Equal(t, tc.want, x.Float64s(), "%s saturates and rounds half to even", tc.name)
+		f := Must(x.AsType(Float32))
+		assert.Equal(t, tc.want, f.Float64s())
+	}
+	assert.True(t, BFloat16.IsFloat())
+}

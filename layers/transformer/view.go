@@ -50,7 +50,7 @@ func NewView(meta Metadata, dtype tensor.DType, starts []int32, layerIndex *int)
 	if err := meta.Validate(); err != nil {
 		return View{}, err
 	}
-	if !dtype.Valid() {
+	if !dtype.IsFloat() {
 		return View{}, fmt.Errorf("%w: cache dtype %s (want float32, bfloat16, float16 or float64)", ErrDType, dtype)
 	}
 	st := make([]int32, meta.BatchSize)
