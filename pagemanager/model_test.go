@@ -1,0 +1,478 @@
+package pagemanager
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// model is a deliberately naive page pool with the same rules as Pool,
+// written from the rules rather than from Pool's code: maps and slices,
+// O(n) everywhere, and pages keyed by the whole token prefix as a string
+// instead of a hash chain. FuzzPool checks that Pool agrees with it.
+type model struct {
+	ps, pages       int
+	caching, hybrid bool
+
+	ref     map[int32]int
+	key     map[int32]string // the key a page carries; absent: none
+	lru     []int32          // free pages, the next one taken first
+	table   map[string][]int32
+	seqs    map[SeqID]*modelSeq
+	ckpt    map[string]Checkpoint
+	dropped []Checkpoint
+}
+
+type modelSeq struct {
+	pages []int32
+	toks  []int32
+	extra string
+}
+
+func newModel(cfg PoolConfig) *model {
+	m := &model{
+		ps: cfg.PageSize, pages: cfg.NumPages, caching: cfg.PrefixCaching, hybrid: cfg.Hybrid,
+		ref: map[int32]int{}, key: map[int32]string{}, table: map[string][]int32{},
+		seqs: map[SeqID]*modelSeq{}, ckpt: map[string]Checkpoint{},
+	}
+	for i := 1; i < cfg.NumPages; i++ {
+		m.lru = append(m.lru, int32(i))
+	}
+	return m
+}
+
+// prefixKey names the content of the page ending at token end.
+func prefixKey(extra string, toks []int32, end int) string {
+	return fmt.Sprint(extra, "|", toks[:end])
+}
+
+func (m *model) lookup(toks []int32, extra string, recompute int) (Hit, []string) {
+	var keys []string
+	for i := 0; i < (len(toks)-recompute)/m.ps; i++ {
+		k := prefixKey(extra, toks, (i+1)*m.ps)
+		if len(m.table[k]) == 0 {
+			break
+		}
+		keys = append(keys, k)
+	}
+	if m.hybrid {
+		for len(keys) > 0 && m.ckpt[keys[len(keys)-1]] == 0 {
+			keys = keys[:len(keys)-1]
+		}
+	}
+	h := Hit{Tokens: len(keys) * m.ps}
+	for _, k := range keys {
+		h.Pages = append(h.Pages, m.table[k][0])
+	}
+	if m.hybrid && len(keys) > 0 {
+		h.Restore = m.ckpt[keys[len(keys)-1]]
+	}
+	return h, keys
+}
+
+// pop takes the head of the free queue, evicting its key.
+func (m *model) pop() (int32, bool) {
+	pg := m.lru[0]
+	m.lru = m.lru[1:]
+	m.ref[pg] = 1
+	k, ok := m.key[pg]
+	if !ok {
+		return pg, false
+	}
+	delete(m.key, pg)
+	m.table[k] = slices.DeleteFunc(m.table[k], func(q int32) bool { return q == pg })
+	if len(m.table[k]) == 0 {
+		delete(m.table, k)
+		if c, ok := m.ckpt[k]; ok {
+			m.dropped = append(m.dropped, c)
+			delete(m.ckpt, k)
+		}
+	}
+	return pg, true
+}
+
+// register keys the full pages of s from page first on.
+func (m *model) register(s *modelSeq, first int) {
+	if !m.caching {
+		return
+	}
+	for i := first; i < len(s.toks)/m.ps; i++ {
+		k := prefixKey(s.extra, s.toks, (i+1)*m.ps)
+		m.key[s.pages[i]] = k
+		m.table[k] = append(m.table[k], s.pages[i])
+	}
+}
+
+func (m *model) add(id SeqID, toks []int32, extra string, recompute int) (Step, error) {
+	if m.seqs[id] != nil {
+		return Step{}, ErrSequenceExists
+	}
+	if len(toks) == 0 || recompute < 0 || recompute > len(toks) {
+		return Step{}, ErrInvalidRequest
+	}
+	var h Hit
+	if m.caching {
+		h, _ = m.lookup(toks, extra, recompute)
+	}
+	total := (len(toks) + m.ps - 1) / m.ps
+	need := total - len(h.Pages)
+	for _, pg := range h.Pages {
+		if m.ref[pg] == 0 {
+			need++
+		}
+	}
+	if need > len(m.lru) {
+		return Step{}, ErrNoFreePages
+	}
+	s := &modelSeq{toks: slices.Clone(toks), extra: extra}
+	for _, pg := range h.Pages {
+		if m.ref[pg] == 0 {
+			m.lru = slices.DeleteFunc(m.lru, func(q int32) bool { return q == pg })
+		}
+		m.ref[pg]++
+		s.pages = append(s.pages, pg)
+	}
+	st := Step{HitTokens: h.Tokens, NewPages: total - len(h.Pages), Restore: h.Restore}
+	for range st.NewPages {
+		pg, ev := m.pop()
+		if ev {
+			st.Evicted++
+		}
+		s.pages = append(s.pages, pg)
+	}
+	m.register(s, len(h.Pages))
+	m.seqs[id] = s
+	return st, nil
+}
+
+func (m *model) append(id SeqID, toks []int32) (Step, error) {
+	s := m.seqs[id]
+	if s == nil {
+		return Step{}, ErrUnknownSequence
+	}
+	if len(toks) == 0 {
+		return Step{}, ErrInvalidRequest
+	}
+	n := len(s.toks)
+	total := (n + len(toks) + m.ps - 1) / m.ps
+	cow := n%m.ps != 0 && m.ref[s.pages[len(s.pages)-1]] > 1
+	need := total - len(s.pages)
+	if cow {
+		need++
+	}
+	if need > len(m.lru) {
+		return Step{}, ErrNoFreePages
+	}
+	var st Step
+	if cow {
+		src := s.pages[len(s.pages)-1]
+		dst, ev := m.pop()
+		if ev {
+			st.Evicted++
+		}
+		m.ref[src]--
+		s.pages[len(s.pages)-1] = dst
+		st.Copies = []Copy{{Src: src, Dst: dst, Tokens: n % m.ps}}
+		st.NewPages++
+	}
+	for len(s.pages) < total {
+		pg, ev := m.pop()
+		if ev {
+			st.Evicted++
+		}
+		s.pages = append(s.pages, pg)
+		st.NewPages++
+	}
+	s.toks = append(s.toks, toks...)
+	m.register(s, n/m.ps)
+	return st, nil
+}
+
+func (m *model) free(id SeqID) error {
+	s := m.seqs[id]
+	if s == nil {
+		return ErrUnknownSequence
+	}
+	for i := len(s.pages) - 1; i >= 0; i-- {
+		m.ref[s.pages[i]]--
+		if m.ref[s.pages[i]] == 0 {
+			m.lru = append(m.lru, s.pages[i])
+		}
+	}
+	delete(m.seqs, id)
+	return nil
+}
+
+func (m *model) fork(src, dst SeqID) error {
+	s := m.seqs[src]
+	if s == nil {
+		return ErrUnknownSequence
+	}
+	if m.seqs[dst] != nil {
+		return ErrSequenceExists
+	}
+	m.seqs[dst] = &modelSeq{pages: slices.Clone(s.pages), toks: slices.Clone(s.toks), extra: s.extra}
+	for _, pg := range s.pages {
+		m.ref[pg]++
+	}
+	return nil
+}
+
+func (m *model) evict(n int) int {
+	done := 0
+	for _, pg := range m.lru {
+		if done == n {
+			break
+		}
+		if k, ok := m.key[pg]; ok {
+			delete(m.key, pg)
+			m.table[k] = slices.DeleteFunc(m.table[k], func(q int32) bool { return q == pg })
+			if len(m.table[k]) == 0 {
+				delete(m.table, k)
+				if c, ok := m.ckpt[k]; ok {
+					m.dropped = append(m.dropped, c)
+					delete(m.ckpt, k)
+				}
+			}
+			done++
+		}
+	}
+	return done
+}
+
+func (m *model) putCheckpoint(id SeqID, tokens int, c Checkpoint) (bool, error) {
+	if !m.hybrid || c == 0 {
+		return false, ErrInvalidCheckpoint
+	}
+	s := m.seqs[id]
+	if s == nil {
+		return false, ErrUnknownSequence
+	}
+	if tokens <= 0 || tokens%m.ps != 0 || tokens > len(s.toks) {
+		return false, ErrInvalidCheckpoint
+	}
+	k := prefixKey(s.extra, s.toks, tokens)
+	if m.ckpt[k] != 0 {
+		return false, nil
+	}
+	m.ckpt[k] = c
+	return true, nil
+}
+
+func (m *model) reset() error {
+	if len(m.seqs) > 0 {
+		for _, s := range m.seqs {
+			if len(s.pages) > 0 {
+				return ErrPoolBusy
+			}
+		}
+	}
+	m.key = map[int32]string{}
+	m.table = map[string][]int32{}
+	keys := make([]string, 0, len(m.ckpt))
+	for k := range m.ckpt {
+		keys = append(keys, k)
+	}
+	for _, k := range keys {
+		m.dropped = append(m.dropped, m.ckpt[k])
+	}
+	m.ckpt = map[string]Checkpoint{}
+	return nil
+}
+
+// sentinels are the errors the pool and the model must agree on.
+var sentinels = []error{ErrNoFreePages, ErrInvalidRequest, ErrUnknownSequence, ErrSequenceExists, ErrPoolBusy, ErrInvalidCheckpoint}
+
+func sentinelOf(err error) error {
+	for _, s := range sentinels {
+		if errors.Is(err, s) {
+			return s
+		}
+	}
+	return err
+}
+
+// requireSame checks that the pool's observable state equals the model's.
+func requireSame(t testing.TB, p *Pool, m *model, what string) {
+	t.Helper()
+	require.NoError(t, p.checkInvariants(), what)
+	require.Equal(t, m.lru, p.free.appendTo([]int32{}), "%s: free queue", what)
+	for pg := int32(1); pg < int32(m.pages); pg++ {
+		require.Equal(t, m.ref[pg], p.RefCount(pg), "%s: refcount of page %d", what, pg)
+		_, keyed := m.key[pg]
+		require.Equal(t, keyed, p.hashed[pg], "%s: page %d keyed", what, pg)
+	}
+	require.Len(t, p.seqs, len(m.seqs), what)
+	for id, s := range m.seqs {
+		pages, n, ok := p.BlockTable(id)
+		require.True(t, ok, "%s: seq %d", what, id)
+		require.Equal(t, s.pages, pages, "%s: block table of seq %d", what, id)
+		require.Equal(t, len(s.toks), n, "%s: tokens of seq %d", what, id)
+	}
+	require.Len(t, p.table, len(m.table), "%s: keys", what)
+	for k, pages := range m.table {
+		require.Equal(t, pages, p.chainPages(p.key[pages[0]]), "%s: pages keyed %q", what, k)
+	}
+	require.Equal(t, len(m.ckpt), p.NumCheckpoints(), "%s: checkpoints", what)
+	for k, c := range m.ckpt {
+		got, ok := p.ckpts[p.key[m.table[k][0]]]
+		require.True(t, ok, "%s: checkpoint for %q", what, k)
+		require.Equal(t, c, got, "%s: checkpoint for %q", what, k)
+	}
+}
+
+// byteReader hands out fuzz input bytes, then zeros.
+type byteReader struct{ b []byte }
+
+func (r *byteReader) next() int {
+	if len(r.b) == 0 {
+		return 0
+	}
+	v := int(r.b[0])
+	r.b = r.b[1:]
+	return v
+}
+
+func (r *byteReader) tokens(n int) []int32 {
+	t := make([]int32, n)
+	for i := range t {
+		t[i] = int32(r.next() % 3) // a tiny vocabulary: prefixes collide often
+	}
+	return t
+}
+
+// runPoolModel decodes data into a configuration and a sequence of
+// operations, runs them on a Pool and on the model, and checks that they
+// agree after every operation. It returns a transcript for debugging.
+func runPoolModel(t testing.TB, data []byte) string {
+	r := &byteReader{b: data}
+	c := r.next()
+	cfg := PoolConfig{
+		NumPages:      2 + c%10,
+		PageSize:      1 + (c/10)%3,
+		PrefixCaching: c&0x40 == 0,
+	}
+	cfg.Hybrid = cfg.PrefixCaching && c&0x80 != 0
+	p, err := NewPool(cfg)
+	require.NoError(t, err)
+	m := newModel(cfg)
+	var log strings.Builder
+	fmt.Fprintf(&log, "%+v\n", cfg)
+	handle := Checkpoint(0)
+	for step := 0; len(r.b) > 0 && step < 200; step++ {
+		op := r.next() % 9
+		id := SeqID(r.next() % 4)
+		var what string
+		switch op {
+		case 0, 1:
+			toks := r.tokens(1 + r.next()%12)
+			if r.next()%8 == 0 {
+				toks = nil
+			}
+			var extra []string
+			if r.next()%4 == 0 {
+				extra = []string{"x"}
+			}
+			rc := r.next() % 3
+			if rc > len(toks) {
+				rc = len(toks) + 1 // out of range: an error
+			}
+			what = fmt.Sprintf("add %d %v %v rc=%d", id, toks, extra, rc)
+			got, gerr := p.Add(id, Request{Tokens: toks, Extra: extra, Recompute: rc})
+			want, werr := m.add(id, toks, strings.Join(extra, ","), rc)
+			require.Equal(t, sentinelOf(werr), sentinelOf(gerr), what)
+			require.Equal(t, want, got, what)
+		case 2, 3:
+			toks := r.tokens(r.next() % 7)
+			what = fmt.Sprintf("append %d %v", id, toks)
+			got, gerr := p.Append(id, toks)
+			want, werr := m.append(id, toks)
+			require.Equal(t, sentinelOf(werr), sentinelOf(gerr), what)
+			require.Equal(t, want, got, what)
+		case 4:
+			dst := SeqID(r.next() % 4)
+			what = fmt.Sprintf("fork %d %d", id, dst)
+			require.Equal(t, sentinelOf(m.fork(id, dst)), sentinelOf(p.Fork(id, dst)), what)
+		case 5:
+			what = fmt.Sprintf("free %d", id)
+			require.Equal(t, sentinelOf(m.free(id)), sentinelOf(p.Free(id)), what)
+		case 6:
+			n := r.next() % 3
+			what = fmt.Sprintf("evict %d", n)
+			require.Equal(t, m.evict(n), p.Evict(n), what)
+		case 7:
+			tokens := (r.next() % 5) * cfg.PageSize
+			c := Checkpoint(0)
+			if r.next()%6 != 0 {
+				handle++
+				c = handle
+			}
+			what = fmt.Sprintf("checkpoint %d at %d = %d", id, tokens, c)
+			got, gerr := p.PutCheckpoint(id, tokens, c)
+			want, werr := m.putCheckpoint(id, tokens, c)
+			require.Equal(t, sentinelOf(werr), sentinelOf(gerr), what)
+			require.Equal(t, want, got, what)
+		case 8:
+			if r.next()%4 == 0 {
+				what = "reset"
+				require.Equal(t, sentinelOf(m.reset()), sentinelOf(p.ResetPrefixCache()), what)
+				break
+			}
+			toks := r.tokens(r.next() % 12)
+			rc := min(r.next()%2, len(toks))
+			what = fmt.Sprintf("lookup %v rc=%d", toks, rc)
+			got, err := p.Lookup(toks, nil, rc)
+			require.NoError(t, err, what)
+			want := Hit{}
+			if cfg.PrefixCaching {
+				want, _ = m.lookup(toks, "", rc)
+			}
+			require.Equal(t, want, got, what)
+		}
+		log.WriteString(what + "\n")
+		requireSame(t, p, m, what)
+		gotDropped, wantDropped := p.TakeDroppedCheckpoints(), m.dropped
+		m.dropped = nil
+		if what == "reset" { // map order: compare as sets
+			slices.Sort(gotDropped)
+			slices.Sort(wantDropped)
+		}
+		require.Equal(t, wantDropped, gotDropped, "%s: dropped checkpoints", what)
+	}
+	return log.String()
+}
+
+// FuzzPool checks Pool against the naive model on operation sequences
+// decoded from the input.
+func FuzzPool(f *testing.F) {
+	f.Add([]byte{0x05, 0, 1, 6, 1, 2, 0, 1, 1, 5, 1, 0, 1, 3, 0, 0, 5, 0, 0, 2, 1, 2, 1, 1})
+	f.Add([]byte{0x97, 0, 1, 8, 0, 0, 1, 1, 0, 1, 0, 2, 7, 1, 2, 1, 5, 1, 0, 2, 6, 0, 0, 0, 0, 0, 0, 7, 3, 4, 4, 2, 0, 0})
+	f.Add([]byte{0x48, 0, 2, 5, 9, 9, 9, 9, 9, 1, 1, 4, 2, 3, 3, 2, 4, 1, 1, 1, 5, 2, 3, 1, 2, 2})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		runPoolModel(t, data)
+	})
+}
+
+// TestPoolAgainstModel runs the model comparison on many seeded random
+// inputs, so that plain `go test` explores beyond the fuzz seeds.
+func TestPoolAgainstModel(t *testing.T) {
+	n := 3000
+	if testing.Short() {
+		n = 300
+	}
+	var x uint64 = 0x9e3779b97f4a7c15
+	for i := range n {
+		data := make([]byte, 64+i%256)
+		for j := range data {
+			x ^= x << 13
+			x ^= x >> 7
+			x ^= x << 17
+			data[j] = byte(x)
+		}
+		runPoolModel(t, data)
+	}
+}
