@@ -83,7 +83,9 @@ var shardUpdates = []shardUpdate{
 		func(m Metadata) []int { return []int{m.BatchSize, m.IntermediateSize} }, Specs.ColumnSpec},
 	{"conv column at position 1", func(v View, in tensor.Tensor) (View, error) { return v.UpdateConvState(in, 1) },
 		func(m Metadata) []int { return []int{m.BatchSize, m.IntermediateSize} }, Specs.ColumnSpec},
-	{"conv window", func(v View, in tensor.Tensor) (View, error) { return v.UpdateConvStatePositions(in, []int32{0, 1, 2, 3}) },
+	{"conv window", func(v View, in tensor.Tensor) (View, error) {
+		return v.UpdateConvStatePositions(in, []int32{0, 1, 2, 3})
+	},
 		func(m Metadata) []int { return []int{m.BatchSize, m.IntermediateSize, 4} }, Specs.WindowSpec},
 	{"ssm state", func(v View, in tensor.Tensor) (View, error) { return v.UpdateSSMState(in) },
 		func(m Metadata) []int { return []int{m.BatchSize, m.IntermediateSize, m.SSMStateSize} }, func(s Specs) sharding.Spec { return s.SSM }},
