@@ -9,7 +9,25 @@
 // checks nothing (an impossible allocation, a double free, a page out of
 // range) and a mutex.
 //
-// The free list is an index-linked list over preallocated arrays with O(1)
-// push, pop and removal from the middle, so that a serving-grade pool with
-// reference counts, a prefix cache and LRU eviction can be built on it.
+// Pool goes beyond EasyDeL, to vLLM v1's block pool: reference-counted
+// pages, prefix caching keyed by a pinned hash chain (HashPage), LRU
+// eviction of cached free pages, fork with copy-on-write of a shared
+// partial page, recurrent-state checkpoints for hybrid models, and KV
+// events (BlockStored, BlockRemoved, AllBlocksCleared) for external
+// indexers. A serving loop drives it per request:
+//
+//	p, _ := pagemanager.NewPool(pagemanager.PoolConfig{NumPages: n, PageSize: 16, PrefixCaching: true})
+//	st, err := p.Add(id, pagemanager.Request{Tokens: prompt, Recompute: 1}) // compute from st.HitTokens on
+//	st, err = p.Append(id, []int32{token})                                  // each decode step
+//	pages, _, _ := p.BlockTable(id)                                         // the page table to attend over
+//	err = p.Free(id)                                                        // pages stay cached until evicted
+//
+// Pool reports what the caller must do as data: Step says how many tokens
+// were hit and which pages to copy (copy-on-write), TakeEvents hands out
+// the KV events, TakeDroppedCheckpoints the recurrent checkpoints whose
+// state can be released. With Recompute 1, a pool replays vLLM's
+// KV-cache manager exactly (hits per request, evictions): see TestVLLMTrace.
+//
+// Both allocators rest on an index-linked free list over preallocated
+// arrays with O(1) push, pop and removal from the middle.
 package pagemanager

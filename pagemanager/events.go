@@ -102,9 +102,12 @@ func (p *Pool) keyGone(k Key) {
 // flushRemoved emits one BlockRemoved for the keys that left the table
 // since the last flush, if any.
 func (p *Pool) flushRemoved() {
-	if len(p.removed) == 0 {
-		return
+	if len(p.removed) > 0 { // inlined: the common case costs a compare
+		p.emitRemoved()
 	}
+}
+
+func (p *Pool) emitRemoved() {
 	p.emit(BlockRemoved{Hashes: slices.Clone(p.removed)})
 	p.removed = p.removed[:0]
 }
