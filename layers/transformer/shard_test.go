@@ -517,3 +517,65 @@ func TestSplitMaskAndOptions(t *testing.T) {
 	_, err = s.SplitOptions(ConcatOptions{TokenTypeIDs: [][]int32{{1}}}, mesh)
 	assert.ErrorIs(t, err, ErrSharding)
 }
+
+// A 4-row cache on a dp=2, tp=2 mesh with kv heads over tp: each device
+// holds 2 rows and 2 of the 4 heads, appends its share of a decode token,
+// and the joined view is the unsharded one.
+func ExampleView_Split() {
+	meta, err := NewMetadata(MetadataConfig{BatchSize: 4, SequenceLength: 8, NumHiddenLayers: 1, NumHeads: Ptr(4), HeadDim: Ptr(2)})
+	if err != nil {
+		panic(err)
+	}
+	v, err := NewView(meta, tensor.Float32, nil, nil)
+	if err != nil {
+		panic(err)
+	}
+	mesh, err := sharding.NewMesh(sharding.MeshConfig{
+		Sizes:   map[string]int{sharding.DP: 2, sharding.FSDP: 1, sharding.TP: 2},
+		Devices: sharding.UniformDevices(4, 1<<30),
+	})
+	if err != nil {
+		panic(err)
+	}
+	pa := sharding.DefaultPartitionAxis()
+	pa.KVHeadAxis = sharding.MeshAxes{sharding.TP}
+	specs, err := v.Specs(pa, sharding.ModeDecode, mesh)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("key:", specs.Key)
+	fmt.Println("index:", specs.Index)
+
+	shards, err := v.Split(specs, mesh)
+	if err != nil {
+		panic(err)
+	}
+	data := make([]float64, 4*1*4*2) // element (b, 0, h, d) = 8b + 2h + d
+	for i := range data {
+		data[i] = float64(i)
+	}
+	key := tensor.Must(tensor.FromFloat64s(tensor.Float32, data, 4, 1, 4, 2))
+	keys, values, err := specs.SplitWrite(key, key, mesh)
+	if err != nil {
+		panic(err)
+	}
+	for i := range shards {
+		if shards[i], err = shards[i].Append(keys[i], values[i]); err != nil {
+			panic(err)
+		}
+		fmt.Printf("device %d: key %s, first element %v\n", i, shards[i].Key(), shards[i].Key().At(0, 0, 0, 0))
+	}
+	full, err := JoinViews(shards, meta, specs, mesh)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("joined:", full.Key(), full.Index(), full.Key().At(3, 0, 3, 1))
+	// Output:
+	// key: PartitionSpec(('fsdp', 'dp'), None, 'tp', None)
+	// index: PartitionSpec(('fsdp', 'dp'))
+	// device 0: key float32[2 8 2 2], first element 0
+	// device 1: key float32[2 8 2 2], first element 4
+	// device 2: key float32[2 8 2 2], first element 16
+	// device 3: key float32[2 8 2 2], first element 20
+	// joined: float32[4 8 4 2] [1 1 1 1] 31
+}
