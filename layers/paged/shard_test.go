@@ -390,3 +390,58 @@ func TestSplitSharesOrLeavesZeroPagesUnallocated(t *testing.T) {
 		assert.Equal(t, make([]float32, 4*2*8), k.Float32s())
 	}
 }
+
+// Pages of 4 kv heads on a dp=2, tp=2 mesh: each tp shard holds 2 heads
+// (the dp shards are replicas), writes its heads of a decode token through
+// the same page table, and the joined pool is the unsharded one.
+func ExampleView_Split() {
+	meta := Metadata{BatchSize: 1, NumHiddenLayers: 1, NumPagesPerLayer: 4, NumPagesPerSequence: 2, MaxSequences: 8,
+		PageSize: 4, NumKVHeads: 4, KVHeadDimSize: 2, HBMUtilization: 0.5}
+	v, err := NewView(meta, tensor.Float32, 0)
+	if err != nil {
+		panic(err)
+	}
+	mesh, err := sharding.NewMesh(sharding.MeshConfig{Sizes: map[string]int{sharding.DP: 2, sharding.TP: 2}, Devices: sharding.UniformDevices(4, 1<<30)})
+	if err != nil {
+		panic(err)
+	}
+	specs, err := v.Specs(sharding.DefaultPartitionAxis(), sharding.ModeDecode, mesh)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("pages:", specs.KeyPages)
+	shards, err := v.Split(specs, mesh)
+	if err != nil {
+		panic(err)
+	}
+	// One token, (1, 4 heads, 2): element (0, h, d) = 10h + d.
+	tok := tensor.Must(tensor.FromFloat64s(tensor.Float32, []float64{0, 1, 10, 11, 20, 21, 30, 31}, 1, 4, 2))
+	keys, values, err := specs.SplitTokens(tok, tok, mesh)
+	if err != nil {
+		panic(err)
+	}
+	step := StepMetadata{DecodesPosition: []int32{5}, DecodesPageTable: [][]int32{{2, 3}}}
+	for i := range shards {
+		if shards[i], err = shards[i].WriteDecodes(keys[i], values[i], step); err != nil {
+			panic(err)
+		}
+		fmt.Printf("device %d: %d kv heads, head 0 at page 3 offset 1: %v\n",
+			i, shards[i].Metadata().NumKVHeads, shards[i].KeyPages().At(0, 3, 1, 0))
+	}
+	full, err := JoinViews(shards, meta, specs, mesh)
+	if err != nil {
+		panic(err)
+	}
+	k, _, err := full.Gather([]int32{2, 3}, 6)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("joined, position 5, head 3:", k.At(5, 3, 0), k.At(5, 3, 1))
+	// Output:
+	// pages: PartitionSpec('tp', None, None, None)
+	// device 0: 2 kv heads, head 0 at page 3 offset 1: 0
+	// device 1: 2 kv heads, head 0 at page 3 offset 1: 20
+	// device 2: 2 kv heads, head 0 at page 3 offset 1: 0
+	// device 3: 2 kv heads, head 0 at page 3 offset 1: 20
+	// joined, position 5, head 3: 30 31
+}
