@@ -28,7 +28,9 @@
 //
 //   - NewMetadata validates (EasyDeL's create does not): every given size
 //     must be positive, the resolved key and value heads must agree, and
-//     partition_axis (kept as opaque JSON) must be valid JSON.
+//     partition_axis (kept as opaque JSON) must be valid JSON. Sharding
+//     comes from View.Specs ([BATCH, HEAD, _, _] for a sharding.Mesh) and
+//     View.Split / JoinViews, not from the metadata.
 //   - The view has real, functional updates (Update, UpdateKeyValue, Reset,
 //     ResetRows, Insert); EasyDeL's concatenate_to_cache is a broken copy of
 //     the transformer one and its models assign key_value in place, decaying

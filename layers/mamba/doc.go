@@ -46,7 +46,9 @@
 //     assert the clipping.
 //   - NewMetadata also rejects a negative num_hidden_layers and a
 //     partition_axis that is not valid JSON; partition_axis is kept as
-//     opaque JSON. There are no partition_specs (no sharding here), and the
+//     opaque JSON. There is no partition_specs argument: View.Specs resolves
+//     the states' sharding ([BATCH, HEAD, LENGTH]) for a sharding.Mesh, and
+//     View.Split / JoinViews cut a view into per-device views and back. The
 //     dtype must be given (EasyDeL defaults to bfloat16).
 //   - Cache.Reset keeps empty views empty and zeroes the others.
 //   - Additions: UpdateConvStatePositions (the array cache_position form),

@@ -13,8 +13,8 @@ import (
 // EasyDeL's to_dict / to_json form.
 //
 // PartitionAxis is EasyDeL's PartitionAxis in its JSON form, kept verbatim
-// and not interpreted here (a single-process cache has no sharding; see
-// package sharding); nil encodes as null.
+// and not interpreted here: View.Specs takes a sharding.PartitionAxis from
+// the caller; nil encodes as null.
 type Metadata struct {
 	NumHiddenLayers  int             `json:"num_hidden_layers"`
 	PartitionAxis    json.RawMessage `json:"partition_axis"`

@@ -36,9 +36,9 @@ type View struct {
 // with states of dtype and the given layer index (nil for none). Storage is
 // allocated on first write.
 //
-// Deviation from EasyDeL: there is no partition_specs argument (sharding is
-// not a property of a single-process tensor), and dtype must be given
-// (EasyDeL's cache defaults to bfloat16).
+// Deviation from EasyDeL: there is no partition_specs argument (View.Specs
+// gives the sharding for a mesh), and dtype must be given (EasyDeL's cache
+// defaults to bfloat16).
 func NewView(meta Metadata, dtype tensor.DType, layerIndex *int) (View, error) {
 	if err := meta.Validate(); err != nil {
 		return View{}, err

@@ -42,8 +42,10 @@
 //     partition_axis, kept as opaque JSON; a negative num_hidden_layers and
 //     invalid partition_axis JSON are errors too.
 //   - Init takes the layer count from the metadata (EasyDeL's init_cache
-//     takes a separate num_hidden_layers); no partition_specs; the dtype
-//     must be given (EasyDeL defaults to bfloat16).
+//     takes a separate num_hidden_layers); no partition_specs (View.Specs
+//     resolves [BATCH, HEAD, LENGTH] for a sharding.Mesh, and View.Split /
+//     JoinViews cut a view into per-device views and back); the dtype must
+//     be given (EasyDeL defaults to bfloat16).
 //   - Errors, not exceptions or broadcasting: an empty view gives an error
 //     wrapping ErrEmpty with EasyDeL's message ("Cache view for layer 0 is
 //     None"), a layer out of range one wrapping ErrOutOfRange (EasyDeL's
