@@ -25,6 +25,7 @@ type Event interface {
 // Like vLLM, a page whose key was already cached (a recomputed duplicate)
 // is reported again: stored keys are a set, adding one twice is harmless.
 type BlockStored struct {
+	// Seq is the event's sequence number.
 	Seq uint64
 	// Hashes are the pages' keys, in order.
 	Hashes []Key
@@ -47,12 +48,15 @@ type BlockStored struct {
 // only when no page carries it any more, so that a subscriber's set of keys
 // stays exact when duplicates exist.
 type BlockRemoved struct {
-	Seq    uint64
+	// Seq is the event's sequence number.
+	Seq uint64
+	// Hashes are the keys that left the cache, in eviction order.
 	Hashes []Key
 }
 
 // AllBlocksCleared reports that every key was dropped (ResetPrefixCache).
 type AllBlocksCleared struct {
+	// Seq is the event's sequence number.
 	Seq uint64
 }
 
@@ -70,8 +74,11 @@ func (e BlockRemoved) withSeq(n uint64) Event     { e.Seq = n; return e }
 func (e AllBlocksCleared) withSeq(n uint64) Event { e.Seq = n; return e }
 
 // TakeEvents returns the events accumulated since the last call, oldest
-// first, and forgets them. The caller owns the returned slice. It returns
-// nil when the pool was configured without Events.
+// first, and forgets them. The caller owns the returned slice (the
+// events' ExtraKeys are the sequences' Request.Extra: read only). It
+// returns nil when the pool was configured without Events. A pool with
+// Events keeps every event until taken: its owner must drain them, e.g.
+// once per scheduler step, as vLLM's take_events is.
 func (p *Pool) TakeEvents() []Event {
 	ev := p.events
 	p.events = nil
