@@ -111,17 +111,28 @@ func chatWorkload(seed uint64, systems, conversations int) []chatRequest {
 // unboundedHits computes, without a pool, the hits of a replay with
 // unlimited pages: a request hits the longest run of its leading full
 // prompt pages (at most (P-1)/ps of them) that were full pages of an
-// earlier request's first P+N-1 tokens.
+// earlier request's first P+N-1 tokens. Prefixes are kept in a trie of
+// pages.
 func unboundedHits(reqs []chatRequest, ps int) []int {
-	seen := map[string]bool{}
+	type node map[string]node
+	root := node{}
 	hits := make([]int, len(reqs))
 	for i, q := range reqs {
-		for b := 1; b <= (len(q.Prompt)-1)/ps && seen[fmt.Sprint(q.Prompt[:b*ps])]; b++ {
-			hits[i] = b * ps
+		n := root
+		for b := 0; b < (len(q.Prompt)-1)/ps; b++ {
+			if n = n[fmt.Sprint(q.Prompt[b*ps:(b+1)*ps])]; n == nil {
+				break
+			}
+			hits[i] = (b + 1) * ps
 		}
 		all := append(append([]int32(nil), q.Prompt...), q.Output[:len(q.Output)-1]...)
-		for b := 1; b*ps <= len(all); b++ {
-			seen[fmt.Sprint(all[:b*ps])] = true
+		n = root
+		for b := 0; (b+1)*ps <= len(all); b++ {
+			k := fmt.Sprint(all[b*ps : (b+1)*ps])
+			if n[k] == nil {
+				n[k] = node{}
+			}
+			n = n[k]
 		}
 	}
 	return hits
