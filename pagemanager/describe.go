@@ -26,7 +26,7 @@ func (p *Pool) Describe() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "used %d, free %d (cached %d), keys %d\n", p.used, p.free.len(), p.numHashed-p.heldHashed(), len(p.table))
 	for _, id := range p.Sequences() {
-		s := p.seqs[id]
+		s := p.seqs.get(id)
 		refs := make([]int32, len(s.pages))
 		for i, pg := range s.pages {
 			refs[i] = p.ref[pg]

@@ -25,11 +25,11 @@ func (c Copy) String() string { return fmt.Sprintf("%d->%d (%d tokens)", c.Src, 
 // ErrUnknownSequence; an existing dst (or dst == src) is
 // ErrSequenceExists.
 func (p *Pool) Fork(src, dst SeqID) error {
-	s, ok := p.seqs[src]
-	if !ok {
+	s := p.seqs.get(src)
+	if s == nil {
 		return fmt.Errorf("%w: fork source %d", ErrUnknownSequence, src)
 	}
-	if _, ok := p.seqs[dst]; ok {
+	if p.seqs.get(dst) != nil {
 		return fmt.Errorf("%w: fork destination %d (source %d)", ErrSequenceExists, dst, src)
 	}
 	d := p.newSequence()
@@ -40,7 +40,7 @@ func (p *Pool) Fork(src, dst SeqID) error {
 	for _, pg := range d.pages {
 		p.ref[pg]++
 	}
-	p.seqs[dst] = d
+	p.seqs.put(dst, d)
 	return nil
 }
 

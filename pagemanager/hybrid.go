@@ -30,8 +30,8 @@ func (p *Pool) PutCheckpoint(id SeqID, tokens int, c Checkpoint) (stored bool, e
 	if c == NoCheckpoint {
 		return false, fmt.Errorf("%w: zero handle for sequence %d at %d tokens", ErrInvalidCheckpoint, id, tokens)
 	}
-	s, ok := p.seqs[id]
-	if !ok {
+	s := p.seqs.get(id)
+	if s == nil {
 		return false, fmt.Errorf("%w: sequence %d", ErrUnknownSequence, id)
 	}
 	ps := p.cfg.PageSize

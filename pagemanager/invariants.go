@@ -30,7 +30,7 @@ func (p *Pool) checkInvariants() error {
 		bad("page 0: refcount %d, keyed %v, free %v", p.ref[0], p.hashed[0], p.free.contains(0))
 	}
 	refs := make([]int32, n)
-	for id, s := range p.seqs {
+	p.seqs.all(func(id SeqID, s *sequence) {
 		ps := p.cfg.PageSize
 		if want := (s.n + ps - 1) / ps; len(s.pages) != want {
 			bad("seq %d: %d pages for %d tokens, want %d", id, len(s.pages), s.n, want)
@@ -46,7 +46,7 @@ func (p *Pool) checkInvariants() error {
 			}
 		}
 		if !p.cfg.PrefixCaching {
-			continue
+			return
 		}
 		if len(s.tail) != s.n%ps {
 			bad("seq %d: %d partial-page tokens, want %d", id, len(s.tail), s.n%ps)
@@ -54,7 +54,7 @@ func (p *Pool) checkInvariants() error {
 		if full := s.n / ps; full > 0 && full <= len(s.pages) && p.key[s.pages[full-1]] != s.parent {
 			bad("seq %d: parent key %s, last full page %d has %s", id, s.parent, s.pages[full-1], p.key[s.pages[full-1]])
 		}
-	}
+	})
 	used, hashed := 0, 0
 	for pg := 1; pg < n; pg++ {
 		free := p.free.contains(int32(pg))

@@ -306,7 +306,7 @@ func requireSame(t testing.TB, p *Pool, m *model, what string) {
 		_, keyed := m.key[pg]
 		require.Equal(t, keyed, p.hashed[pg], "%s: page %d keyed", what, pg)
 	}
-	require.Len(t, p.seqs, len(m.seqs), what)
+	require.Equal(t, len(m.seqs), p.seqs.len(), what)
 	for id, s := range m.seqs {
 		pages, n, ok := p.BlockTable(id)
 		require.True(t, ok, "%s: seq %d", what, id)

@@ -155,7 +155,7 @@ type Pool struct {
 	numHashed int      // pages carrying a key
 	table     map[Key]chain
 
-	seqs  map[SeqID]*sequence
+	seqs  seqTable
 	spare []*sequence // freed sequences, reused by Add and Fork
 
 	ckpts   map[Key]Checkpoint
@@ -191,7 +191,6 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 		dupPrev: make([]int32, n),
 		free:    newFreeList(n),
 		table:   make(map[Key]chain),
-		seqs:    make(map[SeqID]*sequence),
 		ckpts:   make(map[Key]Checkpoint),
 	}
 	for i := 1; i < n; i++ {
@@ -227,8 +226,8 @@ func (p *Pool) RefCount(pg int32) int {
 // BlockTable returns a copy of a sequence's block table and its token
 // count; ok is false for an unknown sequence.
 func (p *Pool) BlockTable(id SeqID) (pages []int32, tokens int, ok bool) {
-	s, ok := p.seqs[id]
-	if !ok {
+	s := p.seqs.get(id)
+	if s == nil {
 		return nil, 0, false
 	}
 	return slices.Clone(s.pages), s.n, true
@@ -236,10 +235,8 @@ func (p *Pool) BlockTable(id SeqID) (pages []int32, tokens int, ok bool) {
 
 // Sequences returns the ids of the pool's sequences, in ascending order.
 func (p *Pool) Sequences() []SeqID {
-	ids := make([]SeqID, 0, len(p.seqs))
-	for id := range p.seqs {
-		ids = append(ids, id)
-	}
+	ids := make([]SeqID, 0, p.seqs.len())
+	p.seqs.all(func(id SeqID, _ *sequence) { ids = append(ids, id) })
 	slices.Sort(ids)
 	return ids
 }
@@ -256,7 +253,7 @@ func (p *Pool) Sequences() []SeqID {
 // ErrSequenceExists; an empty prompt or a Recompute outside 0..len(Tokens)
 // is ErrInvalidRequest.
 func (p *Pool) Add(id SeqID, req Request) (Step, error) {
-	if _, ok := p.seqs[id]; ok {
+	if p.seqs.get(id) != nil {
 		return Step{}, fmt.Errorf("%w: sequence %d", ErrSequenceExists, id)
 	}
 	n := len(req.Tokens)
@@ -307,7 +304,7 @@ func (p *Pool) Add(id SeqID, req Request) (Step, error) {
 	p.keyBuf = keys
 	p.flushRemoved() // BlockRemoved for the evictions before BlockStored
 	p.write(s, req.Tokens[hit*ps:], keys[hit:])
-	p.seqs[id] = s
+	p.seqs.put(id, s)
 	p.stats.Requests++
 	p.stats.PromptTokens += int64(n)
 	p.stats.HitTokens += int64(step.HitTokens)
@@ -325,8 +322,8 @@ func (p *Pool) Add(id SeqID, req Request) (Step, error) {
 // wrapping ErrNoFreePages and changes nothing. An unknown id is
 // ErrUnknownSequence; no tokens is ErrInvalidRequest.
 func (p *Pool) Append(id SeqID, tokens []int32) (Step, error) {
-	s, ok := p.seqs[id]
-	if !ok {
+	s := p.seqs.get(id)
+	if s == nil {
 		return Step{}, fmt.Errorf("%w: sequence %d", ErrUnknownSequence, id)
 	}
 	if len(tokens) == 0 {
@@ -369,14 +366,13 @@ func (p *Pool) Append(id SeqID, tokens []int32) (Step, error) {
 // queue, where it keeps its key until evicted. An unknown id is
 // ErrUnknownSequence.
 func (p *Pool) Free(id SeqID) error {
-	s, ok := p.seqs[id]
-	if !ok {
+	s := p.seqs.remove(id)
+	if s == nil {
 		return fmt.Errorf("%w: sequence %d", ErrUnknownSequence, id)
 	}
 	for i := len(s.pages) - 1; i >= 0; i-- {
 		p.release(s.pages[i])
 	}
-	delete(p.seqs, id)
 	s.pages, s.tail = s.pages[:0], s.tail[:0]
 	s.extra, s.extraEnc = nil, nil
 	p.spare = append(p.spare, s)
@@ -406,7 +402,7 @@ func (p *Pool) Evict(n int) int {
 // its order. It fails with ErrPoolBusy while sequences hold pages.
 func (p *Pool) ResetPrefixCache() error {
 	if p.used > 0 {
-		return fmt.Errorf("%w: %d sequences hold %d pages", ErrPoolBusy, len(p.seqs), p.used)
+		return fmt.Errorf("%w: %d sequences hold %d pages", ErrPoolBusy, p.seqs.len(), p.used)
 	}
 	for pg := range p.hashed {
 		p.hashed[pg] = false
