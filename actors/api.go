@@ -1,0 +1,295 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/kvmesh/kvmesh/layers/lightning"
+	"github.com/kvmesh/kvmesh/layers/mamba"
+	"github.com/kvmesh/kvmesh/layers/mamba2"
+	"github.com/kvmesh/kvmesh/layers/paged"
+	"github.com/kvmesh/kvmesh/layers/tensor"
+	"github.com/kvmesh/kvmesh/layers/transformer"
+	"github.com/kvmesh/kvmesh/pagemanager"
+)
+
+// Spec says what cache to create: exactly one of its fields is set.
+type Spec struct {
+	Transformer *TransformerSpec
+	Paged       *PagedSpec
+	Mamba       *MambaSpec
+	Mamba2      *Mamba2Spec
+	Lightning   *LightningSpec
+}
+
+// TransformerSpec describes a contiguous KV cache (transformer.Init).
+type TransformerSpec struct {
+	Metadata transformer.Metadata
+	DType    tensor.DType
+	Starts   []int32
+}
+
+// PagedSpec describes a paged KV cache (paged.Init) and its page manager.
+type PagedSpec struct {
+	Metadata paged.Metadata
+	DType    tensor.DType
+}
+
+// MambaSpec describes a Mamba state cache (mamba.Init).
+type MambaSpec struct {
+	Metadata mamba.Metadata
+	DType    tensor.DType
+}
+
+// Mamba2Spec describes a Mamba2 state cache (mamba2.Init).
+type Mamba2Spec struct {
+	Metadata mamba2.Metadata
+	DType    tensor.DType
+}
+
+// LightningSpec describes a lightning state cache (lightning.Init).
+type LightningSpec struct {
+	Layers   int
+	Metadata lightning.Metadata
+	DType    tensor.DType
+}
+
+// initialViews builds version 0's views for spec.
+func (s Spec) initialViews() ([]any, *pagemanager.HBMPageManager, error) {
+	set := 0
+	for _, p := range []bool{s.Transformer != nil, s.Paged != nil, s.Mamba != nil, s.Mamba2 != nil, s.Lightning != nil} {
+		if p {
+			set++
+		}
+	}
+	if set != 1 {
+		return nil, nil, errorf(ErrInvalid, "a cache spec needs exactly one kind, got %d", set)
+	}
+	var views []any
+	collect := func(n int, view func(i int) (any, error)) error {
+		for i := range n {
+			v, err := view(i)
+			if err != nil {
+				return err
+			}
+			views = append(views, v)
+		}
+		return nil
+	}
+	switch {
+	case s.Transformer != nil:
+		c, err := transformer.Init(s.Transformer.Metadata, s.Transformer.DType, s.Transformer.Starts)
+		if err != nil {
+			return nil, nil, err
+		}
+		return views, nil, collect(c.Len(), func(i int) (any, error) { return c.View(i) })
+	case s.Paged != nil:
+		c, err := paged.Init(s.Paged.Metadata, s.Paged.DType)
+		if err != nil {
+			return nil, nil, err
+		}
+		pm, err := pagemanager.NewHBMPageManager(pagemanager.ConfigFromMetadata(s.Paged.Metadata))
+		if err != nil {
+			return nil, nil, err
+		}
+		return views, pm, collect(c.Len(), func(i int) (any, error) { return c.View(i) })
+	case s.Mamba != nil:
+		c, err := mamba.Init(s.Mamba.Metadata, s.Mamba.DType)
+		if err != nil {
+			return nil, nil, err
+		}
+		return views, nil, collect(c.Len(), func(i int) (any, error) { return c.View(i) })
+	case s.Mamba2 != nil:
+		c, err := mamba2.Init(s.Mamba2.Metadata, s.Mamba2.DType)
+		if err != nil {
+			return nil, nil, err
+		}
+		return views, nil, collect(c.Len(), func(i int) (any, error) { return c.View(i) })
+	default:
+		c, err := lightning.Init(s.Lightning.Layers, s.Lightning.Metadata, s.Lightning.DType)
+		if err != nil {
+			return nil, nil, err
+		}
+		return views, nil, collect(c.Len(), func(i int) (any, error) { return c.View(i) })
+	}
+}
+
+// Cache is a handle on a cache hosted by a Runtime. Its methods are safe
+// for concurrent use; each request waits at most the runtime's timeout (or
+// the context's deadline, if earlier).
+type Cache struct {
+	rt     *Runtime
+	id     string
+	pid    *actor.PID
+	pages  *actor.PID // paged caches only
+	layers int
+}
+
+// NewCache creates cache id, at version 0 (all layers zero or empty).
+func (r *Runtime) NewCache(id string, spec Spec) (*Cache, error) {
+	views, pm, err := spec.initialViews()
+	if err != nil {
+		return nil, fmt.Errorf("create cache %s: %w", id, err)
+	}
+	a := &cacheActor{id: id, cfg: r.cfg, current: Version{Views: views}, rounds: map[uint64]*round{}, txns: map[string]*txn{}}
+	a.history = []Version{a.current}
+	pid, err := r.spawn(id, a)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cache{rt: r, id: id, pid: pid, layers: len(views)}
+	if pm != nil {
+		c.pages = r.sys.Root.SpawnPrefix(actor.PropsFromProducer(func() actor.Actor { return &pageActor{id: id, pm: pm} }), "pages/"+id)
+	}
+	return c, nil
+}
+
+// ID returns the cache's id.
+func (c *Cache) ID() string { return c.id }
+
+// Layers returns the number of layers.
+func (c *Cache) Layers() int { return c.layers }
+
+// request sends msg to pid and waits for the reply.
+func (c *Cache) request(ctx context.Context, pid *actor.PID, op string, msg any) (any, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("cache %s: %s: %w", c.id, op, err)
+	}
+	timeout := c.rt.cfg.timeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl))
+	}
+	res, err := c.rt.sys.Root.RequestFuture(pid, msg, timeout).Result()
+	switch {
+	case errors.Is(err, actor.ErrTimeout):
+		return nil, errorf(ErrTimeout, "cache %s: %s: no reply within %v", c.id, op, timeout)
+	case errors.Is(err, actor.ErrDeadLetter):
+		return nil, errorf(ErrClosed, "cache %s: %s: the cache is closed", c.id, op)
+	case err != nil:
+		return nil, errorf(ErrInternal, "cache %s: %s: %v", c.id, op, err)
+	}
+	return res, nil
+}
+
+// Step writes every listed layer on top of version base, fanned out to the
+// layer actors concurrently, and publishes version base+1 atomically. It
+// returns the new version number and one Result per write, in order. If any
+// layer fails, the step fails as a whole and base stays current; if another
+// step published first, it fails with ErrStale (never merged).
+func (c *Cache) Step(ctx context.Context, base uint64, writes []LayerWrite) (uint64, []Result, error) {
+	res, err := c.request(ctx, c.pid, "step", &stepRequest{base: base, writes: writes})
+	if err != nil {
+		return 0, nil, err
+	}
+	r := res.(*stepReply)
+	if err := errorOf(r.status); err != nil {
+		return r.version, nil, err
+	}
+	return r.version, r.results, nil
+}
+
+// Snapshot returns published version number, if the cache still keeps it.
+func (c *Cache) Snapshot(ctx context.Context, number uint64) (Version, error) {
+	return c.version(ctx, &snapshotRequest{number: number})
+}
+
+// Current returns the current version.
+func (c *Cache) Current(ctx context.Context) (Version, error) {
+	return c.version(ctx, &snapshotRequest{latest: true})
+}
+
+func (c *Cache) version(ctx context.Context, msg any) (Version, error) {
+	res, err := c.request(ctx, c.pid, "snapshot", msg)
+	if err != nil {
+		return Version{}, err
+	}
+	r := res.(*versionReply)
+	return r.version, errorOf(r.status)
+}
+
+// Insert puts other's rows (a prefilled cache, one view per layer) into
+// batch slots [slot, slot+B') of every layer on top of version base, sharing
+// their storage, and publishes base+1. Contiguous caches only.
+func (c *Cache) Insert(ctx context.Context, base uint64, slot int, other transformer.Cache) (uint64, error) {
+	if other.Len() != c.layers {
+		return 0, errorf(ErrInvalid, "cache %s: insert of a cache of %d layers into %d layers", c.id, other.Len(), c.layers)
+	}
+	writes := make([]LayerWrite, c.layers)
+	for l := range writes {
+		v, err := other.View(l)
+		if err != nil {
+			return 0, err
+		}
+		writes[l] = LayerWrite{Layer: l, Write: &InsertWrite{Slot: slot, Other: v}}
+	}
+	v, _, err := c.Step(ctx, base, writes)
+	return v, err
+}
+
+// Close stops the cache's actors. Requests afterwards fail with ErrClosed.
+func (c *Cache) Close() error {
+	pid, ok := c.rt.forget(c.id)
+	if !ok {
+		return errorf(ErrNotFound, "cache %s is not open", c.id)
+	}
+	_ = c.rt.sys.Root.StopFuture(pid).Wait()
+	if c.pages != nil {
+		_ = c.rt.sys.Root.StopFuture(c.pages).Wait()
+	}
+	return nil
+}
+
+// Txn is a per-layer transaction: a model that produces K/V layer by layer
+// writes each layer with WriteLayer (which returns what attention needs),
+// then publishes all of them at once with Commit, or drops them with Abort.
+type Txn struct {
+	c    *Cache
+	id   string
+	base uint64
+}
+
+// Begin opens a transaction on version base.
+func (c *Cache) Begin(ctx context.Context, base uint64) (*Txn, error) {
+	res, err := c.request(ctx, c.pid, "begin", &beginRequest{base: base})
+	if err != nil {
+		return nil, err
+	}
+	r := res.(*beginReply)
+	if err := errorOf(r.status); err != nil {
+		return nil, err
+	}
+	return &Txn{c: c, id: r.txn, base: base}, nil
+}
+
+// WriteLayer stages one layer's write and returns its Result (for a
+// contiguous cache the full key, value and mask). Writing a layer again
+// builds on the staged view.
+func (t *Txn) WriteLayer(ctx context.Context, layer int, w Write) (Result, error) {
+	res, err := t.c.request(ctx, t.c.pid, "write layer", &stepRequest{txn: t.id, writes: []LayerWrite{{Layer: layer, Write: w}}})
+	if err != nil {
+		return Result{}, err
+	}
+	r := res.(*stepReply)
+	if err := errorOf(r.status); err != nil {
+		return Result{}, err
+	}
+	return r.results[0], nil
+}
+
+// Commit publishes the staged layers as version base+1 (unwritten layers
+// keep their views); it fails with ErrStale if another version was
+// published since Begin.
+func (t *Txn) Commit(ctx context.Context) (uint64, error) {
+	v, err := t.c.version(ctx, &commitRequest{txn: t.id})
+	return v.Number, err
+}
+
+// Abort drops the staged layers.
+func (t *Txn) Abort(ctx context.Context) error {
+	_, err := t.c.version(ctx, &abortRequest{txn: t.id})
+	return err
+}

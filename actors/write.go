@@ -1,0 +1,214 @@
+package actors
+
+import (
+	"fmt"
+
+	"github.com/kvmesh/kvmesh/layers/lightning"
+	"github.com/kvmesh/kvmesh/layers/mamba"
+	"github.com/kvmesh/kvmesh/layers/mamba2"
+	"github.com/kvmesh/kvmesh/layers/paged"
+	"github.com/kvmesh/kvmesh/layers/tensor"
+	"github.com/kvmesh/kvmesh/layers/transformer"
+)
+
+// Write is one layer's part of a step: one of TransformerWrite, PagedWrite,
+// MambaWrite, Mamba2Write, LightningWrite or InsertWrite. In-process, writes
+// and their tensors travel by reference: nothing is copied or serialized.
+type Write interface {
+	// apply derives the layer's next view from view; it never changes view.
+	apply(view any) (next any, result Result, err error)
+}
+
+// Result is what a layer write returns to the caller: for a contiguous
+// cache, what attention needs (the full key and value, and the mask).
+type Result struct {
+	Key, Value tensor.Tensor
+	Mask       transformer.Mask
+}
+
+// TransformerWrite is a contiguous-cache write: ConcatenateToCache with the
+// query, key and value of q new tokens per row (Query may be zero: then
+// only Key's shape is used for it).
+type TransformerWrite struct {
+	Query, Key, Value tensor.Tensor
+	Mask              transformer.Mask
+	Options           transformer.ConcatOptions
+}
+
+func (w *TransformerWrite) apply(view any) (any, Result, error) {
+	v, ok := view.(transformer.View)
+	if !ok {
+		return nil, Result{}, kindError("a transformer write", view)
+	}
+	q := w.Query
+	if q.IsZero() {
+		q = w.Key
+	}
+	k, val, mask, next, err := v.ConcatenateToCache(q, w.Key, w.Value, w.Mask, w.Options)
+	return next, Result{Key: k, Value: val, Mask: mask}, err
+}
+
+// PagedWrite is a paged-cache write: a prefill chunk of one sequence, the
+// decode tokens of every slot, or both (mixed), as Step says.
+type PagedWrite struct {
+	PrefillKey, PrefillValue tensor.Tensor // (T, Hkv, D)
+	DecodeKey, DecodeValue   tensor.Tensor // (Bd, Hkv, D)
+	Step                     paged.StepMetadata
+}
+
+func (w *PagedWrite) apply(view any) (any, Result, error) {
+	v, ok := view.(paged.View)
+	if !ok {
+		return nil, Result{}, kindError("a paged write", view)
+	}
+	var err error
+	if w.Step.HasPrefill() {
+		if v, err = v.WritePrefill(w.PrefillKey, w.PrefillValue, w.Step); err != nil {
+			return nil, Result{}, err
+		}
+	}
+	if w.Step.HasDecodes() {
+		if v, err = v.WriteDecodes(w.DecodeKey, w.DecodeValue, w.Step); err != nil {
+			return nil, Result{}, err
+		}
+	}
+	return v, Result{}, nil
+}
+
+// ConvSSM is the write of a Mamba or Mamba2 layer: shift ConvColumn (B, C)
+// into the conv window at CachePosition, or set the whole window
+// ConvWindow (B, C, K); then replace the SSM state with SSMState. Zero
+// tensors are skipped.
+type ConvSSM struct {
+	ConvColumn    tensor.Tensor
+	CachePosition int
+	ConvWindow    tensor.Tensor
+	SSMState      tensor.Tensor
+}
+
+// MambaWrite is a Mamba layer's write.
+type MambaWrite struct{ ConvSSM }
+
+// Mamba2Write is a Mamba2 layer's write; AdvanceSeq is EasyDeL's
+// update_seq(n), applied last.
+type Mamba2Write struct {
+	ConvSSM
+	AdvanceSeq int
+}
+
+// convSSMView is what MambaWrite and Mamba2Write need of a view.
+type convSSMView[V any] interface {
+	UpdateConvState(tensor.Tensor, int) (V, error)
+	UpdateConvStatePositions(tensor.Tensor, []int32) (V, error)
+	UpdateSSMState(tensor.Tensor) (V, error)
+}
+
+func applyConvSSM[V convSSMView[V]](v V, w ConvSSM) (V, error) {
+	var err error
+	if !w.ConvColumn.IsZero() {
+		if v, err = v.UpdateConvState(w.ConvColumn, w.CachePosition); err != nil {
+			return v, err
+		}
+	}
+	if !w.ConvWindow.IsZero() {
+		pos := make([]int32, w.ConvWindow.Dim(-1))
+		for i := range pos {
+			pos[i] = int32(i)
+		}
+		if v, err = v.UpdateConvStatePositions(w.ConvWindow, pos); err != nil {
+			return v, err
+		}
+	}
+	if !w.SSMState.IsZero() {
+		if v, err = v.UpdateSSMState(w.SSMState); err != nil {
+			return v, err
+		}
+	}
+	return v, nil
+}
+
+func (w *MambaWrite) apply(view any) (any, Result, error) {
+	v, ok := view.(mamba.View)
+	if !ok {
+		return nil, Result{}, kindError("a mamba write", view)
+	}
+	v, err := applyConvSSM(v, w.ConvSSM)
+	return v, Result{}, err
+}
+
+func (w *Mamba2Write) apply(view any) (any, Result, error) {
+	v, ok := view.(mamba2.View)
+	if !ok {
+		return nil, Result{}, kindError("a mamba2 write", view)
+	}
+	v, err := applyConvSSM(v, w.ConvSSM)
+	if err == nil && w.AdvanceSeq != 0 {
+		v, err = v.UpdateSeq(w.AdvanceSeq)
+	}
+	return v, Result{}, err
+}
+
+// LightningWrite feeds tokens through a lightning layer's recurrence
+// (Key (B, H, T, Dk), Value (B, H, T, Dv), per-head SlopeRate), or replaces
+// its state with KeyValue when that is set.
+type LightningWrite struct {
+	Key, Value tensor.Tensor
+	SlopeRate  []float64
+	KeyValue   tensor.Tensor
+}
+
+func (w *LightningWrite) apply(view any) (any, Result, error) {
+	v, ok := view.(lightning.View)
+	if !ok {
+		return nil, Result{}, kindError("a lightning write", view)
+	}
+	if !w.KeyValue.IsZero() {
+		v, err := v.UpdateKeyValue(w.KeyValue)
+		return v, Result{}, err
+	}
+	v, err := v.Update(w.Key, w.Value, w.SlopeRate)
+	return v, Result{}, err
+}
+
+// InsertWrite puts a prefilled contiguous view (one layer of a prefill
+// cache) into batch rows [Slot, Slot+B') of a transformer layer, sharing its
+// storage (EasyDeL's TransformerCache.insert, per layer).
+type InsertWrite struct {
+	Slot  int
+	Other transformer.View
+}
+
+func (w *InsertWrite) apply(view any) (any, Result, error) {
+	v, ok := view.(transformer.View)
+	if !ok {
+		return nil, Result{}, kindError("an insert", view)
+	}
+	layer, _ := v.LayerIndex()
+	dst, err := oneLayer(v, layer)
+	if err != nil {
+		return nil, Result{}, err
+	}
+	src, err := oneLayer(w.Other, layer)
+	if err != nil {
+		return nil, Result{}, err
+	}
+	out, err := dst.Insert(src, w.Slot)
+	if err != nil {
+		return nil, Result{}, err
+	}
+	next, err := out.View(0)
+	return next, Result{}, err
+}
+
+// oneLayer wraps a view as a one-layer cache, keeping its layer index, so
+// the cache-level Insert applies to it.
+func oneLayer(v transformer.View, layer int) (transformer.Cache, error) {
+	meta := v.Metadata()
+	meta.NumHiddenLayers = 1
+	pure := transformer.Pure{{Key: v.Key(), Value: v.Value(), Index: v.Index(), Starts: v.Starts(), LayerIndex: &layer}}
+	return transformer.FromPure(pure, meta)
+}
+
+func kindError(what string, view any) error {
+	return fmt.Errorf("%w: %s on a %T layer", ErrKind, what, view)
+}
