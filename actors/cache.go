@@ -37,8 +37,8 @@ type (
 		results []Result
 		status  *messages.Status
 	}
-	beginRequest  struct{ base uint64 }
-	beginReply    struct {
+	beginRequest struct{ base uint64 }
+	beginReply   struct {
 		txn    string
 		status *messages.Status
 	}
