@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/kvmesh/kvmesh/layers/internal/kvquant"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
 
@@ -20,20 +21,10 @@ type Cache struct {
 
 // Init returns a zero-filled cache for meta (EasyDeL's init_cache): one view
 // per layer, with layer indexes 0..num_hidden_layers-1, key and value of
-// dtype and the same starts for every layer (all zeros when nil).
+// dtype, unquantized, and the same starts for every layer (all zeros when
+// nil). It is InitStorage(meta, Storage{DType: dtype}, starts).
 func Init(meta Metadata, dtype tensor.DType, starts []int32) (Cache, error) {
-	if err := meta.Validate(); err != nil {
-		return Cache{}, err
-	}
-	views := make([]View, meta.NumHiddenLayers)
-	for l := range views {
-		v, err := NewView(meta, dtype, starts, &l)
-		if err != nil {
-			return Cache{}, err
-		}
-		views[l] = v
-	}
-	return Cache{views: views}, nil
+	return InitStorage(meta, Storage{DType: dtype}, starts)
 }
 
 // InitEmpty returns a cache of numLayers empty views (EasyDeL's init_empty:
@@ -125,8 +116,10 @@ func (c Cache) InsertStarts(starts []int32, slot int) (Cache, error) {
 // the chunk it changes. c's metadata is kept.
 //
 // other must have as many layers as c and, layer by layer, the same sequence
-// length, heads, head dims and dtype; the slot must leave room for B' rows
-// (EasyDeL clamps it and overwrites the last rows).
+// length, heads, head dims and Storage (dtype and quantization); the slot
+// must leave room for B' rows (EasyDeL clamps it and overwrites the last
+// rows). Quantized rows are shared as stored, codes and scales (EasyDeL
+// dequantizes both caches and re-quantizes the result).
 func (c Cache) Insert(other Cache, slot int) (Cache, error) {
 	if len(other.views) != len(c.views) {
 		return Cache{}, fmt.Errorf("%w: Insert of a cache of %d layers into one of %d layers", ErrIncompatible, len(other.views), len(c.views))
@@ -144,22 +137,24 @@ func (c Cache) Insert(other Cache, slot int) (Cache, error) {
 func (v View) insert(o View, slot int) (View, error) {
 	m, om := v.meta, o.meta
 	if m.SequenceLength != om.SequenceLength || m.KeyHeads != om.KeyHeads || m.KeyDim != om.KeyDim ||
-		m.ValueHeads != om.ValueHeads || m.ValueDim != om.ValueDim || v.DType() != o.DType() {
-		return View{}, fmt.Errorf("%w: inserting key %s / value %s into key %s / value %s (want equal S, heads, dims and dtype)",
+		m.ValueHeads != om.ValueHeads || m.ValueDim != om.ValueDim || v.Storage() != o.Storage() {
+		return View{}, fmt.Errorf("%w: inserting key %s / value %s into key %s / value %s (want equal S, heads, dims, dtype and quantization)",
 			ErrIncompatible, o.key, o.value, v.key, v.value)
 	}
 	if err := checkSlot(slot, om.BatchSize, m.BatchSize); err != nil {
 		return View{}, err
 	}
-	next := v
-	perRow := v.key.NumChunks() / m.BatchSize // the same for key and value
-	var err error
-	if next.key, err = share(v.key, o.key, slot*perRow, om.BatchSize*perRow); err != nil {
-		return View{}, err
+	perRow := v.key.NumChunks() / m.BatchSize // the same for key and value, codes and scales
+	ks, vs := v.stores()
+	oks, ovs := o.stores()
+	ke, ve := ks.Edit(), vs.Edit()
+	if err := ke.Share(slot*perRow, oks, 0, om.BatchSize*perRow); err != nil {
+		return View{}, fmt.Errorf("%w: %v", ErrIncompatible, err)
 	}
-	if next.value, err = share(v.value, o.value, slot*perRow, om.BatchSize*perRow); err != nil {
-		return View{}, err
+	if err := ve.Share(slot*perRow, ovs, 0, om.BatchSize*perRow); err != nil {
+		return View{}, fmt.Errorf("%w: %v", ErrIncompatible, err)
 	}
+	next := v.withStores(ke.Store(), ve.Store())
 	next.index = slices.Clone(v.index)
 	copy(next.index[slot:], o.index)
 	next.starts = slices.Clone(v.starts)
@@ -167,21 +162,21 @@ func (v View) insert(o View, slot int) (View, error) {
 	return next, nil
 }
 
-func share(dst, src tensor.Tensor, at, count int) (tensor.Tensor, error) {
-	e := dst.Edit()
-	if err := e.Share(at, src, 0, count); err != nil {
-		return tensor.Tensor{}, fmt.Errorf("%w: %v", ErrIncompatible, err)
-	}
-	return e.Tensor(), nil
-}
-
 // PureView is one view in plain form: EasyDeL's [key, value, index, starts]
 // list, plus the layer index (nil for none). The zero PureView stands for an
 // empty view.
+//
+// A quantized view (see Storage) has Key and Value holding its codes
+// (tensor.I8 for int8, tensor.U8 for packed NF4 codes) and KeyScales and
+// ValueScales its scales or absmax, in the cache dtype: EasyDeL's pytree
+// leaves key/weight + key/scale and key/packed + key/absmax. BlockSize is
+// the NF4 block size (the requested one, as View.Storage reports it).
 type PureView struct {
-	Key, Value    tensor.Tensor
-	Index, Starts []int32
-	LayerIndex    *int
+	Key, Value             tensor.Tensor
+	Index, Starts          []int32
+	LayerIndex             *int
+	KeyScales, ValueScales tensor.Tensor
+	BlockSize              int
 }
 
 // Pure is a cache in plain form, one PureView per layer (EasyDeL's to_pure
@@ -201,7 +196,8 @@ func (c Cache) ToPure() (Pure, Metadata) {
 		if v.IsEmpty() {
 			continue
 		}
-		p[i] = PureView{Key: v.key, Value: v.value, Index: v.Index(), Starts: v.Starts()}
+		p[i] = PureView{Key: v.key, Value: v.value, Index: v.Index(), Starts: v.Starts(),
+			KeyScales: v.KeyScales(), ValueScales: v.ValueScales(), BlockSize: v.Storage().BlockSize}
 		if v.hasLayer {
 			p[i].LayerIndex = Ptr(v.layer)
 		}
@@ -214,7 +210,9 @@ func (c Cache) ToPure() (Pure, Metadata) {
 // (EasyDeL's from_pure). Each non-zero PureView must hold key
 // (B, S, key_heads, key_dim) and value (B, S, value_heads, value_dim) of one
 // dtype, and B index and starts positions in [0, S]; a zero PureView gives an
-// empty view.
+// empty view. A quantized view's PureView holds codes and scales of the
+// shapes and dtypes Storage describes; the codes' dtype says which
+// quantization (tensor.I8: int8, tensor.U8: NF4 with BlockSize).
 //
 // Tensors that already use the cache's chunk layout (those from ToPure) are
 // shared; others are copied into it. A shared tensor is trusted to hold, in
@@ -251,11 +249,51 @@ func viewFromParts(meta Metadata, pv PureView) (View, error) {
 	if pv.Key.DType() != pv.Value.DType() {
 		return View{}, fmt.Errorf("%w: key is %s, value is %s (want one dtype)", ErrDType, pv.Key.DType(), pv.Value.DType())
 	}
-	if !pv.Key.HasShape(B, S, meta.KeyHeads, meta.KeyDim) {
-		return View{}, fmt.Errorf("%w: key has shape %v, want %v", ErrShape, pv.Key.Shape(), []int{B, S, meta.KeyHeads, meta.KeyDim})
+	st := Storage{DType: pv.Key.DType()}
+	switch pv.Key.DType() {
+	case tensor.I8, tensor.U8:
+		if pv.KeyScales.IsZero() || pv.KeyScales.DType() != pv.ValueScales.DType() {
+			return View{}, fmt.Errorf("%w: %s codes need key and value scales of one dtype, got %s and %s",
+				ErrDType, pv.Key.DType(), pv.KeyScales, pv.ValueScales)
+		}
+		st = Storage{DType: pv.KeyScales.DType(), Quantization: tensor.Int8}
+		if pv.Key.DType() == tensor.I8 && pv.BlockSize != 0 {
+			return View{}, fmt.Errorf("%w: block size %d given with int8 codes (it belongs to NF4 codes)", ErrQuantization, pv.BlockSize)
+		}
+		if pv.Key.DType() == tensor.U8 {
+			st.Quantization, st.BlockSize = tensor.NF4, pv.BlockSize
+			if pv.BlockSize <= 0 {
+				return View{}, fmt.Errorf("%w: NF4 codes with block size %d (want a positive block)", ErrQuantization, pv.BlockSize)
+			}
+		}
+	default:
+		if pv.BlockSize != 0 {
+			return View{}, fmt.Errorf("%w: block size %d given with %s values (it belongs to NF4 codes)", ErrQuantization, pv.BlockSize, pv.Key.DType())
+		}
+		if !pv.KeyScales.IsZero() || !pv.ValueScales.IsZero() {
+			return View{}, fmt.Errorf("%w: scales %s and %s given with %s values (want int8 or uint8 codes)",
+				ErrDType, pv.KeyScales, pv.ValueScales, pv.Key.DType())
+		}
 	}
-	if !pv.Value.HasShape(B, S, meta.ValueHeads, meta.ValueDim) {
-		return View{}, fmt.Errorf("%w: value has shape %v, want %v", ErrShape, pv.Value.Shape(), []int{B, S, meta.ValueHeads, meta.ValueDim})
+	if err := st.Validate(); err != nil {
+		return View{}, err
+	}
+	kf, vf, err := st.formats(meta)
+	if err != nil {
+		return View{}, err
+	}
+	for _, c := range []struct {
+		name         string
+		data, scales tensor.Tensor
+		f            kvquant.Format
+		h            int
+	}{{"key", pv.Key, pv.KeyScales, kf, meta.KeyHeads}, {"value", pv.Value, pv.ValueScales, vf, meta.ValueHeads}} {
+		if want := []int{B, S, c.h, c.f.DataPerRow()}; !c.data.HasShape(want...) {
+			return View{}, fmt.Errorf("%w: %s has shape %v, want %v", ErrShape, c.name, c.data.Shape(), want)
+		}
+		if want := []int{B, S, c.h, c.f.ScalesPerRow()}; c.f.Quantized() && !c.scales.HasShape(want...) {
+			return View{}, fmt.Errorf("%w: %s scales have shape %v, want %v", ErrShape, c.name, c.scales.Shape(), want)
+		}
 	}
 	if err := checkPositions("index", pv.Index, B, S); err != nil {
 		return View{}, err
@@ -263,35 +301,21 @@ func viewFromParts(meta Metadata, pv PureView) (View, error) {
 	if err := checkPositions("starts", pv.Starts, B, S); err != nil {
 		return View{}, err
 	}
-	key, err := rechunk(pv.Key, S)
+	key, err := kvquant.Assemble(kf, layout(S, meta.KeyHeads), []int{B, S, meta.KeyHeads, meta.KeyDim}, pv.Key, pv.KeyScales, true)
 	if err != nil {
-		return View{}, err
+		return View{}, fmt.Errorf("%w: key cache: %v", ErrShape, err)
 	}
-	value, err := rechunk(pv.Value, S)
+	value, err := kvquant.Assemble(vf, layout(S, meta.ValueHeads), []int{B, S, meta.ValueHeads, meta.ValueDim}, pv.Value, pv.ValueScales, true)
 	if err != nil {
-		return View{}, err
+		return View{}, fmt.Errorf("%w: value cache: %v", ErrShape, err)
 	}
-	v := View{key: key, value: value, index: slices.Clone(pv.Index), starts: slices.Clone(pv.Starts), meta: meta.clone()}
+	v := View{index: slices.Clone(pv.Index), starts: slices.Clone(pv.Starts), meta: meta.clone()}
+	if st.Quantization != tensor.None {
+		v.quant = &quantized{st: st, kf: kf, vf: vf}
+	}
+	v = v.withStores(key, value)
 	if pv.LayerIndex != nil {
 		v.layer, v.hasLayer = *pv.LayerIndex, true
 	}
 	return v, nil
-}
-
-// rechunk returns t in the cache's chunk layout: t itself when it already
-// has it, else a copy.
-func rechunk(t tensor.Tensor, s int) (tensor.Tensor, error) {
-	want := chunkPositions(s) * t.Dim(2) * t.Dim(3)
-	if t.ChunkLen() == want || t.Len() == 0 {
-		return t, nil
-	}
-	out, err := newStore(t.DType(), t.Dim(0), t.Dim(1), t.Dim(2), t.Dim(3))
-	if err != nil {
-		return tensor.Tensor{}, fmt.Errorf("%w: %v", ErrShape, err)
-	}
-	e := out.Edit()
-	if err := e.Write(0, t, 0, t.Len()); err != nil {
-		return tensor.Tensor{}, fmt.Errorf("%w: %v", ErrShape, err)
-	}
-	return e.Tensor(), nil
 }

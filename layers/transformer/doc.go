@@ -19,6 +19,17 @@
 // behind a tip that another version can see copies one chunk, and
 // Cache.Insert shares a prefilled row's chunks instead of copying them.
 //
+// # Quantized storage
+//
+// A cache created with a Storage of tensor.Int8 or tensor.NF4 holds codes
+// and scales (EasyDeL's Array8B and ArrayNF4 layouts, per (b, s, h) row of
+// D values) in the same chunk layout, so all of the above holds for them
+// too: a decode write quantizes and appends only its own rows. Reads that
+// return whole caches (ConcatenateToCache, Key, Value) dequantize the
+// visible positions into a fresh tensor, which costs O(B·S·H·D), as
+// EasyDeL's materialisation does. KeyCodes, KeyScales, ValueCodes and
+// ValueScales return the stored form; NumBytes the stored size.
+//
 // # Deviations from EasyDeL
 //
 //   - Functional everywhere: EasyDeL's TransformerCache.insert, insert_index,
@@ -40,6 +51,12 @@
 //     to None).
 //   - Snapshots (View.MarshalBinary, Cache.MarshalBinary) are lossless binary
 //     files in the safetensors layout; EasyDeL's to_dict stringifies arrays.
-//   - No quantized storage: caches hold float32, bfloat16, float16 or float64
-//     values (EasyDeL can wrap them in an EasyQuantizer).
+//   - Quantized caches stay quantized (NewViewStorage, InitStorage with a
+//     Storage of tensor.Int8 or tensor.NF4): each write quantizes only the
+//     rows it writes, reads return dequantized values in the cache dtype,
+//     and the stored codes and scales stay int8/NF4 across any number of
+//     writes, inserts and snapshots. EasyDeL dequantizes and re-quantizes
+//     the whole cache on every write. An NF4 block that does not divide the
+//     head dim is an error when the view is created (EasyDeL silently
+//     stores the cache unquantized). See Storage.
 package transformer

@@ -1,15 +1,21 @@
 package transformer
 
-import "github.com/kvmesh/kvmesh/layers/internal/viewsnap"
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/kvmesh/kvmesh/layers/internal/viewsnap"
+)
 
 // snap is the snapshot codec: package viewsnap's view-list format, formats
 // "kvmesh.transformer.View/v1" and "kvmesh.transformer.Cache/v1", with each
-// view's key, value, index and starts.
+// view's key, value, index and starts, and for a quantized view its key and
+// value scales and (NF4) block size.
 var snap = viewsnap.Codec[View]{
 	ViewFormat:  "kvmesh.transformer.View/v1",
 	CacheFormat: "kvmesh.transformer.Cache/v1",
 	Err:         ErrSnapshot,
-	Fields:      []string{"metadata", "layer_index", "key", "value", "index", "starts"},
+	Fields:      []string{"metadata", "layer_index", "key", "value", "index", "starts", "key_scales", "value_scales", "block_size"},
 	Put:         putView,
 	Get:         getView,
 }
@@ -18,6 +24,11 @@ var snap = viewsnap.Codec[View]{
 // safetensors layout): key, value, index and starts under "views.0.*", the
 // metadata as JSON and the layer index in the header's metadata. Positions
 // past a row's index are stored as they read (unspecified content).
+//
+// A quantized view is stored as it is held, losslessly: "key" and "value"
+// are its codes (I8, or U8 packed NF4 codes), "key_scales" and
+// "value_scales" its scales or absmax in the cache dtype, and an NF4 view
+// records its block size under "block_size" in the header's metadata.
 func (v View) MarshalBinary() ([]byte, error) { return snap.MarshalView(v) }
 
 // UnmarshalView decodes a snapshot written by View.MarshalBinary. Malformed
@@ -50,6 +61,13 @@ func putView(e viewsnap.Entry, v View) error {
 	e.SetTensor("value", v.value)
 	e.SetInt32s("index", v.index)
 	e.SetInt32s("starts", v.starts)
+	if v.IsQuantized() {
+		e.SetTensor("key_scales", v.quant.keyScales)
+		e.SetTensor("value_scales", v.quant.valueScales)
+		if v.quant.st.BlockSize != 0 {
+			e.SetMeta("block_size", strconv.Itoa(v.quant.st.BlockSize))
+		}
+	}
 	return nil
 }
 
@@ -63,6 +81,15 @@ func getView(e viewsnap.Entry) (View, error) {
 	key, _ := e.Tensor("key")
 	value, _ := e.Tensor("value")
 	pv := PureView{Key: key, Value: value, Index: e.Int32s("index"), Starts: e.Int32s("starts")}
+	pv.KeyScales, _ = e.Tensor("key_scales")
+	pv.ValueScales, _ = e.Tensor("value_scales")
+	if bs, ok := e.Meta("block_size"); ok {
+		n, err := strconv.Atoi(bs)
+		if err != nil || n <= 0 {
+			return View{}, fmt.Errorf("%w: %s = %q (want a positive block size)", ErrSnapshot, e.Key("block_size"), bs)
+		}
+		pv.BlockSize = n
+	}
 	var err error
 	if pv.LayerIndex, err = e.LayerIndex(); err != nil {
 		return View{}, err

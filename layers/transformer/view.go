@@ -13,16 +13,23 @@ import (
 // written (the next write position) and Starts[b] the first valid position of
 // row b (the number of left-pad tokens); writes never change Starts.
 //
+// A view made by NewViewStorage may store its keys and values quantized
+// (see Storage): each write quantizes only the rows it writes, the stored
+// form stays int8 or NF4 across writes, and every read (ConcatenateToCache,
+// Key, Value) returns dequantized values in the cache dtype.
+//
 // The zero View is the empty view (EasyDeL's None entry of a cache); see
 // IsEmpty. A View is an immutable value: every update returns a new View,
 // and the bytes a View can see (row b, positions below Index()[b]) never
 // change, whatever other versions derived from the same storage write.
 type View struct {
+	// key and value hold the values, or the codes of a quantized view.
 	key, value    tensor.Tensor
 	index, starts []int32
 	meta          Metadata
 	layer         int
 	hasLayer      bool
+	quant         *quantized
 }
 
 // chunkPositions returns C, the number of positions of one batch row per
@@ -35,44 +42,11 @@ func chunkPositions(s int) int {
 	return c
 }
 
-// newStore returns a zero-filled (B, S, h, d) tensor with the cache's chunk
-// layout.
-func newStore(dtype tensor.DType, b, s, h, d int) (tensor.Tensor, error) {
-	return tensor.NewChunked(dtype, chunkPositions(s)*h*d, b, s, h, d)
-}
-
 // NewView returns a zero-filled view for meta (EasyDeL's
-// TransformerCacheView.init): key and value of dtype, index all zeros, starts
-// a copy of starts (all zeros when nil; otherwise one value per batch row, in
-// [0, sequence_length]), and the given layer index (nil for none). Storage is
-// allocated lazily, chunk by chunk, on first write.
+// TransformerCacheView.init) that stores values of dtype, unquantized:
+// NewViewStorage(meta, Storage{DType: dtype}, starts, layerIndex).
 func NewView(meta Metadata, dtype tensor.DType, starts []int32, layerIndex *int) (View, error) {
-	if err := meta.Validate(); err != nil {
-		return View{}, err
-	}
-	if !dtype.IsFloat() {
-		return View{}, fmt.Errorf("%w: cache dtype %s (want float32, bfloat16, float16 or float64)", ErrDType, dtype)
-	}
-	st := make([]int32, meta.BatchSize)
-	if starts != nil {
-		if err := checkPositions("starts", starts, meta.BatchSize, meta.SequenceLength); err != nil {
-			return View{}, err
-		}
-		copy(st, starts)
-	}
-	key, err := newStore(dtype, meta.BatchSize, meta.SequenceLength, meta.KeyHeads, meta.KeyDim)
-	if err != nil {
-		return View{}, fmt.Errorf("%w: key cache: %v", ErrShape, err)
-	}
-	value, err := newStore(dtype, meta.BatchSize, meta.SequenceLength, meta.ValueHeads, meta.ValueDim)
-	if err != nil {
-		return View{}, fmt.Errorf("%w: value cache: %v", ErrShape, err)
-	}
-	v := View{key: key, value: value, index: make([]int32, meta.BatchSize), starts: st, meta: meta.clone()}
-	if layerIndex != nil {
-		v.layer, v.hasLayer = *layerIndex, true
-	}
-	return v, nil
+	return NewViewStorage(meta, Storage{DType: dtype}, starts, layerIndex)
 }
 
 // checkPositions checks that a (B,) position array has b values in [0, s].
@@ -92,16 +66,32 @@ func checkPositions(name string, p []int32, b, s int) error {
 // None).
 func (v View) IsEmpty() bool { return v.key.IsZero() }
 
-// Key returns the key cache (B, S, key_heads, key_dim). Positions at or past
-// Index()[b] of row b are unspecified.
-func (v View) Key() tensor.Tensor { return v.key }
+// Key returns the key cache (B, S, key_heads, key_dim) in the cache dtype.
+// Positions at or past Index()[b] of row b are unspecified. For an
+// unquantized view it is the stored tensor (shared); for a quantized one it
+// is a dequantized copy, which costs O(B·S·H·D), with zeros at positions
+// at or past Index()[b] (KeyCodes and KeyScales return the stored form).
+func (v View) Key() tensor.Tensor {
+	k, _, err := v.dequantized()
+	if err != nil {
+		panic(err) // the view's own storage always dequantizes
+	}
+	return k
+}
 
-// Value returns the value cache (B, S, value_heads, value_dim). Positions at
-// or past Index()[b] of row b are unspecified.
-func (v View) Value() tensor.Tensor { return v.value }
+// Value returns the value cache (B, S, value_heads, value_dim) in the cache
+// dtype, as Key does for keys.
+func (v View) Value() tensor.Tensor {
+	_, val, err := v.dequantized()
+	if err != nil {
+		panic(err)
+	}
+	return val
+}
 
-// DType returns the cache dtype (0 for the empty view).
-func (v View) DType() tensor.DType { return v.key.DType() }
+// DType returns the cache dtype (0 for the empty view): the dtype of the
+// values, also when they are stored quantized.
+func (v View) DType() tensor.DType { return v.Storage().DType }
 
 // Index returns a copy of the per-row write positions (B,).
 func (v View) Index() []int32 { return slices.Clone(v.index) }
@@ -131,7 +121,8 @@ func (v View) String() string {
 	if v.hasLayer {
 		li = fmt.Sprint(v.layer)
 	}
-	return fmt.Sprintf("TransformerCacheView(key=%s, value=%s, layer_index=%s)", v.key, v.value, li)
+	k, val := v.stores()
+	return fmt.Sprintf("TransformerCacheView(key=%s, value=%s, layer_index=%s)", k, val, li)
 }
 
 // checkKV validates new key/value vectors (B, q, H, D) against the view and
@@ -191,27 +182,36 @@ func (v View) Append(key, value tensor.Tensor) (View, error) {
 	return v.write(key, value, q)
 }
 
-// write stores the validated vectors: one Editor per K and V, one Write per
-// row, each appending at the row's tip in place unless another version
-// already wrote there (then that chunk alone is copied).
+// write stores the validated vectors: one Editor per K and V, one write
+// per row, each appending at the row's tip in place unless another version
+// already wrote there (then that chunk alone is copied). A quantized view
+// quantizes the written rows, and only them.
 func (v View) write(key, value tensor.Tensor, q int) (View, error) {
 	m := v.meta
-	kn, vn := q*m.KeyHeads*m.KeyDim, q*m.ValueHeads*m.ValueDim
-	ke, ve := v.key.Edit(), v.value.Edit()
+	ks, vs := v.stores()
+	kenc, err := ks.Encode(key)
+	if err != nil {
+		return View{}, fmt.Errorf("%w: key: %v", ErrShape, err)
+	}
+	venc, err := vs.Encode(value)
+	if err != nil {
+		return View{}, fmt.Errorf("%w: value: %v", ErrShape, err)
+	}
+	kr, vr := q*m.KeyHeads, q*m.ValueHeads // rows of D values per batch row
+	ke, ve := ks.Edit(), vs.Edit()
 	next := v
 	next.index = make([]int32, len(v.index))
 	for b, i := range v.index {
 		pos := b*m.SequenceLength + int(i)
-		if err := ke.Write(pos*m.KeyHeads*m.KeyDim, key, b*kn, kn); err != nil {
+		if err := ke.WriteRows(pos*m.KeyHeads, &kenc, b*kr, 1, kr); err != nil {
 			return View{}, fmt.Errorf("%w: key row %d: %v", ErrShape, b, err)
 		}
-		if err := ve.Write(pos*m.ValueHeads*m.ValueDim, value, b*vn, vn); err != nil {
+		if err := ve.WriteRows(pos*m.ValueHeads, &venc, b*vr, 1, vr); err != nil {
 			return View{}, fmt.Errorf("%w: value row %d: %v", ErrShape, b, err)
 		}
 		next.index[b] = i + int32(q)
 	}
-	next.key, next.value = ke.Tensor(), ve.Tensor()
-	return next, nil
+	return next.withStores(ke.Store(), ve.Store()), nil
 }
 
 // ConcatOptions are the optional inputs of ConcatenateToCache.
@@ -258,7 +258,11 @@ type ConcatOptions struct {
 //     B == 1 and assumes the chunk starts at position 0).
 //  4. The returned key and value are the next view's caches, shared, not
 //     copied: positions at or past the next index of a row are masked and
-//     their contents are unspecified.
+//     their contents are unspecified. For a quantized view (see Storage)
+//     they are dequantized copies in the cache dtype instead, which costs
+//     O(B·S·H·D) as EasyDeL's materialisation does, with zeros at positions
+//     at or past the next index; the written rows alone are quantized into
+//     the next view, which stays quantized.
 //  5. A 2-D attention mask must be (B, S) and a 4-D one (B, 1, q|1, S); any
 //     other shape is an error naming it (EasyDeL relies on broadcasting).
 //     A zero attentionMask means "attend everywhere" (EasyDeL requires one).
@@ -283,7 +287,10 @@ func (v View) ConcatenateToCache(query, key, value tensor.Tensor, attentionMask 
 	if next, err = v.write(key, value, q); err != nil {
 		return k, val, Mask{}, View{}, err
 	}
-	return next.key, next.value, mask, next, nil
+	if k, val, err = next.dequantized(); err != nil {
+		return tensor.Tensor{}, tensor.Tensor{}, Mask{}, View{}, err
+	}
+	return k, val, mask, next, nil
 }
 
 // buildMask computes the (B, 1, q, S) mask of ConcatenateToCache for the
@@ -392,48 +399,21 @@ func (v View) withIndex(index []int32, slot int) (View, error) {
 	next := v
 	next.index = slices.Clone(v.index)
 	copy(next.index[slot:], index)
-	ke, ve := v.key.Edit(), v.value.Edit()
+	ks, vs := v.stores()
+	ke, ve := ks.Edit(), vs.Edit()
+	S := m.SequenceLength
 	for k, x := range index {
 		b := slot + k
 		if old := int(v.index[b]); int(x) > old {
-			if err := freeze(ke, v.key, b, old, int(x), m.SequenceLength); err != nil {
-				return View{}, err
+			if err := ke.Freeze(ks, (b*S+old)*m.KeyHeads, (b*S+int(x))*m.KeyHeads); err != nil {
+				return View{}, fmt.Errorf("%w: freeze key row %d: %v", ErrShape, b, err)
 			}
-			if err := freeze(ve, v.value, b, old, int(x), m.SequenceLength); err != nil {
-				return View{}, err
+			if err := ve.Freeze(vs, (b*S+old)*m.ValueHeads, (b*S+int(x))*m.ValueHeads); err != nil {
+				return View{}, fmt.Errorf("%w: freeze value row %d: %v", ErrShape, b, err)
 			}
 		}
 	}
-	next.key, next.value = ke.Tensor(), ve.Tensor()
-	return next, nil
-}
-
-// freeze rewrites positions [from, to) of row b of t, through e, with their
-// current bytes, chunk by chunk, skipping chunks that were never allocated
-// (they read as zeros, and no other version can write into them).
-func freeze(e *tensor.Editor, t tensor.Tensor, b, from, to, s int) error {
-	hd := t.Len() / (t.Dim(0) * s) // elements per position
-	ce := t.ChunkLen()
-	dt := t.DType()
-	for off, end := (b*s+from)*hd, (b*s+to)*hd; off < end; {
-		ci := off / ce
-		n := min(end, (ci+1)*ce) - off
-		if t.SharesChunk(ci, t, ci) { // allocated
-			buf := make([]byte, n*dt.Size())
-			if err := t.ReadBytes(buf, dt, off); err != nil {
-				return fmt.Errorf("%w: freeze: %v", ErrShape, err)
-			}
-			src, err := tensor.FromBytes(dt, buf, n)
-			if err != nil {
-				return fmt.Errorf("%w: freeze: %v", ErrShape, err)
-			}
-			if err := e.Write(off, src, 0, n); err != nil {
-				return fmt.Errorf("%w: freeze: %v", ErrShape, err)
-			}
-		}
-		off += n
-	}
-	return nil
+	return next.withStores(ke.Store(), ve.Store()), nil
 }
 
 // withStarts returns v with starts[slot+k] = starts[k].
