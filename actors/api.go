@@ -15,15 +15,73 @@ import (
 	"github.com/kvmesh/kvmesh/layers/tensor"
 	"github.com/kvmesh/kvmesh/layers/transformer"
 	"github.com/kvmesh/kvmesh/pagemanager"
+	"github.com/kvmesh/kvmesh/sharding"
 )
 
-// Spec says what cache to create: exactly one of its fields is set.
+// Spec says what cache to create: exactly one of the kind fields
+// (Transformer, Paged, Mamba, Mamba2, Lightning) is set, and optionally the
+// device mesh the cache is sharded over.
+//
+// With a Mesh of more than one device, every layer is cut over the mesh by
+// its kind's View.Specs for PartitionAxis in Mode (for the default
+// PartitionAxis: batch rows over ("fsdp", "dp") when both axes are in the
+// mesh, and the heads of paged, Mamba, Mamba2 and lightning layers over tp;
+// a contiguous cache's kv heads follow kv_head_axis, which eformer v0.0.38
+// leaves unsharded, so set KVHeadAxis and DecodeKVHeadAxis to tp to cut
+// them). Each version then holds a *Sharded per layer, and every step is
+// applied by one shard actor per device (see the package documentation).
+// An axis whose mesh axes are missing or do not divide it is replicated;
+// specs a part view cannot express (a kv length or conv kernel cut over
+// sp, for instance) make NewCache fail.
 type Spec struct {
 	Transformer *TransformerSpec
 	Paged       *PagedSpec
 	Mamba       *MambaSpec
 	Mamba2      *Mamba2Spec
 	Lightning   *LightningSpec
+
+	// Mesh is the device mesh; nil, or a mesh of one device, leaves the
+	// cache unsharded.
+	Mesh *sharding.Mesh
+	// PartitionAxis maps the cache's semantic axes to mesh axes; nil means
+	// sharding.DefaultPartitionAxis().
+	PartitionAxis *sharding.PartitionAxis
+	// Mode is the runtime mode the specs are resolved in; "" means
+	// sharding.ModeDecode. A cache has one layout for its whole life (its
+	// committed storage is cut by it; prefill writes are cut to match it
+	// rather than resharding the cache), and a serving cache spends that
+	// life decoding, so the default is the generation-mode layout, with
+	// PartitionAxis's decode_* overrides, as EasyDeL shards the cache it
+	// decodes with. With eformer's default PartitionAxis both modes give
+	// the same specs.
+	Mode sharding.Mode
+}
+
+// sharded reports whether s asks for a sharded cache, and returns its
+// partition axis and mode with their defaults applied, or an error naming
+// a bad one.
+func (s Spec) sharded() (bool, sharding.PartitionAxis, sharding.Mode, error) {
+	pa, mode := sharding.DefaultPartitionAxis(), sharding.ModeDecode
+	if s.PartitionAxis != nil {
+		pa = s.PartitionAxis.Clone()
+	}
+	if s.Mode != "" {
+		mode = s.Mode
+	}
+	if !mode.Valid() {
+		return false, pa, mode, errorf(ErrInvalid, "unknown mode %q (want one of %q, %q, %q, %q)", mode,
+			sharding.ModeDecode, sharding.ModePrefill, sharding.ModeInsert, sharding.ModeTrain)
+	}
+	if err := pa.Validate(); err != nil {
+		return false, pa, mode, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if s.Mesh == nil {
+		return false, pa, mode, nil
+	}
+	if s.Mesh.NumDevices() == 0 {
+		return false, pa, mode, errorf(ErrInvalid, "the zero Mesh has no devices (build one with sharding.NewMesh)")
+	}
+	return s.Mesh.NumDevices() > 1, pa, mode, nil
 }
 
 // TransformerSpec describes a contiguous KV cache (transformer.Init).
@@ -58,8 +116,27 @@ type LightningSpec struct {
 	DType    tensor.DType
 }
 
-// initialViews builds version 0's views for spec.
+// initialViews builds version 0's views for spec: with a mesh of more than
+// one device, each view split over it (a *Sharded).
 func (s Spec) initialViews() ([]any, *pagemanager.HBMPageManager, error) {
+	shard, pa, mode, err := s.sharded()
+	if err != nil {
+		return nil, nil, err
+	}
+	views, pm, err := s.fullViews()
+	if err != nil || !shard {
+		return views, pm, err
+	}
+	for l, v := range views {
+		if views[l], err = shardView(v, pa, mode, *s.Mesh); err != nil {
+			return nil, nil, fmt.Errorf("layer %d on %s: %w", l, s.Mesh, err)
+		}
+	}
+	return views, pm, nil
+}
+
+// fullViews builds version 0's unsharded views for spec.
+func (s Spec) fullViews() ([]any, *pagemanager.HBMPageManager, error) {
 	set := 0
 	for _, p := range []bool{s.Transformer != nil, s.Paged != nil, s.Mamba != nil, s.Mamba2 != nil, s.Lightning != nil} {
 		if p {

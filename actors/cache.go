@@ -12,7 +12,8 @@ import (
 
 // Version is a published, immutable version of a cache: its number and one
 // view per layer (transformer.View, paged.View, mamba.View, mamba2.View or
-// lightning.View). Readers holding a Version see the same data forever.
+// lightning.View; a *Sharded of them for a sharded cache, see Layer).
+// Readers holding a Version see the same data forever.
 type Version struct {
 	Number uint64
 	Views  []any
@@ -96,10 +97,9 @@ func (a *cacheActor) Receive(c actor.Context) {
 	switch m := c.Message().(type) {
 	case *actor.Started:
 		a.parentPID = c.Self()
-		props := actor.PropsFromProducer(func() actor.Actor { return layerActor{} })
 		a.layers = make([]*actor.PID, len(a.current.Views))
 		for l := range a.layers {
-			a.layers[l] = c.Spawn(props)
+			a.layers[l] = c.Spawn(actor.PropsFromProducer(func() actor.Actor { return newLayerActor(a.id, l) }))
 		}
 	case *stepRequest:
 		a.step(c, m)

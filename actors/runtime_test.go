@@ -200,6 +200,9 @@ type panicWrite struct{}
 
 func (panicWrite) apply(any) (any, Result, error) { panic("boom") }
 
+// split panics too: in a sharded layer, the layer actor itself panics.
+func (panicWrite) split(*Sharded) ([]Write, error) { panic("boom in split") }
+
 // blockWrite holds a layer actor until release is closed, after closing
 // started.
 type blockWrite struct{ started, release chan struct{} }
@@ -209,6 +212,8 @@ func (w blockWrite) apply(view any) (any, Result, error) {
 	<-w.release
 	return view, Result{}, nil
 }
+
+func (blockWrite) split(*Sharded) ([]Write, error) { return nil, errorf(ErrInvalid, "blockWrite is not split") }
 
 func TestPanicRestartsTheLayerAndKeepsCommittedData(t *testing.T) {
 	rt := newRuntime(t)

@@ -17,13 +17,26 @@ import (
 type Write interface {
 	// apply derives the layer's next view from view; it never changes view.
 	apply(view any) (next any, result Result, err error)
+	// split cuts the write into one write per device of base's mesh, in
+	// device order: applying write i to base's part view i, for every i,
+	// and joining gives what apply gives on the full view.
+	split(base *Sharded) ([]Write, error)
 }
 
 // Result is what a layer write returns to the caller: for a contiguous
 // cache, what attention needs (the full key and value, and the mask).
+//
+// For a layer of a sharded cache, Parts holds one Result per device, in
+// the mesh's device order (each device's slice of the key and value, and
+// the mask of its rows), and Key, Value and Mask are zero: a model running
+// attention on the mesh reads each device's part there, and joining the
+// parts on every step would cost a copy of the whole layer (O(S)), which
+// the decode budget forbids. sharding.Join with the layer's specs rebuilds
+// them when a caller really needs the full tensors.
 type Result struct {
 	Key, Value tensor.Tensor
 	Mask       transformer.Mask
+	Parts      []Result
 }
 
 // TransformerWrite is a contiguous-cache write: ConcatenateToCache with the
@@ -200,11 +213,11 @@ func (w *InsertWrite) apply(view any) (any, Result, error) {
 	return next, Result{}, err
 }
 
-// oneLayer wraps a view as a one-layer cache, keeping its layer index, so
-// the cache-level Insert applies to it.
+// oneLayer wraps a view as a one-layer cache, keeping its layer index and
+// its metadata (num_hidden_layers included: the inserted view keeps the
+// cache's metadata), so the cache-level Insert applies to it.
 func oneLayer(v transformer.View, layer int) (transformer.Cache, error) {
 	meta := v.Metadata()
-	meta.NumHiddenLayers = 1
 	pure := transformer.Pure{{Key: v.Key(), Value: v.Value(), Index: v.Index(), Starts: v.Starts(), LayerIndex: &layer}}
 	return transformer.FromPure(pure, meta)
 }

@@ -1,0 +1,450 @@
+package actors
+
+import (
+	"context"
+	"fmt"
+	"math/rand"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kvmesh/kvmesh/layers/lightning"
+	"github.com/kvmesh/kvmesh/layers/mamba"
+	"github.com/kvmesh/kvmesh/layers/mamba2"
+	"github.com/kvmesh/kvmesh/layers/paged"
+	"github.com/kvmesh/kvmesh/layers/tensor"
+	"github.com/kvmesh/kvmesh/layers/transformer"
+	"github.com/kvmesh/kvmesh/sharding"
+)
+
+// meshShapes are the (dp, tp) shapes every sharded test runs on.
+var meshShapes = []struct{ dp, tp int }{{1, 1}, {1, 2}, {1, 4}, {2, 1}, {2, 2}, {2, 4}}
+
+// testMesh returns a dp×tp mesh with an fsdp axis of size 1: eformer's
+// default batch rule ("fsdp", "dp") shards the batch only when both axes
+// are in the mesh (Correct drops an entry naming a missing axis).
+func testMesh(t testing.TB, dp, tp int) sharding.Mesh {
+	t.Helper()
+	m, err := sharding.NewMesh(sharding.MeshConfig{Sizes: map[string]int{sharding.DP: dp, sharding.FSDP: 1, sharding.TP: tp},
+		Devices: sharding.UniformDevices(dp*tp, 1<<30)})
+	require.NoError(t, err)
+	return m
+}
+
+// kvHeadsOverTP is the default PartitionAxis with a contiguous cache's kv
+// heads over tp (eformer v0.0.38 leaves them replicated).
+func kvHeadsOverTP() *sharding.PartitionAxis {
+	pa := sharding.DefaultPartitionAxis()
+	pa.KVHeadAxis = sharding.MeshAxes{sharding.TP}
+	pa.DecodeKVHeadAxis = sharding.MeshAxes{sharding.TP}
+	return &pa
+}
+
+// randTensor returns a float32 tensor of shape with values drawn from r.
+func randTensor(r *rand.Rand, shape ...int) tensor.Tensor {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	vals := make([]float64, n)
+	for i := range vals {
+		vals[i] = r.NormFloat64()
+	}
+	return tensor.Must(tensor.FromFloat64s(tensor.Float32, vals, shape...))
+}
+
+func mustMask(m transformer.Mask, err error) transformer.Mask {
+	if err != nil {
+		panic(err)
+	}
+	return m
+}
+
+// kindCase is one cache kind driven through the runtime: spec builds the
+// unsharded spec, drive runs the same steps on any cache built from it
+// (asserting each succeeds) and returns the results of every step, and
+// same requires two full views to hold the same bytes.
+type kindCase struct {
+	name  string
+	spec  func(t *testing.T) Spec
+	pa    *sharding.PartitionAxis
+	drive func(t *testing.T, c *Cache) [][]Result
+	same  func(t *testing.T, want, got any)
+}
+
+// step runs one step on base and requires it to publish base+1.
+func step(t *testing.T, c *Cache, base uint64, ws []LayerWrite) []Result {
+	t.Helper()
+	v, res, err := c.Step(context.Background(), base, ws)
+	require.NoError(t, err)
+	require.Equal(t, base+1, v)
+	return res
+}
+
+// Transformer: B 4, S 8, 4 kv heads of dim 2, 2 layers, a bfloat16 cache
+// fed float32 inputs.
+const trB, trS, trH, trD, trL = 4, 8, 4, 2, 2
+
+func transformerCase() kindCase {
+	meta := func(t *testing.T, b int) transformer.Metadata {
+		m, err := transformer.NewMetadata(transformer.MetadataConfig{BatchSize: b, SequenceLength: trS, NumHiddenLayers: trL,
+			NumHeads: transformer.Ptr(trH), HeadDim: transformer.Ptr(trD)})
+		require.NoError(t, err)
+		return m
+	}
+	writes := func(r *rand.Rand, q int, masked bool) []LayerWrite {
+		ws := make([]LayerWrite, trL)
+		for l := range ws {
+			w := &TransformerWrite{Key: randTensor(r, trB, q, trH, trD), Value: randTensor(r, trB, q, trH, trD)}
+			if masked {
+				// A query with 2 query heads per kv head (its heads are never cut),
+				// an attention mask with holes and a causal mask shared by every row.
+				w.Query = randTensor(r, trB, q, 2*trH, 3)
+				data := make([]bool, trB*trS)
+				for i := range data {
+					data[i] = r.Intn(4) != 0
+				}
+				w.Mask = mustMask(transformer.NewMask([]int{trB, trS}, data))
+				w.Options = transformer.ConcatOptions{CausalMask: transformer.CausalMask(trS)}
+			}
+			ws[l] = LayerWrite{Layer: l, Write: w}
+		}
+		return ws
+	}
+	return kindCase{
+		name: "transformer",
+		pa:   kvHeadsOverTP(),
+		spec: func(t *testing.T) Spec {
+			return Spec{Transformer: &TransformerSpec{Metadata: meta(t, trB), DType: tensor.BFloat16, Starts: []int32{0, 1, 0, 2}}}
+		},
+		drive: func(t *testing.T, c *Cache) [][]Result {
+			ctx := context.Background()
+			r := rand.New(rand.NewSource(7))
+			var out [][]Result
+			out = append(out, step(t, c, 0, writes(r, 3, true))) // a prefill chunk: version 1
+			out = append(out, step(t, c, 1, writes(r, 1, false)))
+			out = append(out, step(t, c, 2, writes(r, 1, true)))
+
+			// Insert a 2-row prefill into slots 1 and 2 (the rows straddle the
+			// dp shards when dp is 2): version 4.
+			pre, err := transformer.Init(meta(t, 2), tensor.BFloat16, []int32{1, 0})
+			require.NoError(t, err)
+			for l := range trL {
+				v, err := pre.View(l)
+				require.NoError(t, err)
+				v, err = v.Append(randTensor(r, 2, 3, trH, trD), randTensor(r, 2, 3, trH, trD))
+				require.NoError(t, err)
+				pre, err = pre.WithView(l, v)
+				require.NoError(t, err)
+			}
+			v, err := c.Insert(ctx, 3, 1, pre)
+			require.NoError(t, err)
+			require.Equal(t, uint64(4), v)
+
+			// A transaction writing layer 0 twice and layer 1 once: version 5.
+			tx, err := c.Begin(ctx, 4)
+			require.NoError(t, err)
+			var res []Result
+			for _, lw := range []LayerWrite{writes(r, 1, false)[0], writes(r, 1, true)[0], writes(r, 1, false)[1]} {
+				x, err := tx.WriteLayer(ctx, lw.Layer, lw.Write)
+				require.NoError(t, err)
+				res = append(res, x)
+			}
+			out = append(out, res)
+			v, err = tx.Commit(ctx)
+			require.NoError(t, err)
+			require.Equal(t, uint64(5), v)
+			return out
+		},
+		same: func(t *testing.T, want, got any) {
+			w, g := want.(transformer.View), got.(transformer.View)
+			require.Equal(t, w.Index(), g.Index(), "index")
+			require.Equal(t, w.Key().DType(), g.Key().DType())
+			require.Equal(t, w.Key().Shape(), g.Key().Shape())
+			require.Equal(t, visible(t, w.Key(), w.Index()), visible(t, g.Key(), g.Index()), "key bytes")
+			require.Equal(t, visible(t, w.Value(), w.Index()), visible(t, g.Value(), g.Index()), "value bytes")
+			require.Equal(t, w.Starts(), g.Starts(), "starts")
+			require.Equal(t, w.Metadata(), g.Metadata())
+		},
+	}
+}
+
+// Paged: 2 slots, 4 kv heads of dim 2, pages of 4 tokens.
+func pagedCase() kindCase {
+	const hkv, d = 4, 2
+	tokens := func(r *rand.Rand, n int) (tensor.Tensor, tensor.Tensor) {
+		return randTensor(r, n, hkv, d), randTensor(r, n, hkv, d)
+	}
+	return kindCase{
+		name: "paged",
+		spec: func(t *testing.T) Spec {
+			meta := paged.Metadata{BatchSize: 2, NumHiddenLayers: 2, NumPagesPerLayer: 9, NumPagesPerSequence: 4, MaxSequences: 16,
+				PageSize: 4, NumKVHeads: hkv, KVHeadDimSize: d, HBMUtilization: 0.5}
+			return Spec{Paged: &PagedSpec{Metadata: meta, DType: tensor.BFloat16}}
+		},
+		drive: func(t *testing.T, c *Cache) [][]Result {
+			r := rand.New(rand.NewSource(8))
+			each := func(w func() *PagedWrite) []LayerWrite {
+				return []LayerWrite{{Layer: 0, Write: w()}, {Layer: 1, Write: w()}}
+			}
+			var out [][]Result
+			// Sequence A's prompt of 6 tokens in pages 1, 2.
+			out = append(out, step(t, c, 0, each(func() *PagedWrite {
+				k, v := tokens(r, 6)
+				return &PagedWrite{PrefillKey: k, PrefillValue: v, Step: paged.StepMetadata{PrefillLength: 6, PrefillPageTable: []int32{1, 2}}}
+			})))
+			// Mixed: sequence B's first 3 tokens in pages 3, 4; A decodes at 6;
+			// slot 1 is inactive.
+			out = append(out, step(t, c, 1, each(func() *PagedWrite {
+				pk, pv := tokens(r, 3)
+				dk, dv := tokens(r, 2)
+				return &PagedWrite{PrefillKey: pk, PrefillValue: pv, DecodeKey: dk, DecodeValue: dv, Step: paged.StepMetadata{
+					PrefillLength: 3, PrefillPageTable: []int32{3, 4},
+					DecodesPosition: []int32{6, -1}, DecodesPageTable: [][]int32{{1, 2, 0, 0}, {0, 0, 0, 0}}}}
+			})))
+			// Both decode.
+			out = append(out, step(t, c, 2, each(func() *PagedWrite {
+				dk, dv := tokens(r, 2)
+				return &PagedWrite{DecodeKey: dk, DecodeValue: dv, Step: paged.StepMetadata{
+					DecodesPosition: []int32{7, 3}, DecodesPageTable: [][]int32{{1, 2, 0, 0}, {3, 4, 0, 0}}}}
+			})))
+			return out
+		},
+		same: func(t *testing.T, want, got any) {
+			w, g := want.(paged.View), got.(paged.View)
+			require.True(t, w.KeyPages().Equal(g.KeyPages()), "key pages")
+			require.True(t, w.ValuePages().Equal(g.ValuePages()), "value pages")
+			require.Equal(t, w.Metadata(), g.Metadata())
+		},
+	}
+}
+
+// Mamba: B 4, intermediate 8, state 3, kernel 4.
+func mambaCase() kindCase {
+	const b, i, n, k = 4, 8, 3, 4
+	return kindCase{
+		name: "mamba",
+		spec: func(t *testing.T) Spec {
+			meta, err := mamba.NewMetadata(mamba.MetadataConfig{NumHiddenLayers: 2, BatchSize: b, IntermediateSize: i, SSMStateSize: n, ConvKernelSize: k})
+			require.NoError(t, err)
+			return Spec{Mamba: &MambaSpec{Metadata: meta, DType: tensor.Float32}}
+		},
+		drive: func(t *testing.T, c *Cache) [][]Result {
+			r := rand.New(rand.NewSource(9))
+			each := func(w func() ConvSSM) []LayerWrite {
+				return []LayerWrite{{Layer: 0, Write: &MambaWrite{w()}}, {Layer: 1, Write: &MambaWrite{w()}}}
+			}
+			var out [][]Result
+			out = append(out, step(t, c, 0, each(func() ConvSSM {
+				return ConvSSM{ConvWindow: randTensor(r, b, i, k), SSMState: randTensor(r, b, i, n)}
+			})))
+			out = append(out, step(t, c, 1, each(func() ConvSSM {
+				return ConvSSM{ConvColumn: randTensor(r, b, i), CachePosition: k - 1, SSMState: randTensor(r, b, i, n)}
+			})))
+			out = append(out, step(t, c, 2, each(func() ConvSSM { return ConvSSM{ConvColumn: randTensor(r, b, i), CachePosition: 1} })))
+			return out
+		},
+		same: func(t *testing.T, want, got any) {
+			w, g := want.(mamba.View), got.(mamba.View)
+			require.True(t, w.ConvStates().Equal(g.ConvStates()), "conv states")
+			require.True(t, w.SSMStates().Equal(g.SSMStates()), "ssm states")
+			require.Equal(t, w.Positions(), g.Positions())
+			require.Equal(t, w.Metadata(), g.Metadata())
+		},
+	}
+}
+
+// Mamba2: B 4, intermediate 8, 4 heads of dim 2, state 2, 4 groups (conv_dim
+// 24, which tp 4 cuts into blocks dividing both intermediate and groups).
+func mamba2Case() kindCase {
+	const b, i, h, p, n, k, g = 4, 8, 4, 2, 2, 4, 4
+	const conv = i + 2*g*n
+	return kindCase{
+		name: "mamba2",
+		spec: func(t *testing.T) Spec {
+			meta, err := mamba2.NewMetadata(mamba2.MetadataConfig{NumHiddenLayers: 2, BatchSize: b, IntermediateSize: i, NumHeads: h,
+				HeadDim: p, StateSize: n, ConvKernelSize: k, NGroups: g})
+			require.NoError(t, err)
+			return Spec{Mamba2: &Mamba2Spec{Metadata: meta, DType: tensor.BFloat16}}
+		},
+		drive: func(t *testing.T, c *Cache) [][]Result {
+			r := rand.New(rand.NewSource(10))
+			each := func(w func() *Mamba2Write) []LayerWrite {
+				return []LayerWrite{{Layer: 0, Write: w()}, {Layer: 1, Write: w()}}
+			}
+			var out [][]Result
+			out = append(out, step(t, c, 0, each(func() *Mamba2Write {
+				return &Mamba2Write{ConvSSM: ConvSSM{ConvWindow: randTensor(r, b, conv, k), SSMState: randTensor(r, b, h, p, n)}, AdvanceSeq: 5}
+			})))
+			out = append(out, step(t, c, 1, each(func() *Mamba2Write {
+				return &Mamba2Write{ConvSSM: ConvSSM{ConvColumn: randTensor(r, b, conv), CachePosition: k - 1, SSMState: randTensor(r, b, h, p, n)}, AdvanceSeq: 1}
+			})))
+			out = append(out, step(t, c, 2, each(func() *Mamba2Write {
+				return &Mamba2Write{ConvSSM: ConvSSM{ConvColumn: randTensor(r, b, conv), CachePosition: k - 1}, AdvanceSeq: 1}
+			})))
+			return out
+		},
+		same: func(t *testing.T, want, got any) {
+			w, g := want.(mamba2.View), got.(mamba2.View)
+			require.True(t, w.ConvStates().Equal(g.ConvStates()), "conv states")
+			require.True(t, w.SSMStates().Equal(g.SSMStates()), "ssm states")
+			require.Equal(t, w.Positions(), g.Positions())
+			require.Equal(t, w.SeqlenOffset(), g.SeqlenOffset())
+			require.Equal(t, w.Metadata(), g.Metadata())
+		},
+	}
+}
+
+// Lightning: B 4, 4 heads, Dk 2, Dv 3.
+func lightningCase() kindCase {
+	const b, h, dk, dv = 4, 4, 2, 3
+	slopes := []float64{0.5, 0.25, 0.125, 0.0625}
+	return kindCase{
+		name: "lightning",
+		spec: func(t *testing.T) Spec {
+			meta, err := lightning.NewMetadata(lightning.MetadataConfig{BatchSize: lightning.Ptr(b), NumHeads: lightning.Ptr(h),
+				KeyDim: lightning.Ptr(dk), ValueDim: lightning.Ptr(dv)})
+			require.NoError(t, err)
+			return Spec{Lightning: &LightningSpec{Layers: 2, Metadata: meta, DType: tensor.Float32}}
+		},
+		drive: func(t *testing.T, c *Cache) [][]Result {
+			r := rand.New(rand.NewSource(11))
+			each := func(w func() *LightningWrite) []LayerWrite {
+				return []LayerWrite{{Layer: 0, Write: w()}, {Layer: 1, Write: w()}}
+			}
+			update := func(tokens int) func() *LightningWrite {
+				return func() *LightningWrite {
+					return &LightningWrite{Key: randTensor(r, b, h, tokens, dk), Value: randTensor(r, b, h, tokens, dv), SlopeRate: slopes}
+				}
+			}
+			var out [][]Result
+			out = append(out, step(t, c, 0, each(update(3))))
+			out = append(out, step(t, c, 1, each(update(1))))
+			out = append(out, step(t, c, 2, each(func() *LightningWrite { return &LightningWrite{KeyValue: randTensor(r, b, h, dk, dv)} })))
+			out = append(out, step(t, c, 3, each(update(1))))
+			return out
+		},
+		same: func(t *testing.T, want, got any) {
+			w, g := want.(lightning.View), got.(lightning.View)
+			require.Equal(t, w.HasKeyValue(), g.HasKeyValue())
+			require.True(t, w.KeyValue().Equal(g.KeyValue()), "key_value")
+			require.Equal(t, w.Metadata(), g.Metadata())
+		},
+	}
+}
+
+// visible returns the bytes of a (B, S, H, D) cache that a version can
+// see: row b's positions below index[b]. Positions past a row's index are
+// unspecified (a later version's append may fill them in place, in
+// storage the version shares), so they are not compared.
+func visible(t *testing.T, x tensor.Tensor, index []int32) []byte {
+	t.Helper()
+	B, S, row := x.Dim(0), x.Dim(1), x.Dim(2)*x.Dim(3)
+	size := x.DType().Size()
+	var out []byte
+	for b := range B {
+		buf := make([]byte, int(index[b])*row*size)
+		require.NoError(t, x.ReadBytes(buf, x.DType(), b*S*row))
+		out = append(out, buf...)
+	}
+	return out
+}
+
+func kindCases() []kindCase {
+	return []kindCase{transformerCase(), pagedCase(), mambaCase(), mamba2Case(), lightningCase()}
+}
+
+// TestShardedStepsEqualUnsharded drives a sharded cache of every kind and
+// an unsharded one through the same steps (for a contiguous cache also an
+// insert and a transaction) and requires every kept version's layers,
+// joined, to hold exactly the unsharded bytes, for tp in {1, 2, 4} and dp
+// in {1, 2}.
+func TestShardedStepsEqualUnsharded(t *testing.T) {
+	for _, kc := range kindCases() {
+		t.Run(kc.name, func(t *testing.T) {
+			rt := newRuntime(t)
+			ref, err := rt.NewCache(kc.name+"-ref", kc.spec(t))
+			require.NoError(t, err)
+			wantResults := kc.drive(t, ref)
+			want, err := ref.Current(context.Background())
+			require.NoError(t, err)
+			for _, ms := range meshShapes {
+				t.Run(fmt.Sprintf("dp=%d/tp=%d", ms.dp, ms.tp), func(t *testing.T) {
+					ctx := context.Background()
+					mesh := testMesh(t, ms.dp, ms.tp)
+					spec := kc.spec(t)
+					spec.Mesh, spec.PartitionAxis = &mesh, kc.pa
+					c, err := rt.NewCache(fmt.Sprintf("%s-%d-%d", kc.name, ms.dp, ms.tp), spec)
+					require.NoError(t, err)
+					defer func() { require.NoError(t, c.Close()) }()
+					results := kc.drive(t, c)
+					cur, err := c.Current(ctx)
+					require.NoError(t, err)
+					require.Equal(t, want.Number, cur.Number)
+					for n := uint64(0); n <= cur.Number; n++ {
+						w, err := ref.Snapshot(ctx, n)
+						require.NoError(t, err)
+						g, err := c.Snapshot(ctx, n)
+						require.NoError(t, err)
+						for l := range w.Views {
+							_, isSharded := g.Views[l].(*Sharded)
+							require.Equal(t, mesh.NumDevices() > 1, isSharded, "version %d layer %d is a %T", n, l, g.Views[l])
+							wl, err := w.Layer(l)
+							require.NoError(t, err)
+							gl, err := g.Layer(l)
+							require.NoError(t, err)
+							t.Run(fmt.Sprintf("version %d layer %d", n, l), func(t *testing.T) { kc.same(t, wl, gl) })
+						}
+					}
+					checkResults(t, mesh, wantResults, results)
+				})
+			}
+		})
+	}
+}
+
+// checkResults requires a sharded cache's step results to carry one part
+// per device and zero full tensors, and (for contiguous caches) the parts'
+// keys and values to join into the unsharded results'.
+func checkResults(t *testing.T, mesh sharding.Mesh, want, got [][]Result) {
+	require.Len(t, got, len(want))
+	for s := range want {
+		require.Len(t, got[s], len(want[s]))
+		for i, w := range want[s] {
+			g := got[s][i]
+			if mesh.NumDevices() == 1 {
+				assert.Empty(t, g.Parts)
+				assert.True(t, w.Key.Equal(g.Key))
+				continue
+			}
+			require.Len(t, g.Parts, mesh.NumDevices(), "step %d write %d", s, i)
+			assert.True(t, g.Key.IsZero() && g.Value.IsZero() && g.Mask.IsZero(), "a sharded result leaves the full tensors zero")
+			if w.Key.IsZero() {
+				continue
+			}
+			keys, values := make([]tensor.Tensor, len(g.Parts)), make([]tensor.Tensor, len(g.Parts))
+			for d, p := range g.Parts {
+				keys[d], values[d] = p.Key, p.Value
+			}
+			// The key parts are cut as the cache's: batch over (fsdp, dp), kv heads
+			// over tp (kvHeadsOverTP).
+			spec := sharding.Correct(sharding.Spec{{sharding.FSDP, sharding.DP}, nil, {sharding.TP}, nil}, w.Key.Shape(), mesh)
+			k, err := sharding.Join(keys, spec, mesh, w.Key.Shape())
+			require.NoError(t, err)
+			v, err := sharding.Join(values, spec, mesh, w.Value.Shape())
+			require.NoError(t, err)
+			assert.True(t, w.Key.Equal(k), "step %d write %d: joined key", s, i)
+			assert.True(t, w.Value.Equal(v), "step %d write %d: joined value", s, i)
+			// Each device's mask is the full mask's rows of that device.
+			rows := sharding.Correct(sharding.Spec{{sharding.FSDP, sharding.DP}}, []int{trB}, mesh)
+			slices, err := sharding.ShardSlices([]int{trB}, rows, mesh)
+			require.NoError(t, err)
+			per := len(w.Mask.Data) / trB
+			for d, p := range g.Parts {
+				r := slices[d].Ranges[0]
+				assert.Equal(t, w.Mask.Data[r.Start*per:r.End*per], p.Mask.Data, "step %d write %d device %d: mask rows %v", s, i, d, r)
+			}
+		}
+	}
+}

@@ -1,0 +1,286 @@
+package actors
+
+import (
+	"fmt"
+
+	"github.com/kvmesh/kvmesh/layers/lightning"
+	"github.com/kvmesh/kvmesh/layers/mamba"
+	"github.com/kvmesh/kvmesh/layers/mamba2"
+	"github.com/kvmesh/kvmesh/layers/paged"
+	"github.com/kvmesh/kvmesh/layers/tensor"
+	"github.com/kvmesh/kvmesh/layers/transformer"
+	"github.com/kvmesh/kvmesh/sharding"
+)
+
+// This file cuts each kind of write into one write per device of a sharded
+// layer (Write.split), with the input splitters of the cache packages: a
+// part write applied to its part view, joined over the mesh, gives the
+// unsharded write's view byte for byte (the packages' shard tests check
+// it; so do this package's).
+
+// specsOf returns base's specs as the kind S that write w needs.
+func specsOf[S any](base *Sharded, what string) (S, error) {
+	s, ok := base.specs.(S)
+	if !ok {
+		var first any
+		if len(base.parts) > 0 {
+			first = base.parts[0]
+		}
+		return s, kindError(what, first)
+	}
+	return s, nil
+}
+
+// splitTensor cuts t by spec over mesh; a zero t (an input the write does
+// not have) gives a zero tensor per device.
+func splitTensor(t tensor.Tensor, spec sharding.Spec, mesh sharding.Mesh, name string) ([]tensor.Tensor, error) {
+	if t.IsZero() {
+		return make([]tensor.Tensor, mesh.NumDevices()), nil
+	}
+	parts, err := sharding.Split(t, spec, mesh)
+	if err != nil {
+		return nil, fmt.Errorf("%s %v: %w", name, t.Shape(), err)
+	}
+	return parts, nil
+}
+
+// split cuts the key and value by the cache's write specs (kv heads and
+// dims as the cache's, batch rows as the cache's, all q tokens to every
+// shard), the attention mask and the options by batch rows, and the query
+// by batch rows only: ConcatenateToCache uses only its batch and length,
+// so its heads need not divide over the mesh.
+func (w *TransformerWrite) split(base *Sharded) ([]Write, error) {
+	specs, err := specsOf[transformer.Specs](base, "a transformer write")
+	if err != nil {
+		return nil, err
+	}
+	mesh := base.mesh
+	keys, values, err := specs.SplitWrite(w.Key, w.Value, mesh)
+	if err != nil {
+		return nil, err
+	}
+	queries, err := splitTensor(w.Query, specs.Key.Pick(0, -1, -1, -1), mesh, "query")
+	if err != nil {
+		return nil, err
+	}
+	masks, err := specs.SplitMask(w.Mask, mesh)
+	if err != nil {
+		return nil, err
+	}
+	opts, err := specs.SplitOptions(w.Options, mesh)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Write, mesh.NumDevices())
+	for i := range out {
+		out[i] = &TransformerWrite{Query: queries[i], Key: keys[i], Value: values[i], Mask: masks[i], Options: opts[i]}
+	}
+	return out, nil
+}
+
+// split cuts the prefill and decode tokens by the pages' head specs
+// (SplitTokens); the step metadata (positions and page tables) is the same
+// on every device and shared, not copied.
+func (w *PagedWrite) split(base *Sharded) ([]Write, error) {
+	specs, err := specsOf[paged.Specs](base, "a paged write")
+	if err != nil {
+		return nil, err
+	}
+	n := base.mesh.NumDevices()
+	pk, pv := make([]tensor.Tensor, n), make([]tensor.Tensor, n)
+	dk, dv := make([]tensor.Tensor, n), make([]tensor.Tensor, n)
+	if w.Step.HasPrefill() {
+		if pk, pv, err = specs.SplitTokens(w.PrefillKey, w.PrefillValue, base.mesh); err != nil {
+			return nil, fmt.Errorf("prefill: %w", err)
+		}
+	}
+	if w.Step.HasDecodes() {
+		if dk, dv, err = specs.SplitTokens(w.DecodeKey, w.DecodeValue, base.mesh); err != nil {
+			return nil, fmt.Errorf("decodes: %w", err)
+		}
+	}
+	out := make([]Write, n)
+	for i := range out {
+		out[i] = &PagedWrite{PrefillKey: pk[i], PrefillValue: pv[i], DecodeKey: dk[i], DecodeValue: dv[i], Step: w.Step}
+	}
+	return out, nil
+}
+
+// splitConvSSM cuts a conv/SSM write by the conv column, conv window and
+// SSM specs; the cache position is the same on every device.
+func splitConvSSM(w ConvSSM, column, window, ssm sharding.Spec, mesh sharding.Mesh) ([]ConvSSM, error) {
+	cols, err := splitTensor(w.ConvColumn, column, mesh, "conv column")
+	if err != nil {
+		return nil, err
+	}
+	wins, err := splitTensor(w.ConvWindow, window, mesh, "conv window")
+	if err != nil {
+		return nil, err
+	}
+	states, err := splitTensor(w.SSMState, ssm, mesh, "SSM state")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ConvSSM, mesh.NumDevices())
+	for i := range out {
+		out[i] = ConvSSM{ConvColumn: cols[i], CachePosition: w.CachePosition, ConvWindow: wins[i], SSMState: states[i]}
+	}
+	return out, nil
+}
+
+// split cuts the conv column, conv window and SSM state by the view's
+// specs (ColumnSpec, WindowSpec, SSM).
+func (w *MambaWrite) split(base *Sharded) ([]Write, error) {
+	specs, err := specsOf[mamba.Specs](base, "a mamba write")
+	if err != nil {
+		return nil, err
+	}
+	parts, err := splitConvSSM(w.ConvSSM, specs.ColumnSpec(), specs.WindowSpec(), specs.SSM, base.mesh)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Write, len(parts))
+	for i, p := range parts {
+		out[i] = &MambaWrite{ConvSSM: p}
+	}
+	return out, nil
+}
+
+// split cuts the conv column, conv window and SSM state by the view's
+// specs; AdvanceSeq is the same on every device.
+func (w *Mamba2Write) split(base *Sharded) ([]Write, error) {
+	specs, err := specsOf[mamba2.Specs](base, "a mamba2 write")
+	if err != nil {
+		return nil, err
+	}
+	parts, err := splitConvSSM(w.ConvSSM, specs.ColumnSpec(), specs.WindowSpec(), specs.SSM, base.mesh)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Write, len(parts))
+	for i, p := range parts {
+		out[i] = &Mamba2Write{ConvSSM: p, AdvanceSeq: w.AdvanceSeq}
+	}
+	return out, nil
+}
+
+// split cuts Update's inputs by the state's specs (SplitUpdate: batch and
+// heads, slope rates by heads), or the replacement state by the state's
+// own spec.
+func (w *LightningWrite) split(base *Sharded) ([]Write, error) {
+	specs, err := specsOf[lightning.Specs](base, "a lightning write")
+	if err != nil {
+		return nil, err
+	}
+	n := base.mesh.NumDevices()
+	out := make([]Write, n)
+	if !w.KeyValue.IsZero() {
+		states, err := splitTensor(w.KeyValue, specs.KeyValue, base.mesh, "key_value")
+		if err != nil {
+			return nil, err
+		}
+		for i := range out {
+			out[i] = &LightningWrite{KeyValue: states[i]}
+		}
+		return out, nil
+	}
+	keys, values, slopes, err := specs.SplitUpdate(w.Key, w.Value, w.SlopeRate, base.mesh)
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		out[i] = &LightningWrite{Key: keys[i], Value: values[i], SlopeRate: slopes[i]}
+	}
+	return out, nil
+}
+
+// split gives each device the inserted rows that fall in its own rows,
+// cut to its kv heads and dims, at the matching local slot; a device none
+// of whose rows is inserted keeps its part view. (Splitting Other by the
+// cache's specs as they stand would cut Other's B' rows into as many
+// blocks as the cache's B rows, which neither divides B' in general nor
+// puts the rows on the devices that own the target slots.) The selected
+// rows are copied once, into each device's part: a part is a device's own
+// storage, so the unsharded insert's sharing cannot carry over.
+func (w *InsertWrite) split(base *Sharded) ([]Write, error) {
+	specs, err := specsOf[transformer.Specs](base, "an insert")
+	if err != nil {
+		return nil, err
+	}
+	meta, ok := base.meta.(transformer.Metadata)
+	if !ok {
+		return nil, errorf(ErrInternal, "an insert into a layer with metadata of type %T", base.meta)
+	}
+	o := w.Other
+	if o.IsEmpty() {
+		return nil, fmt.Errorf("%w: the inserted view is empty", transformer.ErrEmpty)
+	}
+	om := o.Metadata()
+	B, rows := meta.BatchSize, om.BatchSize
+	if om.SequenceLength != meta.SequenceLength || om.KeyHeads != meta.KeyHeads || om.KeyDim != meta.KeyDim ||
+		om.ValueHeads != meta.ValueHeads || om.ValueDim != meta.ValueDim {
+		return nil, fmt.Errorf("%w: inserting key %s / value %s into a layer of sequence length %d, key %d×%d, value %d×%d (want equal S, heads and dims)",
+			transformer.ErrIncompatible, o.Key(), o.Value(), meta.SequenceLength, meta.KeyHeads, meta.KeyDim, meta.ValueHeads, meta.ValueDim)
+	}
+	if w.Slot < 0 || w.Slot+rows > B {
+		return nil, fmt.Errorf("%w: slot %d with %d rows needs rows [%d, %d), batch has %d rows",
+			transformer.ErrOutOfRange, w.Slot, rows, w.Slot, w.Slot+rows, B)
+	}
+	mesh := base.mesh
+	keySlices, err := sharding.ShardSlices([]int{B, meta.SequenceLength, meta.KeyHeads, meta.KeyDim}, specs.Key, mesh)
+	if err != nil {
+		return nil, fmt.Errorf("%w: key: %w", transformer.ErrSharding, err)
+	}
+	valueSlices, err := sharding.ShardSlices([]int{B, meta.SequenceLength, meta.ValueHeads, meta.ValueDim}, specs.Value, mesh)
+	if err != nil {
+		return nil, fmt.Errorf("%w: value: %w", transformer.ErrSharding, err)
+	}
+	index, starts := o.Index(), o.Starts()
+	out := make([]Write, mesh.NumDevices())
+	for i := range out {
+		mine := keySlices[i].Ranges[0] // the part's rows (the specs cut key, value, index and starts alike)
+		lo, hi := max(mine.Start, w.Slot), min(mine.End, w.Slot+rows)
+		if lo >= hi {
+			out[i] = keepWrite{}
+			continue
+		}
+		src := sharding.Range{Start: lo - w.Slot, End: hi - w.Slot}
+		whole := sharding.Range{Start: 0, End: meta.SequenceLength}
+		kr, vr := keySlices[i].Ranges, valueSlices[i].Ranges
+		key, err := sharding.Extract(o.Key(), []sharding.Range{src, whole, kr[2], kr[3]})
+		if err != nil {
+			return nil, fmt.Errorf("inserted key, device %d: %w", i, err)
+		}
+		value, err := sharding.Extract(o.Value(), []sharding.Range{src, whole, vr[2], vr[3]})
+		if err != nil {
+			return nil, fmt.Errorf("inserted value, device %d: %w", i, err)
+		}
+		dst, ok := base.parts[i].(transformer.View)
+		if !ok {
+			return nil, errorf(ErrInternal, "part view %d is a %T", i, base.parts[i])
+		}
+		pm := dst.Metadata()
+		pm.NumHiddenLayers, pm.BatchSize = 1, hi-lo
+		c, err := transformer.FromPure(transformer.Pure{{Key: key, Value: value,
+			Index: index[src.Start:src.End], Starts: starts[src.Start:src.End]}}, pm)
+		if err != nil {
+			return nil, fmt.Errorf("inserted rows, device %d: %w", i, err)
+		}
+		part, err := c.View(0)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = &InsertWrite{Slot: lo - mine.Start, Other: part}
+	}
+	return out, nil
+}
+
+// keepWrite leaves a part view as it is: the part write of a device that
+// an insert does not touch.
+type keepWrite struct{}
+
+func (keepWrite) apply(view any) (any, Result, error) { return view, Result{}, nil }
+
+func (keepWrite) split(*Sharded) ([]Write, error) {
+	return nil, errorf(ErrInternal, "a part write is not split again")
+}
