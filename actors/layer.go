@@ -76,7 +76,7 @@ type shardRound struct {
 type layerActor struct {
 	cache  string
 	layer  int
-	shards []*actor.PID            // one per device, in device order
+	shards []*actor.PID           // one per device, in device order
 	rounds map[uint64]*shardRound // sharded writes in flight, by the cache actor's round id
 }
 

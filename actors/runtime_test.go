@@ -213,7 +213,9 @@ func (w blockWrite) apply(view any) (any, Result, error) {
 	return view, Result{}, nil
 }
 
-func (blockWrite) split(*Sharded) ([]Write, error) { return nil, errorf(ErrInvalid, "blockWrite is not split") }
+func (blockWrite) split(*Sharded) ([]Write, error) {
+	return nil, errorf(ErrInvalid, "blockWrite is not split")
+}
 
 func TestPanicRestartsTheLayerAndKeepsCommittedData(t *testing.T) {
 	rt := newRuntime(t)
