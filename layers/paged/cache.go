@@ -13,19 +13,12 @@ type Cache struct {
 	views []View
 }
 
-// Init returns a cache of meta.NumHiddenLayers zero views in dtype
-// (EasyDeL's init_cache). Every layer's key and value pools are allocated
-// whole, as EasyDeL does: the pages are the cache's fixed memory budget.
+// Init returns a cache of meta.NumHiddenLayers zero views in dtype,
+// unquantized (EasyDeL's init_cache): InitStorage(meta, Storage{DType:
+// dtype}). Every layer's key and value pools are allocated whole, as
+// EasyDeL does: the pages are the cache's fixed memory budget.
 func Init(meta Metadata, dtype tensor.DType) (Cache, error) {
-	views := make([]View, meta.NumHiddenLayers)
-	for i := range views {
-		v, err := NewView(meta, dtype, i)
-		if err != nil {
-			return Cache{}, err
-		}
-		views[i] = v
-	}
-	return Cache{views: views}, nil
+	return InitStorage(meta, Storage{DType: dtype})
 }
 
 // InitEmpty returns a cache of numLayers absent views, to be filled with

@@ -44,6 +44,14 @@
 //     InitEmptyStep.
 //   - Views and caches have a lossless binary snapshot (safetensors
 //     layout); metadata JSON uses EasyDeL's field names.
-//   - Quantized page storage (EasyDeL's quantizer argument) is not
-//     supported yet: pages are stored in the cache dtype.
+//   - Quantized pages stay quantized (NewViewStorage, InitStorage with a
+//     Storage of tensor.Int8 or tensor.NF4): each write quantizes only the
+//     rows (tokens of one head) it writes, reads return dequantized values
+//     in the cache dtype, and the pages stay int8/NF4 across writes and
+//     snapshots. EasyDeL quantizes the pool at init and its first write
+//     silently turns it dense. An NF4 block that does not divide the head
+//     dim is an error at creation. KeyPages and ValuePages of a quantized
+//     view dequantize the whole pool (O(pool)); Gather only the pages it
+//     reads; KeyCodes, KeyScales, ValueCodes and ValueScales return the
+//     stored form, NumBytes its size. See Storage.
 package paged

@@ -3,15 +3,20 @@ package paged
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 
+	"github.com/kvmesh/kvmesh/layers/internal/kvquant"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
 
 // Snapshot metadata keys and format names. A view snapshot holds the
 // tensors "key_pages" and "value_pages"; a cache snapshot holds
 // "layers.<i>.key_pages" and "layers.<i>.value_pages" for each present
-// layer, and "layers.<i>.metadata" in the string metadata.
+// layer, and "layers.<i>.metadata" in the string metadata. A quantized
+// view's "key_pages" and "value_pages" are its codes (I8, or U8 packed NF4
+// codes), with its scales in "key_scales" and "value_scales" and, for NF4,
+// its block size under "block_size" in the string metadata.
 const (
 	viewFormat  = "kvmesh.paged.view/v1"
 	cacheFormat = "kvmesh.paged.cache/v1"
@@ -22,7 +27,8 @@ const (
 
 // MarshalBinary encodes the view losslessly as a tensor.Snapshot
 // (safetensors layout): the metadata as JSON under "metadata", the layer
-// index under "layer_index", and the page tensors in full.
+// index under "layer_index", and the page tensors in full, as stored (codes
+// and scales for a quantized view).
 func (v View) MarshalBinary() ([]byte, error) {
 	if err := v.checkPresent(); err != nil {
 		return nil, err
@@ -89,7 +95,8 @@ func UnmarshalCache(data []byte) (Cache, error) {
 		return Cache{}, fmt.Errorf("%w: num_layers %q, want 0..%d", ErrSnapshot, s.Metadata["num_layers"], maxSnapshotLayers)
 	}
 	views := make([]View, n)
-	used := 0 // snapshot entries that belong to a layer
+	used := 0                 // present layers
+	tensors, metadata := 0, 2 // snapshot entries that belong to a layer, or to the cache
 	for i := range views {
 		prefix := fmt.Sprintf("layers.%d.", i)
 		if _, ok := s.Metadata[prefix+"metadata"]; !ok {
@@ -99,8 +106,10 @@ func UnmarshalCache(data []byte) (Cache, error) {
 			return Cache{}, fmt.Errorf("layer %d: %w", i, err)
 		}
 		used++
+		t, m := views[i].snapshotEntries()
+		tensors, metadata = tensors+t, metadata+m
 	}
-	if len(s.Tensors) != 2*used || len(s.Metadata) != 2+used || len(s.Int32s) != 0 {
+	if len(s.Tensors) != tensors || len(s.Metadata) != metadata || len(s.Int32s) != 0 {
 		return Cache{}, fmt.Errorf("%w: %d tensors, %d int32 arrays and %d metadata entries do not all belong to the %d present layers of %d",
 			ErrSnapshot, len(s.Tensors), len(s.Int32s), len(s.Metadata), used, n)
 	}
@@ -116,7 +125,27 @@ func (v View) addTo(s tensor.Snapshot, prefix string) error {
 	s.Metadata[prefix+"metadata"] = string(mj)
 	s.Tensors[prefix+"key_pages"] = v.key
 	s.Tensors[prefix+"value_pages"] = v.value
+	if v.IsQuantized() {
+		s.Tensors[prefix+"key_scales"] = v.quant.keyScales
+		s.Tensors[prefix+"value_scales"] = v.quant.valueScales
+		if v.quant.st.BlockSize != 0 {
+			s.Metadata[prefix+"block_size"] = strconv.Itoa(v.quant.st.BlockSize)
+		}
+	}
 	return nil
+}
+
+// snapshotEntries returns the number of tensors and of string metadata
+// entries addTo stores for v.
+func (v View) snapshotEntries() (tensors, metadata int) {
+	tensors, metadata = 2, 1
+	if v.IsQuantized() {
+		tensors += 2
+		if v.quant.st.BlockSize != 0 {
+			metadata++
+		}
+	}
+	return tensors, metadata
 }
 
 // viewFrom rebuilds the view stored in s under prefix. The page tensors
@@ -135,47 +164,62 @@ func viewFrom(s tensor.Snapshot, prefix string, layer int) (View, error) {
 	if !okK || !okV {
 		return View{}, fmt.Errorf("%w: %skey_pages or %svalue_pages missing", ErrSnapshot, prefix, prefix)
 	}
-	shape := []int{meta.NumKVHeads, meta.NumPagesPerLayer, meta.PageSize, meta.KVHeadDimSize}
-	if !k.HasShape(shape...) || !val.HasShape(shape...) || k.DType() != val.DType() {
-		return View{}, fmt.Errorf("%w: pages %s and %s, want two tensors of one dtype with shape %v",
-			ErrSnapshot, k, val, shape)
+	ks, okKS := s.Tensors[prefix+"key_scales"]
+	vs, okVS := s.Tensors[prefix+"value_scales"]
+	bs, okBS := s.Metadata[prefix+"block_size"]
+	st := Storage{DType: k.DType()}
+	switch k.DType() {
+	case tensor.I8, tensor.U8:
+		if !okKS || !okVS || ks.DType() != vs.DType() {
+			return View{}, fmt.Errorf("%w: %s codes need %skey_scales and %svalue_scales of one dtype, got %s and %s",
+				ErrSnapshot, k.DType(), prefix, prefix, ks, vs)
+		}
+		st = Storage{DType: ks.DType(), Quantization: tensor.Int8}
+		if k.DType() == tensor.U8 {
+			st.Quantization = tensor.NF4
+			n, err := strconv.Atoi(bs)
+			if !okBS || err != nil || n <= 0 {
+				return View{}, fmt.Errorf("%w: NF4 codes with %sblock_size %q (want a positive block size)", ErrSnapshot, prefix, bs)
+			}
+			st.BlockSize = n
+		} else if okBS {
+			return View{}, fmt.Errorf("%w: %sblock_size %q given with int8 codes", ErrSnapshot, prefix, bs)
+		}
+	default:
+		if okKS || okVS || okBS {
+			return View{}, fmt.Errorf("%w: %skey_scales, %svalue_scales or %sblock_size given with %s pages",
+				ErrSnapshot, prefix, prefix, prefix, k.DType())
+		}
 	}
-	v, err := NewView(meta, k.DType(), layer)
-	if err != nil {
+	if err := st.Validate(); err != nil {
 		return View{}, fmt.Errorf("%w: %w", ErrSnapshot, err)
 	}
-	if v.key, err = rechunk(v.key, k); err != nil {
-		return View{}, err
+	st = st.resolved()
+	f, err := kvquant.NewFormat(st.DType, st.Quantization, st.BlockSize, meta.KVHeadDimSize)
+	if err != nil {
+		return View{}, fmt.Errorf("%w: %w: %v", ErrSnapshot, ErrQuantization, err)
 	}
-	if v.value, err = rechunk(v.value, val); err != nil {
-		return View{}, err
+	shape := poolShape(meta)
+	want := slices.Clone(shape)
+	want[3] = f.DataPerRow()
+	if !k.HasShape(want...) || !val.HasShape(want...) || k.DType() != val.DType() {
+		return View{}, fmt.Errorf("%w: pages %s and %s, want two tensors of one dtype with shape %v",
+			ErrSnapshot, k, val, want)
 	}
-	return v, nil
-}
-
-// rechunk copies the dense tensor src into the empty chunked pool, leaving
-// all-zero chunks unallocated as a fresh pool has them.
-func rechunk(pool, src tensor.Tensor) (tensor.Tensor, error) {
-	ce := pool.ChunkLen()
-	es := pool.DType().Size()
-	all := src.Bytes()
-	e := pool.Edit()
-	for c := range pool.NumChunks() {
-		if allZero(all[c*ce*es : (c+1)*ce*es]) {
-			continue
-		}
-		if err := e.Write(c*ce, src, c*ce, ce); err != nil {
-			return tensor.Tensor{}, fmt.Errorf("%w: %w", ErrSnapshot, err)
-		}
+	if layer < 0 || layer >= meta.NumHiddenLayers {
+		return View{}, fmt.Errorf("%w: %w: layer %d of %d layers", ErrSnapshot, ErrOutOfRange, layer, meta.NumHiddenLayers)
 	}
-	return e.Tensor(), nil
-}
-
-func allZero(b []byte) bool {
-	for _, x := range b {
-		if x != 0 {
-			return false
-		}
+	key, err := kvquant.Assemble(f, poolLayout(meta), shape, k, ks, false)
+	if err != nil {
+		return View{}, fmt.Errorf("%w: key pages: %v", ErrSnapshot, err)
 	}
-	return true
+	value, err := kvquant.Assemble(f, poolLayout(meta), shape, val, vs, false)
+	if err != nil {
+		return View{}, fmt.Errorf("%w: value pages: %v", ErrSnapshot, err)
+	}
+	v := View{meta: meta, layer: layer}
+	if st.Quantization != tensor.None {
+		v.quant = &quantized{st: st, f: f}
+	}
+	return v.withStores(key, value), nil
 }

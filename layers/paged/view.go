@@ -3,6 +3,7 @@ package paged
 import (
 	"fmt"
 
+	"github.com/kvmesh/kvmesh/layers/internal/kvquant"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
 
@@ -29,51 +30,26 @@ import (
 // in the new version (older versions keep them): write them again into the
 // new version if they are still needed.
 //
+// A view made by NewViewStorage may store its pages quantized (see
+// Storage): each write quantizes only the rows it writes, the pages stay
+// int8 or NF4 across writes, and reads (Gather, KeyPages, ValuePages)
+// return dequantized values in the cache dtype.
+//
 // The zero View is absent (IsZero): an empty Cache holds absent views.
 type View struct {
-	meta       Metadata
-	layer      int
+	meta  Metadata
+	layer int
+	// key and value hold the pages' values, or their codes when quantized.
 	key, value tensor.Tensor
+	quant      *quantized
 }
 
-// NewView returns layer's view of zero pages in dtype. The dtype must be
-// valid, meta must pass Validate and layer must be in
-// [0, meta.NumHiddenLayers).
+// NewView returns layer's view of zero pages in dtype, unquantized. The
+// dtype must be a float dtype, meta must pass Validate and layer must be in
+// [0, meta.NumHiddenLayers). It is NewViewStorage(meta, Storage{DType:
+// dtype}, layer).
 func NewView(meta Metadata, dtype tensor.DType, layer int) (View, error) {
-	if err := meta.Validate(); err != nil {
-		return View{}, err
-	}
-	if layer < 0 || layer >= meta.NumHiddenLayers {
-		return View{}, fmt.Errorf("%w: layer %d of %d layers", ErrOutOfRange, layer, meta.NumHiddenLayers)
-	}
-	key, err := newPool(meta, dtype)
-	if err != nil {
-		return View{}, err
-	}
-	value, err := newPool(meta, dtype)
-	if err != nil {
-		return View{}, err
-	}
-	return View{meta: meta, layer: layer, key: key, value: value}, nil
-}
-
-// newPool returns a zero page pool (Hkv, N, ps, D) of dtype, one chunk per
-// page and head, allocated up front: a write into a page that was never
-// written claims it in place, and only a rewrite of a page that an older
-// version holds copies it.
-func newPool(meta Metadata, dtype tensor.DType) (tensor.Tensor, error) {
-	if err := meta.Validate(); err != nil {
-		return tensor.Tensor{}, err
-	}
-	if !dtype.IsFloat() {
-		return tensor.Tensor{}, fmt.Errorf("%w: %d is not a supported KV dtype", ErrDType, dtype)
-	}
-	pool, err := tensor.NewPreallocated(dtype, meta.PageSize*meta.KVHeadDimSize,
-		meta.NumKVHeads, meta.NumPagesPerLayer, meta.PageSize, meta.KVHeadDimSize)
-	if err != nil {
-		return tensor.Tensor{}, fmt.Errorf("%w: page pool: %w", ErrShape, err)
-	}
-	return pool, nil
+	return NewViewStorage(meta, Storage{DType: dtype}, layer)
 }
 
 // IsZero reports whether v is the zero (absent) View.
@@ -85,14 +61,32 @@ func (v View) LayerIndex() int { return v.layer }
 // Metadata returns the cache metadata.
 func (v View) Metadata() Metadata { return v.meta }
 
-// DType returns the storage dtype of the pages.
-func (v View) DType() tensor.DType { return v.key.DType() }
+// DType returns the cache dtype of the pages: the dtype of the values,
+// also when they are stored quantized.
+func (v View) DType() tensor.DType { return v.Storage().DType }
 
-// KeyPages returns the key pages, shape (Hkv, N, ps, D).
-func (v View) KeyPages() tensor.Tensor { return v.key }
+// KeyPages returns the key pages, shape (Hkv, N, ps, D), in the cache
+// dtype. For an unquantized view it is the stored pool (shared); for a
+// quantized one it is a dequantized copy of the whole pool, which costs
+// O(Hkv·N·ps·D) (KeyCodes and KeyScales return the stored form; Gather
+// dequantizes only a sequence's pages).
+func (v View) KeyPages() tensor.Tensor {
+	k, _, err := v.pools()
+	if err != nil {
+		panic(err) // the view's own pools always dequantize
+	}
+	return k
+}
 
-// ValuePages returns the value pages, shape (Hkv, N, ps, D).
-func (v View) ValuePages() tensor.Tensor { return v.value }
+// ValuePages returns the value pages, shape (Hkv, N, ps, D), in the cache
+// dtype, as KeyPages does for keys.
+func (v View) ValuePages() tensor.Tensor {
+	_, val, err := v.pools()
+	if err != nil {
+		panic(err)
+	}
+	return val
+}
 
 func (v View) checkPresent() error {
 	if v.IsZero() {
@@ -137,7 +131,25 @@ func (v View) pageError(phys int32, where string) error {
 // offset returns the flat element offset of (head h, page phys, slot o)
 // in a page tensor.
 func (v View) offset(h, phys, o int) int {
-	return ((h*v.meta.NumPagesPerLayer+phys)*v.meta.PageSize + o) * v.meta.KVHeadDimSize
+	return v.row(h, phys, o) * v.meta.KVHeadDimSize
+}
+
+// row returns the index of the row of D values of (head h, page phys,
+// slot o) in a page pool.
+func (v View) row(h, phys, o int) int {
+	return (h*v.meta.NumPagesPerLayer+phys)*v.meta.PageSize + o
+}
+
+// encode converts key and value rows to the pools' stored form:
+// quantizing them when the view is quantized (each row on its own).
+func (v View) encode(f kvquant.Store, key, value tensor.Tensor) (k, val kvquant.Encoded, err error) {
+	if k, err = f.Encode(key); err != nil {
+		return k, val, fmt.Errorf("%w: key: %v", ErrShape, err)
+	}
+	if val, err = f.Encode(value); err != nil {
+		return k, val, fmt.Errorf("%w: value: %v", ErrShape, err)
+	}
+	return k, val, nil
 }
 
 // WritePrefill writes one sequence's prefill chunk, key and value of shape
@@ -212,24 +224,28 @@ func (v View) WritePrefill(key, value tensor.Tensor, m StepMetadata) (View, erro
 		}
 	}
 
-	h, d := v.meta.NumKVHeads, v.meta.KVHeadDimSize
-	ke, ve := v.key.Edit(), v.value.Edit()
+	h, n := v.meta.NumKVHeads, v.meta.NumPagesPerLayer
+	ks, vs := v.stores()
+	kenc, venc, err := v.encode(ks, key, value)
+	if err != nil {
+		return View{}, fmt.Errorf("write prefill: %w", err)
+	}
+	ke, ve := ks.Edit(), vs.Edit()
 	for lp := start / ps; lp <= (end-1)/ps; lp++ {
 		phys := int(table[lp])
 		p0, p1 := max(start, lp*ps), min(end, (lp+1)*ps)
 		for hi := range h {
 			// Positions p0..p1-1 of one head fill a contiguous run of the page.
-			dst, src := v.offset(hi, phys, p0-lp*ps), ((p0-start)*h+hi)*d
-			if err := ke.WriteRows(dst, key, src, h*d, d, p1-p0); err != nil {
+			dst, src := (hi*n+phys)*ps+p0-lp*ps, (p0-start)*h+hi
+			if err := ke.WriteRows(dst, &kenc, src, h, p1-p0); err != nil {
 				return View{}, fmt.Errorf("write prefill key: %w", err)
 			}
-			if err := ve.WriteRows(dst, value, src, h*d, d, p1-p0); err != nil {
+			if err := ve.WriteRows(dst, &venc, src, h, p1-p0); err != nil {
 				return View{}, fmt.Errorf("write prefill value: %w", err)
 			}
 		}
 	}
-	v.key, v.value = ke.Tensor(), ve.Tensor()
-	return v, nil
+	return v.withStores(ke.Store(), ve.Store()), nil
 }
 
 // WriteDecodes writes one new token per decode slot, key and value of shape
@@ -264,27 +280,34 @@ func (v View) WriteDecodes(key, value tensor.Tensor, m StepMetadata) (View, erro
 	if err := v.checkKV(key, value, bd); err != nil {
 		return View{}, fmt.Errorf("write decodes: %w", err)
 	}
+	type target struct{ phys, off int }
+	targets := make([]target, bd)
 	for b := range bd {
-		if _, _, err := v.decodeTarget(m, b); err != nil {
+		phys, off, err := v.decodeTarget(m, b)
+		if err != nil {
 			return View{}, err
 		}
+		targets[b] = target{phys, off}
 	}
-	h, d := v.meta.NumKVHeads, v.meta.KVHeadDimSize
-	ke, ve := v.key.Edit(), v.value.Edit()
-	for b := range bd {
-		phys, off, _ := v.decodeTarget(m, b)
+	h, n, ps := v.meta.NumKVHeads, v.meta.NumPagesPerLayer, v.meta.PageSize
+	ks, vs := v.stores()
+	kenc, venc, err := v.encode(ks, key, value)
+	if err != nil {
+		return View{}, fmt.Errorf("write decodes: %w", err)
+	}
+	ke, ve := ks.Edit(), vs.Edit()
+	for b, t := range targets {
 		for hi := range h {
-			dst, src := v.offset(hi, phys, off), (b*h+hi)*d
-			if err := ke.Write(dst, key, src, d); err != nil {
+			dst, src := (hi*n+t.phys)*ps+t.off, b*h+hi
+			if err := ke.WriteRows(dst, &kenc, src, 1, 1); err != nil {
 				return View{}, fmt.Errorf("write decodes key: %w", err)
 			}
-			if err := ve.Write(dst, value, src, d); err != nil {
+			if err := ve.WriteRows(dst, &venc, src, 1, 1); err != nil {
 				return View{}, fmt.Errorf("write decodes value: %w", err)
 			}
 		}
 	}
-	v.key, v.value = ke.Tensor(), ve.Tensor()
-	return v, nil
+	return v.withStores(ke.Store(), ve.Store()), nil
 }
 
 // decodeTarget returns the physical page and the offset in it that decode
@@ -313,8 +336,10 @@ func (v View) decodeTarget(m StepMetadata, b int) (phys, off int, err error) {
 
 // Gather returns the first length positions of a sequence, read through its
 // page table, as contiguous key and value tensors of shape (length, Hkv, D)
-// in the cache dtype. It is the reader of the reference attention and of
-// tests. A length past the page table or a page outside [0, N) is an error.
+// in the cache dtype (dequantized when the view is quantized; the cost is
+// that of the rows read). It is the reader of the reference attention and
+// of tests. A length past the page table or a page outside [0, N) is an
+// error.
 func (v View) Gather(pageTable []int32, length int) (k, val tensor.Tensor, err error) {
 	if err := v.checkPresent(); err != nil {
 		return k, val, err
@@ -329,6 +354,16 @@ func (v View) Gather(pageTable []int32, length int) (k, val tensor.Tensor, err e
 			return k, val, v.pageError(pageTable[lp], fmt.Sprintf("page table entry %d", lp))
 		}
 	}
+	if v.IsQuantized() {
+		ks, vs := v.stores()
+		if k, err = v.gatherQuantized(ks, pageTable, length); err != nil {
+			return tensor.Tensor{}, tensor.Tensor{}, err
+		}
+		if val, err = v.gatherQuantized(vs, pageTable, length); err != nil {
+			return tensor.Tensor{}, tensor.Tensor{}, err
+		}
+		return k, val, nil
+	}
 	if k, err = v.gather(v.key, pageTable, length); err != nil {
 		return tensor.Tensor{}, tensor.Tensor{}, err
 	}
@@ -336,6 +371,27 @@ func (v View) Gather(pageTable []int32, length int) (k, val tensor.Tensor, err e
 		return tensor.Tensor{}, tensor.Tensor{}, err
 	}
 	return k, val, nil
+}
+
+// gatherQuantized is gather for a quantized pool: it dequantizes the rows
+// it reads.
+func (v View) gatherQuantized(pool kvquant.Store, pageTable []int32, length int) (tensor.Tensor, error) {
+	h, d, ps := v.meta.NumKVHeads, v.meta.KVHeadDimSize, v.meta.PageSize
+	out := make([]float64, length*h*d)
+	run := make([]float64, ps*d)
+	for lp := 0; lp*ps < length; lp++ {
+		n := min(ps, length-lp*ps) // positions of this page to read
+		for hi := range h {
+			if err := pool.ReadRows(run[:n*d], v.row(hi, int(pageTable[lp]), 0)); err != nil {
+				return tensor.Tensor{}, fmt.Errorf("gather: %w", err)
+			}
+			for o := range n {
+				t := lp*ps + o
+				copy(out[(t*h+hi)*d:(t*h+hi+1)*d], run[o*d:(o+1)*d])
+			}
+		}
+	}
+	return tensor.FromFloat64s(pool.DType, out, length, h, d)
 }
 
 func (v View) gather(pages tensor.Tensor, pageTable []int32, length int) (tensor.Tensor, error) {
