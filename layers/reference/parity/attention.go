@@ -10,13 +10,23 @@ import (
 )
 
 // attentionCase holds an attention_gqa file's inputs in (batch, seq, heads,
-// head_dim) layout, in one precision.
+// head_dim) layout, in one precision, and the caches' storage (the zero
+// KVStorage: unquantized caches of that precision).
 type attentionCase struct {
 	c                *caseFile
 	prec             tensor.DType
+	kv               KVStorage
 	b, t, hq, hkv, d int
 	scale            float64
 	q, k, v          tensor.Tensor
+}
+
+// storage returns the caches' storage.
+func (a *attentionCase) storage() KVStorage {
+	if a.kv.IsZero() {
+		return KVStorage{DType: a.prec}
+	}
+	return a.kv
 }
 
 // attentionPageSize is the paged cache's page size: small, so that chunks
@@ -24,7 +34,13 @@ type attentionCase struct {
 const attentionPageSize = 2
 
 func runAttention(c *caseFile, prec tensor.DType) ([]observation, error) {
-	a := &attentionCase{c: c, prec: prec}
+	return runAttentionStorage(c, prec, KVStorage{})
+}
+
+// runAttentionStorage runs the attention case with the math in prec and the
+// caches storing keys and values as kv says (the zero KVStorage: in prec).
+func runAttentionStorage(c *caseFile, prec tensor.DType, kv KVStorage) ([]observation, error) {
+	a := &attentionCase{c: c, prec: prec, kv: kv}
 	var err error
 	if a.q, err = c.input(prec, "q", "batch", "seq", "q_heads", "head_dim"); err != nil {
 		return nil, err
@@ -141,7 +157,7 @@ func (a *attentionCase) contiguous(pad []float64) (func(s, n int) (tensor.Tensor
 	if err != nil {
 		return nil, nil, a.c.errorf("contiguous cache: %v", err)
 	}
-	view, err := transformer.NewView(meta, a.prec, nil, nil)
+	view, err := transformer.NewViewStorage(meta, a.storage().transformerStorage(), nil, nil)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -173,14 +189,15 @@ func (a *attentionCase) paged(pad []float64) (func(s, n int) (tensor.Tensor, err
 	ps := attentionPageSize
 	perRow := (a.t + ps - 1) / ps
 	pages := 1 + a.b*perRow
-	pageBytes := int64(2 * ps * a.hkv * a.d * a.prec.Size())
+	st := a.storage()
+	pageBytes := int64(2 * ps * a.hkv * a.d * st.DType.Size())
 	meta, err := paged.NewMetadata(paged.MetadataConfig{BatchSize: a.b, NumHiddenLayers: 1, MaxSequences: a.t, PageSize: ps,
-		NumKVHeads: a.hkv, KVHeadDimSize: a.d, HBMUtilization: 0.5, DType: a.prec,
+		NumKVHeads: a.hkv, KVHeadDimSize: a.d, HBMUtilization: 0.5, DType: st.DType,
 		Memory: paged.StaticMemory{BytesReservableLimit: 2 * pageBytes * int64(pages)}})
 	if err != nil {
 		return nil, nil, a.c.errorf("paged cache: %v", err)
 	}
-	view, err := paged.NewView(meta, a.prec, 0)
+	view, err := paged.NewViewStorage(meta, st.pagedStorage(), 0)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -11,6 +11,13 @@
 // difference of every output and state against each reference. It assumes
 // nothing about sizes: every dimension comes from the file.
 //
+// A KV-storage run (Options.KV, `kvmesh parity --kv-dtype`) runs the
+// attention cases instead through caches that store keys and values in
+// another form — float16, bfloat16, or quantized int8 or NF4 — with the
+// attention math in float64, and compares with the float64 references
+// within a tolerance derived from the storage's per-element error bound
+// (ParseKVStorage). The recurrent cases hold no KV cache and are skipped.
+//
 // The six golden files are embedded (Golden), so `kvmesh parity` runs
 // anywhere.
 package parity

@@ -29,12 +29,23 @@ func GoldenFiles() []string {
 // Golden returns the bytes of an embedded golden file named by GoldenFiles.
 func Golden(name string) ([]byte, error) { return golden.ReadFile(name) }
 
-// Options are the tolerances of a run.
+// Options are the tolerances of a run, and the cache storage of a
+// KV-storage run.
 type Options struct {
 	// Tol64 bounds the max abs difference against outputs_float64 (default 1e-12).
 	Tol64 float64
 	// Tol32 bounds the max abs difference against outputs_float32 (default 1e-5).
 	Tol32 float64
+	// KV, when set, makes Run a KV-storage run: attention cases run once,
+	// the attention math in float64 and both caches storing keys and
+	// values as KV says, and every output and final cache is compared with
+	// outputs_float64 within TolKV (Check.Diff64; Diff32 is NaN). Other
+	// case kinds hold no KV cache: their Result is Skipped. The zero KV
+	// gives the default runs in float64 and float32.
+	KV KVStorage
+	// TolKV bounds the differences of a KV-storage run; 0 means
+	// KV.Tolerance.
+	TolKV float64
 }
 
 func (o Options) withDefaults() Options {
@@ -44,12 +55,16 @@ func (o Options) withDefaults() Options {
 	if o.Tol32 == 0 {
 		o.Tol32 = 1e-5
 	}
+	if o.TolKV == 0 {
+		o.TolKV = o.KV.Tolerance
+	}
 	return o
 }
 
 // Check is one compared output of one schedule: its name (schedule/path/
 // output), the reference output it is compared with, and the max abs
-// differences of the float64 and float32 runs.
+// differences of the float64 and float32 runs (NaN for a run that was not
+// made, such as the float32 run of a KV-storage run).
 type Check struct {
 	Name           string
 	Reference      string
@@ -57,10 +72,12 @@ type Check struct {
 	OK             bool
 }
 
-// Result is a case file's checks, in a stable order.
+// Result is a case file's checks, in a stable order. Skipped, when set,
+// says why a KV-storage run did not run the case (it has no checks).
 type Result struct {
 	File, Case string
 	Checks     []Check
+	Skipped    string
 }
 
 // OK reports whether every check is within tolerance.
@@ -95,9 +112,10 @@ var runners = map[string]runner{
 	"lightning":     runLightning,
 }
 
-// Run parses a case file and runs it in float64 and float32. A file that
-// cannot be run (see ErrCase) is an error; a difference above tolerance is
-// not: it is a Check with OK false.
+// Run parses a case file and runs it in float64 and float32, or, when
+// opt.KV is set, once through caches of that storage (see Options.KV). A
+// file that cannot be run (see ErrCase) is an error; a difference above
+// tolerance is not: it is a Check with OK false.
 func Run(file string, data []byte, opt Options) (Result, error) {
 	opt = opt.withDefaults()
 	c, err := parseCase(file, data)
@@ -112,6 +130,9 @@ func Run(file string, data []byte, opt Options) (Result, error) {
 		}
 		sort.Strings(kinds)
 		return Result{}, c.errorf("unknown case kind %q (want one of %v)", c.Kind, kinds)
+	}
+	if !opt.KV.IsZero() {
+		return runKV(c, opt.KV, opt.TolKV)
 	}
 	res := Result{File: file, Case: c.Kind}
 	index := map[string]int{}
@@ -129,7 +150,7 @@ func Run(file string, data []byte, opt Options) (Result, error) {
 			if !seen {
 				i = len(res.Checks)
 				index[o.check] = i
-				res.Checks = append(res.Checks, Check{Name: o.check, Reference: o.ref, Diff64: math.NaN(), Diff32: math.NaN()})
+				res.Checks = append(res.Checks, Check{Name: o.check, Reference: o.ref, Diff64: nanValue(), Diff32: nanValue()})
 			}
 			if prec == tensor.Float64 {
 				res.Checks[i].Diff64 = d
@@ -233,3 +254,6 @@ func (q *tokenSeq) put(s int, chunk tensor.Tensor) {
 		copy(q.data[(b*q.t+s)*q.per:(b*q.t+s+n)*q.per], vals[b*n*q.per:(b+1)*n*q.per])
 	}
 }
+
+// nanValue is the difference of a run that was not made.
+func nanValue() float64 { return math.NaN() }
