@@ -7,6 +7,7 @@ import (
 	"github.com/kvmesh/kvmesh/layers/mamba"
 	"github.com/kvmesh/kvmesh/layers/mamba2"
 	"github.com/kvmesh/kvmesh/layers/paged"
+	"github.com/kvmesh/kvmesh/layers/tensor"
 	"github.com/kvmesh/kvmesh/layers/transformer"
 	"github.com/kvmesh/kvmesh/sharding"
 )
@@ -52,10 +53,27 @@ func (s *Sharded) with(parts []any) *Sharded {
 // byte for byte the view an unsharded cache driven with the same writes
 // holds. It copies every part into a new dense view, so its cost is that of
 // the whole layer: a reader's operation, never a step's.
+//
+// A contiguous layer is joined from the positions its version can see
+// (row b's positions below its index); the unspecified positions past a
+// row's index read as zeros in the result. They are not read at all: a
+// later step may be appending there in place, in storage this version
+// shares, at the same moment. A paged layer has no such bound (which pool
+// offsets hold data is the page tables' business), so joining it reads
+// whole pages: while steps run on the cache, read a paged layer's
+// sequences with Gather instead, which reads only their tokens.
 func (s *Sharded) Join() (any, error) {
 	switch specs := s.specs.(type) {
 	case transformer.Specs:
-		return joinAs(s, specs, transformer.JoinViews)
+		return joinAs(s, specs, func(parts []transformer.View, meta transformer.Metadata, specs transformer.Specs, mesh sharding.Mesh) (transformer.View, error) {
+			for i, p := range parts {
+				var err error
+				if parts[i], err = visibleView(p); err != nil {
+					return transformer.View{}, fmt.Errorf("part %d: %w", i, err)
+				}
+			}
+			return transformer.JoinViews(parts, meta, specs, mesh)
+		})
 	case paged.Specs:
 		return joinAs(s, specs, paged.JoinViews)
 	case mamba.Specs:
@@ -98,6 +116,13 @@ func partsAs[V any](parts []any) ([]V, error) {
 // Layer returns layer l's full view: Views[l] itself for an unsharded
 // cache, or Views[l].(*Sharded).Join() for a sharded one (which copies the
 // layer, see Sharded.Join).
+//
+// Positions a version cannot see (a contiguous row's positions past its
+// index, pool offsets of a paged layer that no write of the version
+// reached) are unspecified, and a step running at the same time may be
+// filling them in place: while steps run, read only what the version can
+// see (a transformer view's rows below their index, a paged view's
+// sequences through Gather).
 func (v Version) Layer(l int) (any, error) {
 	if l < 0 || l >= len(v.Views) {
 		return nil, errorf(ErrInvalid, "layer %d out of range (version %d has %d layers)", l, v.Number, len(v.Views))
@@ -147,4 +172,78 @@ func splitAs[V, M, S any](specsOf func(sharding.PartitionAxis, sharding.Mode, sh
 		parts[i] = p
 	}
 	return &Sharded{parts: parts, specs: specs, mesh: mesh, meta: meta}, nil
+}
+
+// visibleView returns a copy of v that holds only what v's version can
+// see, row b's positions below Index()[b], and zeros past them.
+func visibleView(v transformer.View) (transformer.View, error) {
+	index := v.Index()
+	key, err := visibleRows(v.Key(), index)
+	if err != nil {
+		return transformer.View{}, err
+	}
+	value, err := visibleRows(v.Value(), index)
+	if err != nil {
+		return transformer.View{}, err
+	}
+	var layer *int
+	if l, ok := v.LayerIndex(); ok {
+		layer = &l
+	}
+	c, err := transformer.FromPure(transformer.Pure{{Key: key, Value: value, Index: index, Starts: v.Starts(), LayerIndex: layer}}, v.Metadata())
+	if err != nil {
+		return transformer.View{}, err
+	}
+	return c.View(0)
+}
+
+// visibleRows copies the first index[b] positions of each row b of a
+// (B, S, H, D) cache tensor into a fresh tensor, reading nothing else.
+func visibleRows(t tensor.Tensor, index []int32) (tensor.Tensor, error) {
+	out, err := tensor.New(t.DType(), t.Shape()...)
+	if err != nil {
+		return tensor.Tensor{}, err
+	}
+	e := out.Edit()
+	S, row := t.Dim(1), t.Dim(2)*t.Dim(3)
+	for b, n := range index {
+		if n > 0 {
+			if err := e.Write(b*S*row, t, b*S*row, int(n)*row); err != nil {
+				return tensor.Tensor{}, err
+			}
+		}
+	}
+	return e.Tensor(), nil
+}
+
+// Gather reads one sequence of a sharded paged layer: each device's part
+// gathers the sequence's first length tokens through pageTable
+// (paged.View.Gather), and the parts are joined by the kv-head spec into
+// key and value tensors of shape (length, Hkv, D), exactly what Gather on
+// the unsharded view returns. It reads only those tokens, so it is safe
+// while steps run on the cache.
+func (s *Sharded) Gather(pageTable []int32, length int) (k, v tensor.Tensor, err error) {
+	specs, ok := s.specs.(paged.Specs)
+	if !ok {
+		return k, v, errorf(ErrKind, "Gather of a sharded %T layer (only paged layers have page tables)", s.meta)
+	}
+	parts, err := partsAs[paged.View](s.parts)
+	if err != nil {
+		return k, v, err
+	}
+	keys, values := make([]tensor.Tensor, len(parts)), make([]tensor.Tensor, len(parts))
+	for i, p := range parts {
+		if keys[i], values[i], err = p.Gather(pageTable, length); err != nil {
+			return k, v, fmt.Errorf("device %d: %w", i, err)
+		}
+	}
+	meta := s.meta.(paged.Metadata)
+	ks, vs := specs.TokenSpecs()
+	if k, err = sharding.Join(keys, ks, s.mesh, []int{length, meta.NumKVHeads, meta.KVHeadDimSize}); err != nil {
+		return k, v, fmt.Errorf("%w: gathered keys: %w", paged.ErrSharding, err)
+	}
+	if v, err = sharding.Join(values, vs, s.mesh, []int{length, meta.NumKVHeads, meta.KVHeadDimSize}); err != nil {
+		return k, v, fmt.Errorf("%w: gathered values: %w", paged.ErrSharding, err)
+	}
+	return k, v, nil
 }
