@@ -67,8 +67,9 @@ func (v View) DType() tensor.DType { return v.Storage().DType }
 
 // KeyPages returns the key pages, shape (Hkv, N, ps, D), in the cache
 // dtype. For an unquantized view it is the stored pool (shared); for a
-// quantized one it is a dequantized copy of the whole pool, which costs
-// O(Hkv·N·ps·D) (KeyCodes and KeyScales return the stored form; Gather
+// quantized one it is a dequantized copy of the whole pool, which reads
+// every row, O(Hkv·N·ps·D), and allocates the pages holding non-zero
+// values (KeyCodes and KeyScales return the stored form; Gather
 // dequantizes only a sequence's pages).
 func (v View) KeyPages() tensor.Tensor {
 	k, _, err := v.pools()

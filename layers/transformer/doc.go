@@ -26,8 +26,10 @@
 // D values) in the same chunk layout, so all of the above holds for them
 // too: a decode write quantizes and appends only its own rows. Reads that
 // return whole caches (ConcatenateToCache, Key, Value) dequantize the
-// visible positions into a fresh tensor, which costs O(B·S·H·D), as
-// EasyDeL's materialisation does. KeyCodes, KeyScales, ValueCodes and
+// visible positions (those below each row's index) into a fresh tensor of
+// the same chunk layout, whose other chunks stay unallocated zeros: the
+// cost is that of the visible positions, O(B·index·H·D), where EasyDeL's
+// materialisation costs O(B·S·H·D). KeyCodes, KeyScales, ValueCodes and
 // ValueScales return the stored form; NumBytes the stored size.
 //
 // # Deviations from EasyDeL

@@ -286,8 +286,9 @@ func (v View) visibleSpans(h int) []kvquant.Span {
 
 // dequantized returns the view's key and value caches in the cache dtype:
 // the stored tensors of an unquantized view (shared), or, for a quantized
-// one, dense tensors holding the dequantized positions below Index()[b] of
-// each row b and zeros after them (cost O(B·S·H·D)).
+// one, new tensors holding the dequantized positions below Index()[b] of
+// each row b and zeros after them (cost O(visible positions): chunks past
+// the index stay unallocated).
 func (v View) dequantized() (k, val tensor.Tensor, err error) {
 	if !v.IsQuantized() {
 		return v.key, v.value, nil

@@ -451,3 +451,23 @@ func TestQuantizedPureRoundTrip(t *testing.T) {
 		})
 	}
 }
+
+// TestQuantizedReadCostsVisiblePositions checks that reading a quantized
+// cache dequantizes the visible positions only: the chunks past each row's
+// index stay unallocated in what ConcatenateToCache returns.
+func TestQuantizedReadCostsVisiblePositions(t *testing.T) {
+	meta := testMeta(t, 2, 512, 2, 8, 1) // chunks of 64 positions, 8 per row
+	v, err := NewViewStorage(meta, Storage{DType: tensor.BFloat16, Quantization: tensor.Int8}, nil, nil)
+	require.NoError(t, err)
+	x := kv(t, 2, 70, 2, 8, tokenVal(1)) // positions 0..69: chunks 0 and 1 of each row
+	k, val, _, next, err := v.ConcatenateToCache(x, x, x, Mask{}, ConcatOptions{})
+	require.NoError(t, err)
+	for _, c := range []tensor.Tensor{k, val, next.Key()} {
+		require.Equal(t, 16, c.NumChunks())
+		for ci := range 16 {
+			assert.Equal(t, ci%8 < 2, c.SharesChunk(ci, c, ci), "chunk %d allocated", ci)
+		}
+	}
+	in, got := token(t, x, 1, 69), pos(t, k, 1, 69)
+	checkBound(t, Storage{DType: tensor.BFloat16, Quantization: tensor.Int8}, 0, in[:8], got[:8])
+}

@@ -69,8 +69,9 @@ func (v View) IsEmpty() bool { return v.key.IsZero() }
 // Key returns the key cache (B, S, key_heads, key_dim) in the cache dtype.
 // Positions at or past Index()[b] of row b are unspecified. For an
 // unquantized view it is the stored tensor (shared); for a quantized one it
-// is a dequantized copy, which costs O(B·S·H·D), with zeros at positions
-// at or past Index()[b] (KeyCodes and KeyScales return the stored form).
+// is a dequantized copy of the positions below Index()[b], with zeros at or
+// past it, which costs O(visible positions) (KeyCodes and KeyScales return
+// the stored form).
 func (v View) Key() tensor.Tensor {
 	k, _, err := v.dequantized()
 	if err != nil {
@@ -259,10 +260,10 @@ type ConcatOptions struct {
 //  4. The returned key and value are the next view's caches, shared, not
 //     copied: positions at or past the next index of a row are masked and
 //     their contents are unspecified. For a quantized view (see Storage)
-//     they are dequantized copies in the cache dtype instead, which costs
-//     O(B·S·H·D) as EasyDeL's materialisation does, with zeros at positions
-//     at or past the next index; the written rows alone are quantized into
-//     the next view, which stays quantized.
+//     they are dequantized copies in the cache dtype instead, with zeros at
+//     positions at or past the next index, which costs O(B·index·H·D)
+//     (EasyDeL's materialisation costs O(B·S·H·D)); the written rows alone
+//     are quantized into the next view, which stays quantized.
 //  5. A 2-D attention mask must be (B, S) and a 4-D one (B, 1, q|1, S); any
 //     other shape is an error naming it (EasyDeL relies on broadcasting).
 //     A zero attentionMask means "attend everywhere" (EasyDeL requires one).

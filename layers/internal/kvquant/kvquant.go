@@ -231,23 +231,51 @@ type Span struct{ Lo, Hi int }
 
 // Dequantize returns the values as a tensor of the cache dtype and the
 // store's value shape. An unquantized store returns Data itself (shared,
-// every row as stored). A quantized one returns a dense tensor holding the
-// dequantized rows of the given spans and zeros elsewhere; it costs the
-// size of the whole tensor.
+// every row as stored). A quantized one returns a new tensor with Data's
+// chunk layout holding the dequantized rows of the given spans, and zeros
+// elsewhere: only chunks with non-zero values are allocated, so the cost
+// is that of the rows in the spans, not of the whole tensor.
 func (s Store) Dequantize(spans ...Span) (tensor.Tensor, error) {
 	if !s.Quantized() {
 		return s.Data, nil
 	}
 	w := s.Width
-	out := make([]float64, s.Rows()*w)
+	rpc := s.Data.ChunkLen() / s.DataPerRow() // rows per chunk
+	out, err := tensor.NewChunked(s.DType, rpc*w, s.Shape()...)
+	if err != nil {
+		return tensor.Tensor{}, err
+	}
+	e := out.Edit()
+	buf := make([]float64, rpc*w)
 	for _, sp := range spans {
-		if sp.Hi > sp.Lo {
-			if err := s.ReadRows(out[sp.Lo*w:sp.Hi*w], sp.Lo); err != nil {
+		for lo := sp.Lo; lo < sp.Hi; {
+			hi := min(sp.Hi, (lo/rpc+1)*rpc) // the rest of lo's chunk
+			vals := buf[:(hi-lo)*w]
+			if err := s.ReadRows(vals, lo); err != nil {
 				return tensor.Tensor{}, err
 			}
+			if !allZeroFloats(vals) {
+				t, err := tensor.FromFloat64s(s.DType, vals, len(vals))
+				if err != nil {
+					return tensor.Tensor{}, err
+				}
+				if err := e.Write(lo*w, t, 0, len(vals)); err != nil {
+					return tensor.Tensor{}, err
+				}
+			}
+			lo = hi
 		}
 	}
-	return tensor.FromFloat64s(s.DType, out, s.Shape()...)
+	return e.Tensor(), nil
+}
+
+func allZeroFloats(xs []float64) bool {
+	for _, x := range xs {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // Encoded is a block of source rows converted to a format's stored form,

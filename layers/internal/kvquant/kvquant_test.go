@@ -288,6 +288,8 @@ func TestDequantizeSpans(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []int{2, rows / 2, w}, d.Shape())
 	assert.Equal(t, tensor.Float32, d.DType())
+	assert.False(t, d.SharesChunk(1, d, 1), "rows 2, 3 are outside the spans: their chunk stays unallocated")
+	assert.True(t, d.SharesChunk(2, d, 2))
 	got := d.Float64s()
 	for r := range rows {
 		want := make([]float64, w)
