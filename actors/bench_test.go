@@ -70,6 +70,37 @@ func BenchmarkDecodeStep(b *testing.B) {
 		}
 	})
 
+	// The same step on a cache sharded over dp=2 × tp=2 (batch rows and kv
+	// heads cut): each layer actor fans its write out to 4 shard actors.
+	// Not part of the budget; it shows what the second fan-out costs.
+	b.Run(fmt.Sprintf("actors-sharded-dp=2-tp=2/layers=%d/batch=%d", benchLayers, benchBatch), func(b *testing.B) {
+		rt, err := NewRuntime()
+		require.NoError(b, err)
+		defer rt.Close()
+		mesh := testMesh(b, 2, 2)
+		ctx := context.Background()
+		var c *Cache
+		var base uint64
+		b.SetBytes(bytes)
+		b.ReportAllocs()
+		for i := range b.N {
+			if i%benchS == 0 {
+				b.StopTimer()
+				if c != nil {
+					require.NoError(b, c.Close())
+				}
+				c, err = rt.NewCache(fmt.Sprintf("bench%d", i), Spec{Transformer: &TransformerSpec{Metadata: meta, DType: tensor.BFloat16},
+					Mesh: &mesh, PartitionAxis: kvHeadsOverTP()})
+				require.NoError(b, err)
+				base = 0
+				b.StartTimer()
+			}
+			if base, _, err = c.Step(ctx, base, writes); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+
 	b.Run(fmt.Sprintf("goroutines/layers=%d/batch=%d", benchLayers, benchBatch), func(b *testing.B) {
 		var views []transformer.View
 		next := make([]transformer.View, benchLayers)
