@@ -131,8 +131,14 @@ func (d DType) Round(x float64) float64 {
 	case Float32:
 		return float64(float32(x))
 	case BFloat16:
+		if a := math.Abs(x); a >= 0x1p-126 && a < 0x1.fep127 {
+			return roundMantissa(x, 7)
+		}
 		return float64(bf16ToF32(f64ToBF16(x)))
 	case Float16:
+		if a := math.Abs(x); a >= 0x1p-14 && a < 0x1.ffcp15 {
+			return roundMantissa(x, 10)
+		}
 		return float64(float16.Frombits(f64ToF16(x)).Float32())
 	case I8:
 		return saturate(x, -128, 127)
@@ -140,6 +146,16 @@ func (d DType) Round(x float64) float64 {
 		return saturate(x, 0, 255)
 	}
 	return x
+}
+
+// roundMantissa rounds a normal float64 to bits explicit mantissa bits,
+// half to even, on its bit pattern: the fast path of Round for values in the
+// normal range of the target format (a carry into the exponent is right).
+func roundMantissa(x float64, bits uint) float64 {
+	drop := 52 - bits
+	b := math.Float64bits(x)
+	b += (1<<(drop-1) - 1) + (b>>drop)&1
+	return math.Float64frombits(b &^ (1<<drop - 1))
 }
 
 // saturate rounds x half to even and clamps it to [lo, hi], as a cast of a

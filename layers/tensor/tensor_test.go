@@ -2,11 +2,13 @@ package tensor
 
 import (
 	"math"
+	"math/rand/v2"
 	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/x448/float16"
 )
 
 func TestDTypeNamesAndSizes(t *testing.T) {
@@ -347,4 +349,43 @@ func TestCodeDTypes(t *testing.T) {
 		assert.Equal(t, tc.want, f.Float64s())
 	}
 	assert.True(t, BFloat16.IsFloat())
+}
+
+// The fast rounding path agrees with the exact conversion on random values
+// of every magnitude, ties included.
+func TestRoundFastPathAgreesWithConversion(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range 200000 {
+		x := math.Ldexp(r.Float64()+0.5, r.IntN(80)-40)
+		if i%3 == 0 {
+			x = float64(float32(x)) // exact float32 values, the source of ties
+		}
+		if i%2 == 0 {
+			x = -x
+		}
+		require.Equal(t, float64(bf16ToF32(f64ToBF16(x))), BFloat16.Round(x), "bf16 %v", x)
+		require.Equal(t, float64(float16.Frombits(f64ToF16(x)).Float32()), Float16.Round(x), "f16 %v", x)
+	}
+	for _, x := range []float64{0x1.fep127, 0x1.feffffp127, 0x1.ffcp15, 65519.99, 0x1p-126, 0x1p-14} {
+		require.Equal(t, float64(bf16ToF32(f64ToBF16(x))), BFloat16.Round(x), "bf16 %v", x)
+		require.Equal(t, float64(float16.Frombits(f64ToF16(x)).Float32()), Float16.Round(x), "f16 %v", x)
+	}
+}
+
+func TestNF4CodeMatchesLinearSearch(t *testing.T) {
+	linear := func(v float64) byte {
+		c := 0
+		for c < 16 && nf4Bounds[c] < v {
+			c++
+		}
+		return byte(c - 1)
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	vals := append([]float64{-1, 1, 0, -2, 2}, nf4Bounds[1:]...)
+	for range 10000 {
+		vals = append(vals, r.Float64()*2.2-1.1)
+	}
+	for _, v := range vals {
+		require.Equal(t, linear(v), nf4Code(v), "v=%v", v)
+	}
 }
