@@ -176,7 +176,7 @@ const slabBytes = 64 << 10
 // alloc returns zeroed storage for one chunk.
 func (e *Editor) alloc() []byte {
 	size := e.base.ce * e.base.dtype.Size()
-	if size > slabBytes/4 {
+	if size > slabBytes/4 || e.base.t.n == 1 { // a dense tensor needs exactly one chunk
 		return make([]byte, size)
 	}
 	if len(e.slab) < size {
