@@ -202,7 +202,6 @@ type Cache struct {
 	rt     *Runtime
 	id     string
 	pid    *actor.PID
-	pages  *actor.PID // paged caches only
 	layers int
 }
 
@@ -212,17 +211,13 @@ func (r *Runtime) NewCache(id string, spec Spec) (*Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create cache %s: %w", id, err)
 	}
-	a := &cacheActor{id: id, cfg: r.cfg, current: Version{Views: views}, rounds: map[uint64]*round{}, txns: map[string]*txn{}}
+	a := &cacheActor{id: id, cfg: r.cfg, current: Version{Views: views}, rounds: map[uint64]*round{}, txns: map[string]*txn{}, pm: pm}
 	a.history = []Version{a.current}
 	pid, err := r.spawn(id, a)
 	if err != nil {
 		return nil, err
 	}
-	c := &Cache{rt: r, id: id, pid: pid, layers: len(views)}
-	if pm != nil {
-		c.pages = r.sys.Root.SpawnPrefix(actor.PropsFromProducer(func() actor.Actor { return &pageActor{id: id, pm: pm} }), "pages/"+id)
-	}
-	return c, nil
+	return &Cache{rt: r, id: id, pid: pid, layers: len(views)}, nil
 }
 
 // ID returns the cache's id.
@@ -314,9 +309,6 @@ func (c *Cache) Close() error {
 		return errorf(ErrNotFound, "cache %s is not open", c.id)
 	}
 	_ = c.rt.sys.Root.StopFuture(pid).Wait()
-	if c.pages != nil {
-		_ = c.rt.sys.Root.StopFuture(c.pages).Wait()
-	}
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/kvmesh/kvmesh/messages"
+	"github.com/kvmesh/kvmesh/pagemanager"
 )
 
 // Version is a published, immutable version of a cache: its number and one
@@ -17,6 +18,13 @@ import (
 type Version struct {
 	Number uint64
 	Views  []any
+}
+
+// clone returns v with its own Views slice, so a reader that assigns to it
+// cannot change the cache's history (the views themselves are immutable).
+func (v Version) clone() Version {
+	v.Views = append([]any(nil), v.Views...)
+	return v
 }
 
 // LayerWrite is one layer's write of a step.
@@ -91,6 +99,8 @@ type cacheActor struct {
 	nextRound uint64
 	txns      map[string]*txn
 	nextTxn   uint64
+	pm        *pagemanager.HBMPageManager // paged caches: owned by the page-manager child
+	pages     *actor.PID
 }
 
 func (a *cacheActor) Receive(c actor.Context) {
@@ -101,6 +111,15 @@ func (a *cacheActor) Receive(c actor.Context) {
 		for l := range a.layers {
 			a.layers[l] = c.Spawn(actor.PropsFromProducer(func() actor.Actor { return newLayerActor(a.id, l) }))
 		}
+		if a.pm != nil {
+			a.pages = c.Spawn(actor.PropsFromProducer(func() actor.Actor { return &pageActor{id: a.id, pm: a.pm} }))
+		}
+	case *allocPages, *allocPrefill, *freePages:
+		if a.pages == nil {
+			c.Respond(&pagesReply{status: statusOf(errorf(ErrInvalid, "cache %s: only a paged cache has pages", a.id))})
+			return
+		}
+		c.Forward(a.pages) // the sender stays the requester
 	case *stepRequest:
 		a.step(c, m)
 	case *layerApplied:
@@ -122,7 +141,7 @@ func (a *cacheActor) Receive(c actor.Context) {
 			c.Respond(&versionReply{status: statusOf(errorf(ErrNotFound, "cache %s: no transaction %q", a.id, m.txn))})
 			return
 		}
-		c.Respond(&versionReply{version: a.current, status: statusOf(nil)})
+		c.Respond(&versionReply{version: a.current.clone(), status: statusOf(nil)})
 	case *snapshotRequest:
 		c.Respond(a.snapshot(m))
 	}
@@ -272,20 +291,20 @@ func (a *cacheActor) commit(c actor.Context, m *commitRequest) {
 	case !ok:
 		c.Respond(&versionReply{status: statusOf(errorf(ErrNotFound, "cache %s: no transaction %q", a.id, m.txn))})
 	case t.base != a.current.Number:
-		c.Respond(&versionReply{version: a.current, status: statusOf(errorf(ErrStale, "cache %s: transaction %s is based on version %d, the current version is %d", a.id, m.txn, t.base, a.current.Number))})
+		c.Respond(&versionReply{version: a.current.clone(), status: statusOf(errorf(ErrStale, "cache %s: transaction %s is based on version %d, the current version is %d", a.id, m.txn, t.base, a.current.Number))})
 	default:
 		a.publish(t.views)
-		c.Respond(&versionReply{version: a.current, status: statusOf(nil)})
+		c.Respond(&versionReply{version: a.current.clone(), status: statusOf(nil)})
 	}
 }
 
 func (a *cacheActor) snapshot(m *snapshotRequest) *versionReply {
 	if m.latest || m.number == a.current.Number {
-		return &versionReply{version: a.current, status: statusOf(nil)}
+		return &versionReply{version: a.current.clone(), status: statusOf(nil)}
 	}
 	i := sort.Search(len(a.history), func(i int) bool { return a.history[i].Number >= m.number })
 	if i < len(a.history) && a.history[i].Number == m.number {
-		return &versionReply{version: a.history[i], status: statusOf(nil)}
+		return &versionReply{version: a.history[i].clone(), status: statusOf(nil)}
 	}
 	oldest := a.current.Number
 	if len(a.history) > 0 {

@@ -48,10 +48,7 @@ func (a *pageActor) Receive(c actor.Context) {
 }
 
 func (c *Cache) pagesRequest(ctx context.Context, op string, msg any) ([]int32, int, error) {
-	if c.pages == nil {
-		return nil, 0, errorf(ErrInvalid, "cache %s: %s: only a paged cache has pages", c.id, op)
-	}
-	res, err := c.request(ctx, c.pages, op, msg)
+	res, err := c.request(ctx, c.pid, op, msg) // the cache actor forwards it to its page-manager child
 	if err != nil {
 		return nil, 0, err
 	}

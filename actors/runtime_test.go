@@ -418,3 +418,12 @@ func TestHostActorSystemAndClose(t *testing.T) {
 	_, err = rt.NewCache("x", Spec{})
 	require.Error(t, err)
 }
+
+func TestPagesOnlyForPagedCaches(t *testing.T) {
+	rt := newRuntime(t)
+	c, err := rt.NewCache("c", transformerSpec(t))
+	require.NoError(t, err)
+	_, _, err = c.AllocPages(context.Background(), 1)
+	require.ErrorIs(t, err, ErrInvalid)
+	assert.Contains(t, err.Error(), "only a paged cache has pages")
+}
