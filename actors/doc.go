@@ -12,9 +12,9 @@
 // (WithActorSystem). Each cache is a small tree:
 //
 //	cache/<id>             cache actor: the committed versions; coordinates steps and transactions
-//	 └─ layer actor × L    one per layer: applies that layer's writes
-//	     └─ shard actor × D  sharded caches only: one per device of the mesh
-//	pages/<id>             page-manager actor (paged caches): serialises allocation
+//	 ├─ layer actor × L    one per layer: applies that layer's writes
+//	 │   └─ shard actor × D  sharded caches only: one per device of the mesh
+//	 └─ page-manager actor paged caches: serialises allocation (the cache actor forwards page requests)
 //
 // Only the cache actor holds cache data: the current version, the last few
 // published ones (WithHistory) and the staged layers of open transactions
