@@ -95,6 +95,11 @@ type TransformerSpec struct {
 type PagedSpec struct {
 	Metadata paged.Metadata
 	DType    tensor.DType
+	// Pool, when set, gives the cache a serving-grade page pool
+	// (pagemanager.Pool: prefix caching, eviction, fork, KV events on the
+	// event stream) instead of EasyDeL's HBMPageManager; zero NumPages and
+	// PageSize are taken from Metadata.
+	Pool *pagemanager.PoolConfig
 }
 
 // MambaSpec describes a Mamba state cache (mamba.Init).
@@ -212,6 +217,19 @@ func (r *Runtime) NewCache(id string, spec Spec) (*Cache, error) {
 		return nil, fmt.Errorf("create cache %s: %w", id, err)
 	}
 	a := &cacheActor{id: id, cfg: r.cfg, current: Version{Views: views}, rounds: map[uint64]*round{}, txns: map[string]*txn{}, pm: pm}
+	if spec.Paged != nil && spec.Paged.Pool != nil {
+		cfg := *spec.Paged.Pool
+		if cfg.NumPages == 0 {
+			cfg.NumPages = spec.Paged.Metadata.NumPagesPerLayer
+		}
+		if cfg.PageSize == 0 {
+			cfg.PageSize = spec.Paged.Metadata.PageSize
+		}
+		if a.pool, err = pagemanager.NewPool(cfg); err != nil {
+			return nil, fmt.Errorf("create cache %s: %w", id, err)
+		}
+		a.pm = nil
+	}
 	a.history = []Version{a.current}
 	pid, err := r.spawn(id, a)
 	if err != nil {

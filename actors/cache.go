@@ -100,6 +100,7 @@ type cacheActor struct {
 	txns      map[string]*txn
 	nextTxn   uint64
 	pm        *pagemanager.HBMPageManager // paged caches: owned by the page-manager child
+	pool      *pagemanager.Pool           // or, when the spec asks for one, a page pool
 	pages     *actor.PID
 }
 
@@ -111,15 +112,24 @@ func (a *cacheActor) Receive(c actor.Context) {
 		for l := range a.layers {
 			a.layers[l] = c.Spawn(actor.PropsFromProducer(func() actor.Actor { return newLayerActor(a.id, l) }))
 		}
-		if a.pm != nil {
+		switch {
+		case a.pool != nil:
+			a.pages = c.Spawn(actor.PropsFromProducer(func() actor.Actor { return &poolActor{id: a.id, pool: a.pool} }))
+		case a.pm != nil:
 			a.pages = c.Spawn(actor.PropsFromProducer(func() actor.Actor { return &pageActor{id: a.id, pm: a.pm} }))
 		}
 	case *allocPages, *allocPrefill, *freePages:
-		if a.pages == nil {
-			c.Respond(&pagesReply{status: statusOf(errorf(ErrInvalid, "cache %s: only a paged cache has pages", a.id))})
+		if a.pm == nil {
+			c.Respond(&pagesReply{status: statusOf(errorf(ErrInvalid, "cache %s: only a paged cache with an HBMPageManager (no Pool) allocates pages this way", a.id))})
 			return
 		}
 		c.Forward(a.pages) // the sender stays the requester
+	case *poolAdd, *poolAppend, *poolFork, *poolFree:
+		if a.pool == nil {
+			c.Respond(&poolReply{status: statusOf(errorf(ErrInvalid, "cache %s: only a paged cache created with a Pool has sequences", a.id))})
+			return
+		}
+		c.Forward(a.pages)
 	case *stepRequest:
 		a.step(c, m)
 	case *layerApplied:

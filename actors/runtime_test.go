@@ -425,5 +425,5 @@ func TestPagesOnlyForPagedCaches(t *testing.T) {
 	require.NoError(t, err)
 	_, _, err = c.AllocPages(context.Background(), 1)
 	require.ErrorIs(t, err, ErrInvalid)
-	assert.Contains(t, err.Error(), "only a paged cache has pages")
+	assert.Contains(t, err.Error(), "only a paged cache with an HBMPageManager")
 }
