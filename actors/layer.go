@@ -95,6 +95,7 @@ func (a *layerActor) Receive(c actor.Context) {
 		if err != nil {
 			err = fmt.Errorf("layer %d: %w", m.layer, err)
 		}
+		res.View = next
 		c.Respond(&layerApplied{round: m.round, layer: m.layer, next: next, result: res, status: statusOf(err)})
 	case *shardApplied:
 		a.gather(c, m)
@@ -149,7 +150,8 @@ func (a *layerActor) gather(c actor.Context, m *shardApplied) {
 		return
 	}
 	delete(a.rounds, m.round)
-	c.Send(r.replyTo, &layerApplied{round: m.round, layer: a.layer, next: r.base.with(r.parts), result: Result{Parts: r.results}, status: statusOf(nil)})
+	next := r.base.with(r.parts)
+	c.Send(r.replyTo, &layerApplied{round: m.round, layer: a.layer, next: next, result: Result{Parts: r.results, View: next}, status: statusOf(nil)})
 }
 
 // fail ends a sharded round in flight with err.

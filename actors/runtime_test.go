@@ -427,3 +427,25 @@ func TestPagesOnlyForPagedCaches(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalid)
 	assert.Contains(t, err.Error(), "only a paged cache with an HBMPageManager")
 }
+
+// A transaction's WriteLayer returns the layer's staged view, which a model
+// reads next (paged attention reads its pages).
+func TestWriteLayerReturnsTheStagedView(t *testing.T) {
+	rt := newRuntime(t)
+	meta := paged.Metadata{BatchSize: 1, NumHiddenLayers: 1, NumPagesPerLayer: 5, NumPagesPerSequence: 2, MaxSequences: 8,
+		PageSize: 4, NumKVHeads: 1, KVHeadDimSize: 2, HBMUtilization: 0.5}
+	c, err := rt.NewCache("p", Spec{Paged: &PagedSpec{Metadata: meta, DType: tensor.Float64}})
+	require.NoError(t, err)
+	ctx := context.Background()
+	tx, err := c.Begin(ctx, 0)
+	require.NoError(t, err)
+	k := tensor.Must(tensor.FromFloat64s(tensor.Float64, []float64{1, 2, 3, 4}, 2, 1, 2))
+	res, err := tx.WriteLayer(ctx, 0, &PagedWrite{PrefillKey: k, PrefillValue: k, Step: paged.StepMetadata{PrefillLength: 2, PrefillPageTable: []int32{3}}})
+	require.NoError(t, err)
+	v, ok := res.View.(paged.View)
+	require.True(t, ok, "%T", res.View)
+	got, _, err := v.Gather([]int32{3}, 2)
+	require.NoError(t, err)
+	assert.Equal(t, []float64{1, 2, 3, 4}, got.Float64s())
+	require.NoError(t, tx.Abort(ctx))
+}

@@ -37,6 +37,11 @@ type Result struct {
 	Key, Value tensor.Tensor
 	Mask       transformer.Mask
 	Parts      []Result
+	// View is the layer's view after the write (staged in a transaction,
+	// published by a step): what a model reads next in the same layer, e.g.
+	// the pages paged attention reads, or a recurrent state. A sharded
+	// layer's is its *Sharded.
+	View any
 }
 
 // TransformerWrite is a contiguous-cache write: ConcatenateToCache with the
