@@ -169,103 +169,38 @@ func (m *Mamba) outDim() int {
 	return m.i
 }
 
+// shape gives the shared drivers the sizes of a run over rows rows.
+func (m *Mamba) shape(rows int) runShape {
+	return runShape{outDim: m.outDim(), ch: m.i, k: m.k, ssm: []int{rows, m.i, m.n}}
+}
+
 // Forward runs the whole sequence from zero states (the full path: a direct
 // causal convolution and a scan), in precision prec.
 func (m *Mamba) Forward(in MambaInput, prec Precision) (MixerOutput, error) {
-	if err := checkPrecision(prec); err != nil {
-		return MixerOutput{}, err
-	}
 	if prec == tensor.Float64 {
-		return mambaForward[float64](m, in, prec)
+		return forward(mambaBinder[float64](m), m.shape, in, prec)
 	}
-	return mambaForward[float32](m, in, prec)
-}
-
-func mambaForward[F float](m *Mamba, in MambaInput, prec Precision) (MixerOutput, error) {
-	mx, rows, t, err := bindMamba[F](m, in)
-	if err != nil {
-		return MixerOutput{}, err
-	}
-	return fullOutput(runFull[F](mx, rows, t), prec, rows, t, m.outDim(), m.i, m.k, []int{rows, m.i, m.n})
-}
-
-// fullOutput packs a full run into tensors.
-func fullOutput[F float](r mixed[F], prec Precision, rows, t, outDim, ch, k int, ssmShape []int) (MixerOutput, error) {
-	var o MixerOutput
-	var err error
-	if o.Out, err = toTensor(prec, flatten(r.out), rows, t, outDim); err != nil {
-		return o, err
-	}
-	if o.ConvOut, err = toTensor(prec, flatten(r.conv), rows, t, ch); err != nil {
-		return o, err
-	}
-	if o.ConvState, err = toTensor(prec, flatten(r.windows), rows, ch, k); err != nil {
-		return o, err
-	}
-	o.SSMState, err = toTensor(prec, flatten(r.states), ssmShape...)
-	return o, err
-}
-
-// viewPrecision returns the precision of a cached path: the cache's dtype,
-// which must be float64 or float32.
-func viewPrecision(states tensor.Tensor) (Precision, error) {
-	d := states.DType()
-	if err := checkPrecision(d); err != nil {
-		return 0, fmt.Errorf("cached path: %w (the cache dtype is the precision)", err)
-	}
-	return d, nil
+	return forward(mambaBinder[float32](m), m.shape, in, prec)
 }
 
 // Prefill runs the whole input through the full path from zero states and
 // leaves the final conv window and SSM state in v, as a prefill does.
 func (m *Mamba) Prefill(in MambaInput, v mamba.View) (MixerOutput, mamba.View, error) {
-	prec, err := viewPrecision(v.SSMStates())
-	if err != nil {
-		return MixerOutput{}, v, err
-	}
-	out, err := m.Forward(in, prec)
-	if err != nil {
-		return out, v, err
-	}
-	v, err = storeStates(v, out, m.k)
-	return out, v, err
+	return prefill(m.Forward, in, v, m.k)
 }
 
 // Step runs one token per row (inputs with T = 1) through the cache view v:
 // the decode step. It returns the outputs (B, 1, ·) and the next view.
 func (m *Mamba) Step(in MambaInput, v mamba.View) (MixerOutput, mamba.View, error) {
-	prec, err := viewPrecision(v.SSMStates())
-	if err != nil {
-		return MixerOutput{}, v, err
+	if isFloat64(v.SSMStates()) {
+		return step(mambaBinder[float64](m), m.shape, in, v)
 	}
-	if prec == tensor.Float64 {
-		return mambaStep[float64](m, in, v, prec)
-	}
-	return mambaStep[float32](m, in, v, prec)
+	return step(mambaBinder[float32](m), m.shape, in, v)
 }
 
-func mambaStep[F float](m *Mamba, in MambaInput, v mamba.View, prec Precision) (MixerOutput, mamba.View, error) {
-	mx, rows, t, err := bindMamba[F](m, in)
-	if err != nil {
-		return MixerOutput{}, v, err
+func mambaBinder[F float](m *Mamba) binder[MambaInput, F] {
+	return func(in MambaInput) (convMixer[F], int, int, error) {
+		mx, rows, t, err := bindMamba[F](m, in)
+		return mx, rows, t, err
 	}
-	if t != 1 {
-		return MixerOutput{}, v, fmt.Errorf("%w: a step takes 1 token per row, got %d", ErrInput, t)
-	}
-	r, v, err := stepCached[F](mx, v, prec, rows, 0)
-	if err != nil {
-		return MixerOutput{}, v, err
-	}
-	o, err := stepOutput(r, prec, rows, m.outDim(), m.i)
-	return o, v, err
-}
-
-func stepOutput[F float](r mixed[F], prec Precision, rows, outDim, ch int) (MixerOutput, error) {
-	var o MixerOutput
-	var err error
-	if o.Out, err = toTensor(prec, flatten(r.out), rows, 1, outDim); err != nil {
-		return o, err
-	}
-	o.ConvOut, err = toTensor(prec, flatten(r.conv), rows, 1, ch)
-	return o, err
 }

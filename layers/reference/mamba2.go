@@ -157,65 +157,37 @@ func (m *Mamba2) outDim() int {
 	return m.i
 }
 
+// shape gives the shared drivers the sizes of a run over rows rows.
+func (m *Mamba2) shape(rows int) runShape {
+	return runShape{outDim: m.outDim(), ch: m.conv, k: m.k, ssm: []int{rows, m.w.Heads, m.w.HeadDim, m.w.StateSize}}
+}
+
 // Forward runs the whole sequence from zero states (the full path), in
 // precision prec.
 func (m *Mamba2) Forward(in Mamba2Input, prec Precision) (MixerOutput, error) {
-	if err := checkPrecision(prec); err != nil {
-		return MixerOutput{}, err
-	}
 	if prec == tensor.Float64 {
-		return mamba2Forward[float64](m, in, prec)
+		return forward(mamba2Binder[float64](m), m.shape, in, prec)
 	}
-	return mamba2Forward[float32](m, in, prec)
-}
-
-func mamba2Forward[F float](m *Mamba2, in Mamba2Input, prec Precision) (MixerOutput, error) {
-	mx, rows, t, err := bindMamba2[F](m, in)
-	if err != nil {
-		return MixerOutput{}, err
-	}
-	return fullOutput(runFull[F](mx, rows, t), prec, rows, t, m.outDim(), m.conv, m.k, []int{rows, m.w.Heads, m.w.HeadDim, m.w.StateSize})
+	return forward(mamba2Binder[float32](m), m.shape, in, prec)
 }
 
 // Prefill runs the whole input through the full path from zero states and
 // leaves the final conv window and SSM state in v.
 func (m *Mamba2) Prefill(in Mamba2Input, v mamba2.View) (MixerOutput, mamba2.View, error) {
-	prec, err := viewPrecision(v.SSMStates())
-	if err != nil {
-		return MixerOutput{}, v, err
-	}
-	out, err := m.Forward(in, prec)
-	if err != nil {
-		return out, v, err
-	}
-	v, err = storeStates(v, out, m.k)
-	return out, v, err
+	return prefill(m.Forward, in, v, m.k)
 }
 
 // Step runs one token per row (inputs with T = 1) through the cache view v.
 func (m *Mamba2) Step(in Mamba2Input, v mamba2.View) (MixerOutput, mamba2.View, error) {
-	prec, err := viewPrecision(v.SSMStates())
-	if err != nil {
-		return MixerOutput{}, v, err
+	if isFloat64(v.SSMStates()) {
+		return step(mamba2Binder[float64](m), m.shape, in, v)
 	}
-	if prec == tensor.Float64 {
-		return mamba2Step[float64](m, in, v, prec)
-	}
-	return mamba2Step[float32](m, in, v, prec)
+	return step(mamba2Binder[float32](m), m.shape, in, v)
 }
 
-func mamba2Step[F float](m *Mamba2, in Mamba2Input, v mamba2.View, prec Precision) (MixerOutput, mamba2.View, error) {
-	mx, rows, t, err := bindMamba2[F](m, in)
-	if err != nil {
-		return MixerOutput{}, v, err
+func mamba2Binder[F float](m *Mamba2) binder[Mamba2Input, F] {
+	return func(in Mamba2Input) (convMixer[F], int, int, error) {
+		mx, rows, t, err := bindMamba2[F](m, in)
+		return mx, rows, t, err
 	}
-	if t != 1 {
-		return MixerOutput{}, v, fmt.Errorf("%w: a step takes 1 token per row, got %d", ErrInput, t)
-	}
-	r, v, err := stepCached[F](mx, v, prec, rows, 0)
-	if err != nil {
-		return MixerOutput{}, v, err
-	}
-	o, err := stepOutput(r, prec, rows, m.outDim(), m.conv)
-	return o, v, err
 }

@@ -166,3 +166,104 @@ func fitsCache(conv, ssm tensor.Tensor, convShape, ssmShape []int) error {
 	}
 	return nil
 }
+
+// binder binds a mixer's weights to one call's inputs in precision F, and
+// returns the batch and token counts.
+type binder[In any, F float] func(In) (convMixer[F], int, int, error)
+
+// runShape is the sizes of a run's outputs: the output width, the conv
+// channels and width, and the SSM state's shape.
+type runShape struct {
+	outDim, ch, k int
+	ssm           []int
+}
+
+// forward is the full path of a conv/SSM mixer in precision prec.
+func forward[In any, F float](bind binder[In, F], shape func(rows int) runShape, in In, prec Precision) (MixerOutput, error) {
+	if err := checkPrecision(prec); err != nil {
+		return MixerOutput{}, err
+	}
+	mx, rows, t, err := bind(in)
+	if err != nil {
+		return MixerOutput{}, err
+	}
+	sh := shape(rows)
+	return fullOutput(runFull(mx, rows, t), prec, rows, t, sh.outDim, sh.ch, sh.k, sh.ssm)
+}
+
+// prefill runs the full path in the cache's precision and leaves the final
+// states in v.
+func prefill[In any, V convSSMView[V]](fwd func(In, Precision) (MixerOutput, error), in In, v V, k int) (MixerOutput, V, error) {
+	prec, err := viewPrecision(v.SSMStates())
+	if err != nil {
+		return MixerOutput{}, v, err
+	}
+	out, err := fwd(in, prec)
+	if err != nil {
+		return out, v, err
+	}
+	v, err = storeStates(v, out, k)
+	return out, v, err
+}
+
+// step runs one token per row through view v, in the cache's precision.
+func step[In any, F float, V convSSMView[V]](bind binder[In, F], shape func(rows int) runShape, in In, v V) (MixerOutput, V, error) {
+	prec, err := viewPrecision(v.SSMStates())
+	if err != nil {
+		return MixerOutput{}, v, err
+	}
+	mx, rows, t, err := bind(in)
+	if err != nil {
+		return MixerOutput{}, v, err
+	}
+	if t != 1 {
+		return MixerOutput{}, v, fmt.Errorf("%w: a step takes 1 token per row, got %d", ErrInput, t)
+	}
+	r, v, err := stepCached[F](mx, v, prec, rows, 0)
+	if err != nil {
+		return MixerOutput{}, v, err
+	}
+	o, err := stepOutput(r, prec, rows, shape(rows).outDim, shape(rows).ch)
+	return o, v, err
+}
+
+// isFloat64 reports whether a cache's states are float64 (else the cached
+// path runs in float32, or fails on another dtype).
+func isFloat64(states tensor.Tensor) bool { return states.DType() == tensor.Float64 }
+
+func stepOutput[F float](r mixed[F], prec Precision, rows, outDim, ch int) (MixerOutput, error) {
+	var o MixerOutput
+	var err error
+	if o.Out, err = toTensor(prec, flatten(r.out), rows, 1, outDim); err != nil {
+		return o, err
+	}
+	o.ConvOut, err = toTensor(prec, flatten(r.conv), rows, 1, ch)
+	return o, err
+}
+
+// fullOutput packs a full run into tensors.
+func fullOutput[F float](r mixed[F], prec Precision, rows, t, outDim, ch, k int, ssmShape []int) (MixerOutput, error) {
+	var o MixerOutput
+	var err error
+	if o.Out, err = toTensor(prec, flatten(r.out), rows, t, outDim); err != nil {
+		return o, err
+	}
+	if o.ConvOut, err = toTensor(prec, flatten(r.conv), rows, t, ch); err != nil {
+		return o, err
+	}
+	if o.ConvState, err = toTensor(prec, flatten(r.windows), rows, ch, k); err != nil {
+		return o, err
+	}
+	o.SSMState, err = toTensor(prec, flatten(r.states), ssmShape...)
+	return o, err
+}
+
+// viewPrecision returns the precision of a cached path: the cache's dtype,
+// which must be float64 or float32.
+func viewPrecision(states tensor.Tensor) (Precision, error) {
+	d := states.DType()
+	if err := checkPrecision(d); err != nil {
+		return 0, fmt.Errorf("cached path: %w (the cache dtype is the precision)", err)
+	}
+	return d, nil
+}
