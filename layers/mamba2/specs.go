@@ -3,11 +3,8 @@ package mamba2
 import (
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/kvmesh/kvmesh/layers/internal/convssm"
-	"github.com/kvmesh/kvmesh/layers/internal/rowstore"
-	"github.com/kvmesh/kvmesh/layers/tensor"
 	"github.com/kvmesh/kvmesh/sharding"
 )
 
@@ -16,8 +13,8 @@ import (
 // not join.
 var ErrSharding = errors.New("mamba2: bad sharding")
 
-// rows restores split and joined states into the row-chunked store layout.
-var rows = rowstore.Ops{Shape: ErrShape, OutOfRange: ErrOutOfRange, Incompatible: ErrIncompatible}
+// shards does the State work of Specs, Split and JoinViews.
+var shards = convssm.ShardOps{Ops: states, Sharding: ErrSharding}
 
 // StateAxes returns the semantic axes of the conv state (B, conv_dim, K)
 // and of the SSM state (B, H, P, N): [BATCH, HEAD, LENGTH], EasyDeL's
@@ -45,13 +42,6 @@ type Specs struct {
 	Positions sharding.Spec
 }
 
-// allShapes returns the full shapes of meta's conv state, SSM state and
-// positions.
-func allShapes(m Metadata) (conv, ssm, pos []int) {
-	conv, ssm = m.stateShapes()
-	return conv, ssm, []int{m.BatchSize}
-}
-
 // Specs returns the specs of v's tensors: StateAxes and PositionAxes
 // resolved by pa in mode and corrected for v's shapes on mesh. An empty view
 // wraps ErrEmpty; an unknown mode or an invalid pa wraps ErrSharding and the
@@ -60,25 +50,9 @@ func (v View) Specs(pa sharding.PartitionAxis, mode sharding.Mode, mesh sharding
 	if err := v.checkNotEmpty("Specs"); err != nil {
 		return Specs{}, err
 	}
-	conv, ssm, pos := allShapes(v.meta)
-	var s Specs
-	for _, c := range []struct {
-		name  string
-		dst   *sharding.Spec
-		axes  []string
-		shape []int
-	}{
-		{"conv_states", &s.Conv, StateAxes(), conv},
-		{"ssm_states", &s.SSM, StateAxes(), ssm},
-		{"positions", &s.Positions, PositionAxes(), pos},
-	} {
-		spec, err := sharding.ResolveFor(pa, c.axes, mode, c.shape, mesh)
-		if err != nil {
-			return Specs{}, fmt.Errorf("%w: %s: %w", ErrSharding, c.name, err)
-		}
-		*c.dst = spec
-	}
-	return s, nil
+	conv, ssm := v.meta.stateShapes()
+	s, err := shards.Resolve(pa, mode, mesh, StateAxes(), PositionAxes(), conv, ssm)
+	return Specs(s), err
 }
 
 // ColumnSpec returns the spec of UpdateConvState's input (B, conv_dim): the
@@ -96,27 +70,16 @@ func (s Specs) WindowSpec() sharding.Spec { return s.Conv.Pick(0, 1, -1) }
 // num_heads and head_dim divided by their block counts, and
 // intermediate_size and n_groups by the conv channels' block count.
 func (s Specs) shardMeta(meta Metadata, mesh sharding.Mesh) (Metadata, error) {
-	conv, ssm, pos := allShapes(meta)
-	for _, c := range []struct {
-		name  string
-		spec  sharding.Spec
-		shape []int
-	}{{"conv_states", s.Conv, conv}, {"ssm_states", s.SSM, ssm}, {"positions", s.Positions, pos}} {
-		if _, err := sharding.ShardSlices(c.shape, c.spec, mesh); err != nil {
-			return Metadata{}, fmt.Errorf("%w: %s spec %s for shape %v: %w", ErrSharding, c.name, c.spec, c.shape, err)
-		}
-	}
-	if k := s.Conv[2].Blocks(mesh); k > 1 {
-		return Metadata{}, fmt.Errorf("%w: conv_states spec %s cuts the kernel axis (conv_kernel_size %d) into %d blocks over %s; a shard view rolls whole windows",
-			ErrSharding, s.Conv, meta.ConvKernelSize, k, s.Conv[2])
+	conv, ssm := meta.stateShapes()
+	if err := shards.CheckFit(convssm.Specs(s), conv, ssm, mesh); err != nil {
+		return Metadata{}, err
 	}
 	if k := s.SSM[3].Blocks(mesh); k > 1 {
 		return Metadata{}, fmt.Errorf("%w: ssm_states spec %s cuts state_size %d into %d blocks over %s; a shard view's state_size also sizes its conv channels",
 			ErrSharding, s.SSM, meta.StateSize, k, s.SSM[3])
 	}
-	if !s.SSM.Pick(0).Equal(s.Conv.Pick(0)) || !s.Positions.Pick(0).Equal(s.Conv.Pick(0)) {
-		return Metadata{}, fmt.Errorf("%w: conv_states, ssm_states and positions specs cut the batch over %s, %s and %s; a shard view's states and positions hold the same rows",
-			ErrSharding, s.Conv[0], s.SSM[0], s.Positions[0])
+	if err := shards.CheckBatch(convssm.Specs(s)); err != nil {
+		return Metadata{}, err
 	}
 	kc := s.Conv[1].Blocks(mesh)
 	if meta.IntermediateSize%kc != 0 || meta.NGroups%kc != 0 {
@@ -163,50 +126,22 @@ func (v View) Split(s Specs, mesh sharding.Mesh) ([]View, error) {
 	if err != nil {
 		return nil, err
 	}
-	convs, err := sharding.Split(v.st.Conv, s.Conv, mesh)
+	conv, ssm := sm.stateShapes()
+	parts, err := shards.Split(v.st, convssm.Specs(s), mesh, conv, ssm)
 	if err != nil {
-		return nil, fmt.Errorf("%w: conv_states: %w", ErrSharding, err)
+		return nil, err
 	}
-	ssms, err := sharding.Split(v.st.SSM, s.SSM, mesh)
-	if err != nil {
-		return nil, fmt.Errorf("%w: ssm_states: %w", ErrSharding, err)
-	}
-	pos, err := sharding.SplitValues(v.st.Positions, s.Positions, mesh)
-	if err != nil {
-		return nil, fmt.Errorf("%w: positions: %w", ErrSharding, err)
-	}
-	out := make([]View, len(convs))
-	for i := range out {
-		if out[i], err = viewOfParts(sm, v, convs[i], ssms[i], pos[i]); err != nil {
-			return nil, fmt.Errorf("%w: shard %d: %w", ErrSharding, i, err)
-		}
+	out := make([]View, len(parts))
+	for i, st := range parts {
+		out[i] = v.withParts(sm, st)
 	}
 	return out, nil
 }
 
-// viewOfParts assembles a view of meta, with like's seqlen_offset and layer
-// index, from states of meta's shapes, in the store layout (shared when
-// they already have it, else copied).
-func viewOfParts(meta Metadata, like View, conv, ssm tensor.Tensor, pos []int32) (View, error) {
-	cs, ss := meta.stateShapes()
-	if !conv.HasShape(cs...) || !ssm.HasShape(ss...) || len(pos) != meta.BatchSize || conv.DType() != ssm.DType() {
-		return View{}, fmt.Errorf("%w: conv_states %s, ssm_states %s and %d positions, want shapes %v and %v of one dtype and %d positions",
-			ErrShape, conv, ssm, len(pos), cs, ss, meta.BatchSize)
-	}
-	var err error
-	if conv, err = rows.Restore(conv); err != nil {
-		return View{}, err
-	}
-	if ssm, err = rows.Restore(ssm); err != nil {
-		return View{}, err
-	}
-	return View{
-		st:           convssm.State{Conv: conv, SSM: ssm, Positions: slices.Clone(pos)},
-		seqlenOffset: like.seqlenOffset,
-		meta:         meta.clone(),
-		layer:        like.layer,
-		hasLayer:     like.hasLayer,
-	}, nil
+// withParts returns a view of meta holding st, with v's seqlen_offset and
+// layer index.
+func (v View) withParts(meta Metadata, st convssm.State) View {
+	return View{st: st, seqlenOffset: v.seqlenOffset, meta: meta.clone(), layer: v.layer, hasLayer: v.hasLayer}
 }
 
 // JoinViews rebuilds the view that Split cut by s over mesh from one shard
@@ -224,48 +159,20 @@ func JoinViews(parts []View, meta Metadata, s Specs, mesh sharding.Mesh) (View, 
 	if _, err := s.shardMeta(meta, mesh); err != nil {
 		return View{}, err
 	}
-	if len(parts) != mesh.NumDevices() {
-		return View{}, fmt.Errorf("%w: %d shard views for a mesh of %d devices", ErrSharding, len(parts), mesh.NumDevices())
-	}
-	n := len(parts)
-	convs, ssms, pos := make([]tensor.Tensor, n), make([]tensor.Tensor, n), make([][]int32, n)
-	p0 := parts[0]
+	sts := make([]convssm.State, len(parts))
 	for i, p := range parts {
-		if p.IsEmpty() {
-			return View{}, fmt.Errorf("%w: shard view %d is empty", ErrSharding, i)
-		}
-		if p.DType() != p0.DType() {
-			return View{}, fmt.Errorf("%w: shard view %d is %s, shard view 0 is %s", ErrSharding, i, p.DType(), p0.DType())
-		}
+		sts[i] = p.st
+	}
+	conv, ssm := meta.stateShapes()
+	st, err := shards.Join(sts, convssm.Specs(s), mesh, conv, ssm, func(i int) error {
+		p, p0 := parts[i], parts[0]
 		if p.seqlenOffset != p0.seqlenOffset {
-			return View{}, fmt.Errorf("%w: shard view %d has seqlen_offset %d, shard view 0 has %d", ErrSharding, i, p.seqlenOffset, p0.seqlenOffset)
+			return fmt.Errorf("%w: shard view %d has seqlen_offset %d, shard view 0 has %d", ErrSharding, i, p.seqlenOffset, p0.seqlenOffset)
 		}
-		if p.layer != p0.layer || p.hasLayer != p0.hasLayer {
-			return View{}, fmt.Errorf("%w: shard view %d has layer index %s, shard view 0 has %s",
-				ErrSharding, i, layerString(p.layer, p.hasLayer), layerString(p0.layer, p0.hasLayer))
-		}
-		convs[i], ssms[i], pos[i] = p.st.Conv, p.st.SSM, p.st.Positions
-	}
-	cs, ss, ps := allShapes(meta)
-	conv, err := sharding.Join(convs, s.Conv, mesh, cs)
+		return shards.CheckLayer(i, p.layer, p.hasLayer, p0.layer, p0.hasLayer)
+	})
 	if err != nil {
-		return View{}, fmt.Errorf("%w: conv_states: %w", ErrSharding, err)
+		return View{}, err
 	}
-	ssm, err := sharding.Join(ssms, s.SSM, mesh, ss)
-	if err != nil {
-		return View{}, fmt.Errorf("%w: ssm_states: %w", ErrSharding, err)
-	}
-	positions, err := sharding.JoinValues(pos, s.Positions, mesh, ps[0])
-	if err != nil {
-		return View{}, fmt.Errorf("%w: positions: %w", ErrSharding, err)
-	}
-	return viewOfParts(meta, p0, conv, ssm, positions)
-}
-
-// layerString formats an optional layer index for messages.
-func layerString(l int, ok bool) string {
-	if !ok {
-		return "None"
-	}
-	return fmt.Sprint(l)
+	return parts[0].withParts(meta, st), nil
 }
