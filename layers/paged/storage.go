@@ -59,13 +59,8 @@ func (s Storage) Validate() error {
 	if !s.DType.IsFloat() {
 		return fmt.Errorf("%w: %s is not a supported KV dtype (want float32, bfloat16, float16 or float64)", ErrDType, s.DType)
 	}
-	switch s.Quantization {
-	case tensor.None, tensor.Int8, tensor.NF4:
-	default:
-		return fmt.Errorf("%w: unknown quantization %s (want NONE, 8BIT or NF4)", ErrQuantization, s.Quantization)
-	}
-	if s.BlockSize < 0 {
-		return fmt.Errorf("%w: block size %d must not be negative", ErrQuantization, s.BlockSize)
+	if err := kvquant.Config(s).CheckQuantization(); err != nil {
+		return fmt.Errorf("%w: %v", ErrQuantization, err)
 	}
 	return nil
 }
@@ -73,13 +68,7 @@ func (s Storage) Validate() error {
 // resolved returns s with the default NF4 block filled in and BlockSize 0
 // for the other quantizations.
 func (s Storage) resolved() Storage {
-	switch {
-	case s.Quantization != tensor.NF4:
-		s.BlockSize = 0
-	case s.BlockSize == 0:
-		s.BlockSize = DefaultNF4BlockSize
-	}
-	return s
+	return Storage(kvquant.Config(s).Resolved(DefaultNF4BlockSize))
 }
 
 // quantized is the quantized part of a View, never changed once built; a

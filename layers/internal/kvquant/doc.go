@@ -14,6 +14,10 @@
 // materialises the whole tensor on a write, and the stored form stays
 // quantized across any number of writes.
 //
+// Config is the caches' storage setting (their Storage types convert to
+// it): its quantization checks and the defaulting of its NF4 block are shared
+// here.
+//
 // Errors are plain messages; the calling package wraps them with its own
 // sentinel errors.
 package kvquant

@@ -43,7 +43,7 @@ func NewFormat(dtype tensor.DType, q tensor.Quantization, blockSize, width int) 
 			return Format{}, fmt.Errorf("nf4 block size %d does not divide the head dim %d (a row of %d values)", blockSize, width, width)
 		}
 	default:
-		return Format{}, fmt.Errorf("unknown quantization %s (want NONE, 8BIT or NF4)", q)
+		return Format{}, unknownQuantization(q)
 	}
 	return f, nil
 }
