@@ -41,7 +41,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return exitError{exitBadInput, err} })
-	root.AddCommand(newRunCmd(), newParityCmd())
+	root.AddCommand(newRunCmd(), newParityCmd(), newBenchCmd())
 	err := root.Execute()
 	if err == nil {
 		return 0
