@@ -13,6 +13,8 @@ func ExampleRun() {
 	cfg.Workload.Requests = 8
 	cfg.Workload.Turns = 2
 	cfg.Workload.SystemLen = engine.Range{Min: 16, Max: 48}
+	cfg.Workload.UserLen = engine.Range{Min: 4, Max: 16}
+	cfg.Workload.OutputLen = engine.Range{Min: 4, Max: 12}
 	cfg.Verify = 2
 	rep, err := engine.Run(context.Background(), cfg)
 	if err != nil {

@@ -135,7 +135,7 @@ func micros(ds []time.Duration, q float64) float64 {
 func (r Report) WriteText(w io.Writer) error {
 	var b strings.Builder
 	pct := func(x float64) string { return fmt.Sprintf("%.0f%%", 100*x) }
-	fmt.Fprintf(&b, "kvmesh run: %d requests (%d conversations) on a %s model, %d slots, %d pages of %d tokens\n",
+	fmt.Fprintf(&b, "kvmesh run: %d requests (%d conversations), model %s, %d slots, %d pages of %d tokens\n",
 		r.Requests, r.Conversations, r.Model, r.Slots, r.Pages, r.PageSize)
 	fmt.Fprintf(&b, "  tokens        in %d, out %d, computed %d: %.0f tokens/s (%.0f out/s)\n",
 		r.TokensIn, r.TokensOut, r.TokensComputed, r.TokensPerSecond, r.OutputTokensPerSecond)
