@@ -170,17 +170,15 @@ func TestChatSimulation(t *testing.T) {
 	}
 }
 
-// TestVLLMTrace replays shared/traces/chat-multiturn.jsonl and checks that
-// the pool, driven with vLLM's rules, reports exactly what vLLM's own
-// KV-cache manager reported on it: hit tokens per request, running
-// evictions, totals and the cached pages left. It is skipped when the
-// trace is not beside the repository.
+// TestVLLMTrace replays testdata/traces/chat-multiturn.jsonl and checks
+// that the pool, driven with vLLM's rules, reports exactly what vLLM's own
+// KV-cache manager reported on it (chat-multiturn.vllm.json, see
+// testdata/traces/PROVENANCE.md): hit tokens per request, running
+// evictions, totals and the cached pages left.
 func TestVLLMTrace(t *testing.T) {
-	dir := filepath.Join("..", "..", "shared", "traces")
+	dir := filepath.Join("testdata", "traces")
 	f, err := os.Open(filepath.Join(dir, "chat-multiturn.jsonl"))
-	if err != nil {
-		t.Skipf("no trace: %v", err)
-	}
+	require.NoError(t, err)
 	defer f.Close()
 	var reqs []chatRequest
 	sc := bufio.NewScanner(f)
