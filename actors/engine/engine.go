@@ -88,14 +88,14 @@ type engine struct {
 
 // stats are a run's counters.
 type stats struct {
-	steps, admissions, preemptions  int
-	admittedTokens, hitTokens       int
-	attnHitTokens, computedTokens   int
-	evictions, deferrals            int
-	tokensOut, peakPages            int
-	runtime, compute                []time.Duration
-	utilization                     []float64
-	maxRunning, checkpointsAtFinish int
+	steps, admissions, preemptions int
+	admittedTokens, hitTokens      int
+	attnHitTokens, computedTokens  int
+	evictions, deferrals           int
+	tokensOut, peakPages           int
+	runtime, compute               []time.Duration
+	utilization                    []float64
+	maxRunning                     int
 }
 
 // Run serves cfg's workload on a fresh embedded runtime and returns the
@@ -112,23 +112,15 @@ func run(ctx context.Context, cfg Config) (*engine, Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, Report{}, err
 	}
-	model, err := reference.NewHybrid(cfg.Model)
-	if err != nil {
-		return nil, Report{}, fmt.Errorf("%w: %w", ErrConfig, err)
-	}
-	s := cfg.Scheduler
-	meta, err := model.CacheMetadata(s.Slots, s.Pages+1, s.PageSize, cfg.Workload.MaxSequence())
-	if err != nil {
-		return nil, Report{}, fmt.Errorf("%w: %w", ErrConfig, err)
-	}
 	rt, err := actors.NewRuntime()
 	if err != nil {
 		return nil, Report{}, err
 	}
 	defer rt.Close()
-	e := &engine{cfg: cfg, model: model, meta: meta, ps: s.PageSize, pad: meta.Paged.NumPagesPerSequence, rt: rt,
-		sub: pagemanager.NewSubscriber(1), cached: map[pagemanager.Key]struct{}{}, ckpts: map[pagemanager.Key]*reference.RecurrentState{},
-		nextSeq: 1}
+	e, err := newEngine(cfg, rt)
+	if err != nil {
+		return nil, Report{}, err
+	}
 	err = e.start(ctx)
 	if e.unsubscribe != nil {
 		defer e.unsubscribe()
@@ -149,13 +141,29 @@ func run(ctx context.Context, cfg Config) (*engine, Report, error) {
 	rep := e.report(elapsed, free)
 	rep.Checkpoints = held
 	if cfg.Verify > 0 {
-		v := verify(ctx, model, e.requests, cfg.Verify)
+		v := verify(ctx, e.model, e.requests, cfg.Verify)
 		rep.Verify, rep.Verified = &v, v.Passed
 		if !rep.Verified {
 			return e, rep, fmt.Errorf("%w: %s", ErrVerify, rep.Verify.Summary())
 		}
 	}
 	return e, rep, nil
+}
+
+// newEngine returns an engine for a valid cfg on runtime rt, before start.
+func newEngine(cfg Config, rt *actors.Runtime) (*engine, error) {
+	model, err := reference.NewHybrid(cfg.Model)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	s := cfg.Scheduler
+	meta, err := model.CacheMetadata(s.Slots, s.Pages+1, s.PageSize, cfg.Workload.MaxSequence())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	return &engine{cfg: cfg, model: model, meta: meta, ps: s.PageSize, pad: meta.Paged.NumPagesPerSequence, rt: rt,
+		sub: pagemanager.NewSubscriber(1), cached: map[pagemanager.Key]struct{}{}, ckpts: map[pagemanager.Key]*reference.RecurrentState{},
+		nextSeq: 1}, nil
 }
 
 // start creates the caches and subscribes to the pool's KV events.

@@ -7,7 +7,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kvmesh/kvmesh/actors"
 	"github.com/kvmesh/kvmesh/layers/reference"
+	"github.com/kvmesh/kvmesh/pagemanager"
 )
 
 // smallConfig is a run of a few requests on a tiny model: fast under -race.
@@ -67,6 +69,11 @@ func TestRunIsDeterministicAndVerified(t *testing.T) {
 		"without preemption every prompt token but the hits is computed once, and every output token but the last is fed back")
 	assert.LessOrEqual(t, a.PeakPages, cfg.Scheduler.Pages)
 	assert.Len(t, a.PageUtilization, 10)
+	hitVerified := false
+	for _, id := range a.Verify.Requests {
+		hitVerified = hitVerified || e1.requests[id].hitTokens > 0
+	}
+	assert.True(t, hitVerified, "a request resumed from the prefix cache (pages and recurrent checkpoint) is verified")
 
 	cfg.Workload.Seed++
 	_, c, err := run(context.Background(), cfg)
@@ -244,4 +251,45 @@ func TestPlanIsSeeded(t *testing.T) {
 	assert.Equal(t, w.Requests, turns)
 	w.Seed++
 	assert.NotEqual(t, a, plan(w, 64))
+}
+
+// Requests that share a long system prompt and arrive together: the later
+// ones wait while the first computes the shared pages, then take them from
+// the prefix cache instead of computing them again.
+func TestRequestsWaitForPagesInFlight(t *testing.T) {
+	cfg := smallConfig()
+	cfg.Workload = Workload{Seed: 5, Requests: 4, Turns: 1, SystemPrompts: 1, SystemLen: Range{40, 40},
+		UserLen: Range{3, 3}, OutputLen: Range{2, 2}, ArrivalRate: 1000, ThinkSteps: Range{0, 0}}
+	cfg.Scheduler.TokenBudget = 12
+	e, r, err := run(context.Background(), cfg)
+	require.NoError(t, err)
+	assert.Positive(t, r.Deferrals)
+	for _, q := range e.requests[1:] {
+		assert.Equal(t, 40, q.hitTokens, "request %d takes the 10 full pages of the system prompt from the cache", q.id)
+	}
+	assert.Zero(t, e.requests[0].hitTokens)
+	assert.True(t, r.Verified)
+}
+
+// The end-of-run check counts the pages the pool can still hand out, so a
+// sequence left holding pages shows as missing pages.
+func TestFreePagesAtEndSeesHeldPages(t *testing.T) {
+	cfg := smallConfig()
+	s := cfg.Scheduler
+	rt, err := actors.NewRuntime()
+	require.NoError(t, err)
+	defer rt.Close()
+	e, err := newEngine(cfg, rt)
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, e.start(ctx))
+	defer e.unsubscribe()
+	free, err := e.freePagesAtEnd(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, s.Pages, free)
+	_, _, err = e.kv.AddSequence(ctx, 1000, pagemanager.Request{Tokens: make([]int32, 3*s.PageSize)})
+	require.NoError(t, err)
+	free, err = e.freePagesAtEnd(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, s.Pages-3, free, "a leaked sequence's 3 pages are missing")
 }
