@@ -26,7 +26,13 @@
 // were hit and which pages to copy (copy-on-write), TakeEvents hands out
 // the KV events, TakeDroppedCheckpoints the recurrent checkpoints whose
 // state can be released. With Recompute 1, a pool replays vLLM's
-// KV-cache manager exactly (hits per request, evictions): see TestVLLMTrace.
+// KV-cache manager exactly (hits per request, evictions): see TestVLLMTrace
+// and the trace replayer pagemanager/sim.
+//
+// PoolConfig.Eviction chooses which cached free page an allocation
+// evicts: EvictLRU is vLLM's order; EvictShared, a kvmesh extension,
+// keeps shared prefixes (system prompts) while they are hit more often
+// than private pages, and takes keyless pages first.
 //
 // Both allocators rest on an index-linked free list over preallocated
 // arrays with O(1) push, pop and removal from the middle.

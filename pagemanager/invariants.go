@@ -19,7 +19,9 @@ import (
 //     the last one being the sequence's parent key;
 //   - the table maps each key to a chain of pages that carry that key,
 //     linked both ways, and every keyed page is in its key's chain;
-//   - every checkpoint's key is in the table.
+//   - every checkpoint's key is in the table;
+//   - an eviction policy's queues hold exactly the free pages, keyless
+//     pages apart (evictor.check).
 func (p *Pool) checkInvariants() error {
 	var errs []error
 	bad := func(format string, args ...any) {
@@ -112,6 +114,9 @@ func (p *Pool) checkInvariants() error {
 		if _, ok := p.table[k]; !ok {
 			bad("checkpoint for key %s, which is not cached", k)
 		}
+	}
+	if p.ev != nil {
+		errs = append(errs, p.ev.check(p)...)
 	}
 	return errors.Join(errs...)
 }

@@ -3,10 +3,12 @@ package pagemanager
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -25,6 +27,20 @@ type model struct {
 	seqs    map[SeqID]*modelSeq
 	ckpt    map[string]Checkpoint
 	dropped []Checkpoint
+
+	// EvictShared, modelled from its documentation: the free pages of
+	// lru are also in one of three queues (keyless, private, shared),
+	// each in the order pages joined it.
+	evictShared bool
+	queues      [3][]int32
+	sharedPg    map[int32]bool
+	hitCount    map[int32]int
+	since       map[int32]int64
+	child       map[int32]string // key of the first page registered after it
+	clock       int64
+	privHits    int64
+	privSlots   int64
+	stats       struct{ branches, protected, stale int } // decisions, for tests
 }
 
 type modelSeq struct {
@@ -38,11 +54,79 @@ func newModel(cfg PoolConfig) *model {
 		ps: cfg.PageSize, pages: cfg.NumPages, caching: cfg.PrefixCaching, hybrid: cfg.Hybrid,
 		ref: map[int32]int{}, key: map[int32]string{}, table: map[string][]int32{},
 		seqs: map[SeqID]*modelSeq{}, ckpt: map[string]Checkpoint{},
+		evictShared: cfg.Eviction == EvictShared,
+		sharedPg:    map[int32]bool{}, hitCount: map[int32]int{}, since: map[int32]int64{}, child: map[int32]string{},
 	}
 	for i := 1; i < cfg.NumPages; i++ {
 		m.lru = append(m.lru, int32(i))
+		m.queues[0] = append(m.queues[0], int32(i))
 	}
 	return m
+}
+
+// queueOf returns the queue holding free page pg, or -1.
+func (m *model) queueOf(pg int32) int {
+	for q, pages := range m.queues {
+		if slices.Contains(pages, pg) {
+			return q
+		}
+	}
+	return -1
+}
+
+// unqueue takes free page pg out of lru and of its queue.
+func (m *model) unqueue(pg int32) {
+	m.lru = slices.DeleteFunc(m.lru, func(q int32) bool { return q == pg })
+	if q := m.queueOf(pg); q >= 0 {
+		m.queues[q] = slices.DeleteFunc(m.queues[q], func(x int32) bool { return x == pg })
+	}
+}
+
+// enqueue appends a page that became free to lru and to the queue of its
+// kind.
+func (m *model) enqueue(pg int32) {
+	m.lru = append(m.lru, pg)
+	q := 1
+	if _, keyed := m.key[pg]; !keyed {
+		q = 0
+	} else if m.sharedPg[pg] {
+		q = 2
+	}
+	m.queues[q] = append(m.queues[q], pg)
+}
+
+// forget drops EvictShared's record of a page that lost its key, moving
+// it to the keyless queue if it is free.
+func (m *model) forget(pg int32) {
+	delete(m.sharedPg, pg)
+	delete(m.hitCount, pg)
+	delete(m.since, pg)
+	delete(m.child, pg)
+	if q := m.queueOf(pg); q > 0 {
+		m.queues[q] = slices.DeleteFunc(m.queues[q], func(x int32) bool { return x == pg })
+		m.queues[0] = append(m.queues[0], pg)
+	}
+}
+
+// victim is the page EvictShared takes next.
+func (m *model) victim() int32 {
+	if len(m.queues[0]) > 0 {
+		return m.queues[0][0]
+	}
+	if len(m.queues[2]) == 0 {
+		return m.queues[1][0]
+	}
+	sh := m.queues[2][0]
+	if len(m.queues[1]) == 0 {
+		return sh
+	}
+	rate := float64(m.hitCount[sh]) / float64(m.clock-m.since[sh]+1)
+	if rate < 1.5*float64(m.privHits+1)/float64(m.privSlots+10) {
+		m.stats.stale++
+		return sh
+	}
+	m.stats.protected++
+	return m.queues[1][0]
 }
 
 // prefixKey names the content of the page ending at token end.
@@ -77,13 +161,17 @@ func (m *model) lookup(toks []int32, extra string, recompute int) (Hit, []string
 // pop takes the head of the free queue, evicting its key.
 func (m *model) pop() (int32, bool) {
 	pg := m.lru[0]
-	m.lru = m.lru[1:]
+	if m.evictShared {
+		pg = m.victim()
+	}
+	m.unqueue(pg)
 	m.ref[pg] = 1
 	k, ok := m.key[pg]
 	if !ok {
 		return pg, false
 	}
 	delete(m.key, pg)
+	m.forget(pg)
 	m.table[k] = slices.DeleteFunc(m.table[k], func(q int32) bool { return q == pg })
 	if len(m.table[k]) == 0 {
 		delete(m.table, k)
@@ -102,8 +190,16 @@ func (m *model) register(s *modelSeq, first int) {
 	}
 	for i := first; i < len(s.toks)/m.ps; i++ {
 		k := prefixKey(s.extra, s.toks, (i+1)*m.ps)
-		m.key[s.pages[i]] = k
-		m.table[k] = append(m.table[k], s.pages[i])
+		pg := s.pages[i]
+		m.key[pg] = k
+		m.table[k] = append(m.table[k], pg)
+		m.forget(pg)
+		m.since[pg] = m.clock
+		if i > 0 {
+			if _, ok := m.child[s.pages[i-1]]; !ok {
+				m.child[s.pages[i-1]] = k
+			}
+		}
 	}
 }
 
@@ -129,9 +225,30 @@ func (m *model) add(id SeqID, toks []int32, extra string, recompute int) (Step, 
 		return Step{}, ErrNoFreePages
 	}
 	s := &modelSeq{toks: slices.Clone(toks), extra: extra}
+	if m.evictShared {
+		m.clock++
+		m.privSlots += int64(len(m.queues[1]))
+		for _, pg := range h.Pages {
+			m.hitCount[pg]++
+			if m.queueOf(pg) == 1 {
+				m.privHits++
+			}
+		}
+		// The prompt branches off a chain at its last hit page when its
+		// next page differs from the first page registered after it.
+		n, limit := len(h.Pages), (len(toks)-recompute)/m.ps
+		if n > 0 && n < limit {
+			if c, ok := m.child[h.Pages[n-1]]; ok && c != prefixKey(extra, toks, (n+1)*m.ps) {
+				m.stats.branches++
+				for _, pg := range h.Pages {
+					m.sharedPg[pg] = true
+				}
+			}
+		}
+	}
 	for _, pg := range h.Pages {
 		if m.ref[pg] == 0 {
-			m.lru = slices.DeleteFunc(m.lru, func(q int32) bool { return q == pg })
+			m.unqueue(pg)
 		}
 		m.ref[pg]++
 		s.pages = append(s.pages, pg)
@@ -200,7 +317,7 @@ func (m *model) free(id SeqID) error {
 	for i := len(s.pages) - 1; i >= 0; i-- {
 		m.ref[s.pages[i]]--
 		if m.ref[s.pages[i]] == 0 {
-			m.lru = append(m.lru, s.pages[i])
+			m.enqueue(s.pages[i])
 		}
 	}
 	delete(m.seqs, id)
@@ -230,6 +347,7 @@ func (m *model) evict(n int) int {
 		}
 		if k, ok := m.key[pg]; ok {
 			delete(m.key, pg)
+			m.forget(pg)
 			m.table[k] = slices.DeleteFunc(m.table[k], func(q int32) bool { return q == pg })
 			if len(m.table[k]) == 0 {
 				delete(m.table, k)
@@ -273,6 +391,10 @@ func (m *model) reset() error {
 	}
 	m.key = map[int32]string{}
 	m.table = map[string][]int32{}
+	m.queues[0] = append(m.queues[0], m.queues[1]...)
+	m.queues[0] = append(m.queues[0], m.queues[2]...)
+	m.queues[1], m.queues[2] = nil, nil
+	m.sharedPg, m.hitCount, m.since, m.child = map[int32]bool{}, map[int32]int{}, map[int32]int64{}, map[int32]string{}
 	keys := make([]string, 0, len(m.ckpt))
 	for k := range m.ckpt {
 		keys = append(keys, k)
@@ -301,6 +423,15 @@ func requireSame(t testing.TB, p *Pool, m *model, what string) {
 	t.Helper()
 	require.NoError(t, p.checkInvariants(), what)
 	require.Equal(t, m.lru, p.free.appendTo([]int32{}), "%s: free queue", what)
+	if e, ok := p.ev.(*sharedEvictor); ok {
+		for q := range numQueues {
+			got := []int32{}
+			for pg := e.head[q]; pg != none; pg = e.next[pg] {
+				got = append(got, pg)
+			}
+			require.Equal(t, append([]int32{}, m.queues[q]...), got, "%s: eviction queue %d", what, q)
+		}
+	}
 	for pg := int32(1); pg < int32(m.pages); pg++ {
 		require.Equal(t, m.ref[pg], p.RefCount(pg), "%s: refcount of page %d", what, pg)
 		_, keyed := m.key[pg]
@@ -357,6 +488,9 @@ func runPoolModel(t testing.TB, data []byte) string {
 		PrefixCaching: c&0x40 == 0,
 	}
 	cfg.Hybrid = cfg.PrefixCaching && c&0x80 != 0
+	if cfg.PrefixCaching && c&0x20 != 0 {
+		cfg.Eviction = EvictShared
+	}
 	p, err := NewPool(cfg)
 	require.NoError(t, err)
 	m := newModel(cfg)
@@ -475,4 +609,87 @@ func TestPoolAgainstModel(t *testing.T) {
 		}
 		runPoolModel(t, data)
 	}
+}
+
+// TestSharedEvictionAgainstModel drives a pool with EvictShared and the
+// model with chat-shaped traffic (conversations extending their own
+// history after one of a few shared prefixes, in pools too small for
+// them, with forks, appends, evictions and resets) and checks that they
+// agree after every operation. The traffic must make the policy both
+// protect a shared page and give up a stale one, or the test proves
+// nothing.
+func TestSharedEvictionAgainstModel(t *testing.T) {
+	var branches, protected, stale int
+	for seed := range uint64(40) {
+		rng := rand.New(rand.NewPCG(seed, 9))
+		cfg := PoolConfig{NumPages: 6 + rng.IntN(30), PageSize: 1 + rng.IntN(4), PrefixCaching: true, Eviction: EvictShared}
+		p, err := NewPool(cfg)
+		require.NoError(t, err)
+		m := newModel(cfg)
+		prefixes := make([][]int32, 1+rng.IntN(3))
+		for i := range prefixes {
+			prefixes[i] = randTokens(rng, 2+rng.IntN(10), 50)
+		}
+		history := make([][]int32, 6) // per conversation
+		var live []SeqID
+		next := SeqID(1)
+		for op := range 400 {
+			var what string
+			switch k := rng.IntN(20); {
+			case k < 8: // a turn of a conversation, or a new one
+				c := rng.IntN(len(history))
+				if history[c] == nil || rng.IntN(8) == 0 {
+					history[c] = slices.Clone(prefixes[rng.IntN(len(prefixes))])
+				}
+				toks := append(slices.Clone(history[c]), randTokens(rng, 1+rng.IntN(6), 50)...)
+				rc := rng.IntN(2)
+				what = fmt.Sprintf("add %d %v rc=%d", next, toks, rc)
+				got, gerr := p.Add(next, Request{Tokens: toks, Recompute: rc})
+				want, werr := m.add(next, toks, "", rc)
+				require.Equal(t, sentinelOf(werr), sentinelOf(gerr), what)
+				require.Equal(t, want, got, what)
+				if gerr == nil {
+					live = append(live, next)
+					history[c] = append(toks, randTokens(rng, rng.IntN(4), 50)...)
+				}
+				next++
+			case k < 11 && len(live) > 0:
+				id := live[rng.IntN(len(live))]
+				toks := randTokens(rng, 1+rng.IntN(3), 50)
+				what = fmt.Sprintf("append %d %v", id, toks)
+				got, gerr := p.Append(id, toks)
+				want, werr := m.append(id, toks)
+				require.Equal(t, sentinelOf(werr), sentinelOf(gerr), what)
+				require.Equal(t, want, got, what)
+			case k < 12 && len(live) > 0:
+				id := live[rng.IntN(len(live))]
+				what = fmt.Sprintf("fork %d %d", id, next)
+				require.Equal(t, sentinelOf(m.fork(id, next)), sentinelOf(p.Fork(id, next)), what)
+				live = append(live, next)
+				next++
+			case k < 18 && len(live) > 0:
+				j := rng.IntN(len(live))
+				what = fmt.Sprintf("free %d", live[j])
+				require.Equal(t, sentinelOf(m.free(live[j])), sentinelOf(p.Free(live[j])), what)
+				live = slices.Delete(live, j, j+1)
+			case k == 18:
+				n := rng.IntN(3)
+				what = fmt.Sprintf("evict %d", n)
+				require.Equal(t, m.evict(n), p.Evict(n), what)
+			case k == 19 && op%50 == 0:
+				what = "reset"
+				require.Equal(t, sentinelOf(m.reset()), sentinelOf(p.ResetPrefixCache()), what)
+			default:
+				continue
+			}
+			requireSame(t, p, m, fmt.Sprintf("seed %d op %d: %s", seed, op, what))
+		}
+		branches += m.stats.branches
+		protected += m.stats.protected
+		stale += m.stats.stale
+	}
+	t.Logf("%d branches, %d shared heads protected, %d given up", branches, protected, stale)
+	assert.Positive(t, branches)
+	assert.Positive(t, protected)
+	assert.Positive(t, stale)
 }

@@ -25,11 +25,15 @@ type PoolConfig struct {
 	// Events makes the pool accumulate KV events for TakeEvents. It needs
 	// PrefixCaching. Without it no events are kept.
 	Events bool
+	// Eviction selects which free page an allocation takes: EvictLRU (the
+	// zero value, vLLM's order) or EvictShared, which needs PrefixCaching.
+	Eviction Eviction
 }
 
 // Validate checks that NumPages is in 2..math.MaxInt32 (page 0 is
-// reserved; page indices are int32), that PageSize is positive, and that
-// Hybrid and Events come with PrefixCaching.
+// reserved; page indices are int32), that PageSize is positive, that
+// Hybrid and Events come with PrefixCaching, and that Eviction is a known
+// policy (EvictShared with PrefixCaching).
 func (c PoolConfig) Validate() error {
 	if c.NumPages < 2 || c.NumPages > math.MaxInt32 {
 		return fmt.Errorf("%w: %d pages, want 2..%d (page 0 is reserved; page indices are int32)", ErrInvalidConfig, c.NumPages, math.MaxInt32)
@@ -42,6 +46,12 @@ func (c PoolConfig) Validate() error {
 	}
 	if c.Events && !c.PrefixCaching {
 		return fmt.Errorf("%w: Events without PrefixCaching (events describe cached pages)", ErrInvalidConfig)
+	}
+	if int(c.Eviction) >= len(evictionNames) {
+		return fmt.Errorf("%w: eviction policy %d, want %d..%d", ErrInvalidConfig, c.Eviction, EvictLRU, len(evictionNames)-1)
+	}
+	if c.Eviction == EvictShared && !c.PrefixCaching {
+		return fmt.Errorf("%w: eviction policy %s without PrefixCaching (it orders cached pages)", ErrInvalidConfig, c.Eviction)
 	}
 	return nil
 }
@@ -133,7 +143,9 @@ type sequence struct {
 // reverse order, last page first, so a request's tail is evicted before
 // its head. A hit on a cached free page unlinks it from the middle of the
 // queue. Allocation, freeing and unlinking are O(1) per page; a lookup is
-// one SHA-256 per page up to the first miss.
+// one SHA-256 per page up to the first miss. That is EvictLRU, the default;
+// PoolConfig.Eviction can select another order of the free pages (see
+// Eviction), with the same costs.
 //
 // Every operation on a sequence is all or nothing: when it fails, with an
 // error wrapping a sentinel, the pool is unchanged.
@@ -170,6 +182,8 @@ type Pool struct {
 
 	stats Stats
 
+	ev evictor // the eviction policy's order of the free pages; nil: LRU
+
 	h        hasher
 	keyBuf   []Key
 	extraBuf []byte
@@ -193,8 +207,14 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 		table:   make(map[Key]chain),
 		ckpts:   make(map[Key]Checkpoint),
 	}
+	if cfg.Eviction == EvictShared {
+		p.ev = newSharedEvictor(p.hashed)
+	}
 	for i := 1; i < n; i++ {
 		p.free.pushBack(int32(i))
+		if p.ev != nil {
+			p.ev.released(int32(i))
+		}
 	}
 	return p, nil
 }
@@ -287,8 +307,18 @@ func (p *Pool) Add(id SeqID, req Request) (Step, error) {
 	step := Step{HitTokens: hit * ps, NewPages: total - hit, Restore: p.restoreAt(keys[:hit])}
 	for _, k := range keys[:hit] {
 		pg, _ := p.cachedPage(k)
-		p.take(pg)
 		s.pages = append(s.pages, pg)
+	}
+	if p.ev != nil {
+		p.ev.tick()
+		var next Key
+		if len(keys) > hit {
+			next = keys[hit]
+		}
+		p.ev.hits(s.pages, next, len(keys) > hit)
+	}
+	for _, pg := range s.pages {
+		p.take(pg)
 	}
 	for range total - hit {
 		pg, evicted := p.pop()
@@ -383,7 +413,9 @@ func (p *Pool) Free(id SeqID) error {
 // recently used first, and returns how many it dropped. The pages stay in
 // the queue where they are, as plain free pages. Allocation evicts lazily
 // by itself; Evict is for callers that want the memory of the cached
-// content back now (and for tests).
+// content back now (and for tests). It follows the LRU order whatever the
+// pool's Eviction (with EvictShared the pages become keyless pages, taken
+// first).
 func (p *Pool) Evict(n int) int {
 	done := 0
 	for pg := p.free.head; pg != none && done < n; pg = p.free.next[pg] {
@@ -409,6 +441,9 @@ func (p *Pool) ResetPrefixCache() error {
 	}
 	p.numHashed = 0
 	clear(p.table)
+	if p.ev != nil {
+		p.ev.reset()
+	}
 	for k, c := range p.ckpts {
 		p.dropped = append(p.dropped, c)
 		delete(p.ckpts, k)
@@ -428,13 +463,19 @@ func (p *Pool) newSequence() *sequence {
 	return &sequence{}
 }
 
-// pop takes the page at the head of the free queue, dropping its key if
+// pop takes the page at the head of the free queue (with an eviction
+// policy other than LRU, the page the policy picks), dropping its key if
 // it has one (evicted reports that), and gives it refcount 1. The caller
 // has checked that the queue is not empty.
 func (p *Pool) pop() (pg int32, evicted bool) {
-	pg, ok := p.free.popFront()
-	if !ok {
+	if p.free.len() == 0 {
 		panic("pagemanager: pop from an empty free queue")
+	}
+	if p.ev != nil {
+		pg = p.ev.victim()
+		p.free.remove(pg)
+	} else {
+		pg, _ = p.free.popFront()
 	}
 	if p.hashed[pg] {
 		p.unregister(pg)
@@ -451,6 +492,9 @@ func (p *Pool) pop() (pg int32, evicted bool) {
 func (p *Pool) take(pg int32) {
 	if p.ref[pg] == 0 {
 		p.free.remove(pg)
+		if p.ev != nil {
+			p.ev.taken(pg)
+		}
 		p.used++
 	}
 	p.ref[pg]++
@@ -463,6 +507,9 @@ func (p *Pool) release(pg int32) {
 	if p.ref[pg] == 0 {
 		p.used--
 		p.free.pushBack(pg)
+		if p.ev != nil {
+			p.ev.released(pg)
+		}
 	}
 }
 
@@ -495,6 +542,13 @@ func (p *Pool) write(s *sequence, tokens []int32, keys []Key) {
 		}
 		key := p.pageKey(s, page, keys, len(stored))
 		p.register(s.pages[s.n/ps-1], key)
+		if p.ev != nil {
+			parent := none
+			if s.n/ps >= 2 {
+				parent = s.pages[s.n/ps-2]
+			}
+			p.ev.registered(s.pages[s.n/ps-1], parent, key)
+		}
 		s.parent = key
 		stored = append(stored, key)
 		if p.cfg.Events {

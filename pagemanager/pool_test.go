@@ -241,8 +241,14 @@ func TestPoolAccessors(t *testing.T) {
 // sizes of real workloads (the model test uses tiny ones) and checks the
 // invariants after each.
 func TestPoolRandomInvariants(t *testing.T) {
+	for _, ev := range []Eviction{EvictLRU, EvictShared} {
+		t.Run(ev.String(), func(t *testing.T) { poolRandomInvariants(t, ev) })
+	}
+}
+
+func poolRandomInvariants(t *testing.T, ev Eviction) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	p := newTestPool(t, PoolConfig{NumPages: 64, PageSize: 4, PrefixCaching: true, Hybrid: true, Events: true})
+	p := newTestPool(t, PoolConfig{NumPages: 64, PageSize: 4, PrefixCaching: true, Hybrid: true, Events: true, Eviction: ev})
 	prefixes := [][]int32{randTokens(rng, 40, 5), randTokens(rng, 24, 5)}
 	var live []SeqID
 	next := SeqID(1)

@@ -125,6 +125,9 @@ func (p *Pool) unregister(pg int32) {
 	k := p.key[pg]
 	p.hashed[pg] = false
 	p.numHashed--
+	if p.ev != nil {
+		p.ev.unregistered(pg)
+	}
 	c := p.table[k]
 	prev, next := p.dupPrev[pg], p.dupNext[pg]
 	if prev == none {

@@ -1,0 +1,341 @@
+package pagemanager
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Eviction selects which free page an allocation takes, and so which
+// cached page it evicts.
+type Eviction uint8
+
+const (
+	// EvictLRU is vLLM's order, the default: one free queue in LRU order,
+	// allocation takes its head. Freeing a sequence appends its pages to
+	// the tail, last page first, so a request's tail is evicted before its
+	// head; a hit unlinks a cached free page from the middle. With it, and
+	// Recompute 1, a pool replays vLLM's KV-cache manager exactly.
+	EvictLRU Eviction = iota
+
+	// EvictShared protects shared prefixes (system prompts, few-shot
+	// templates) while they earn it. The free pages are in three LRU
+	// queues, and allocation takes:
+	//
+	//  1. a page without a key, if any (it holds nothing that can be hit;
+	//     vLLM evicts cached pages before reusing, say, a freed partial
+	//     last page);
+	//  2. else the head of the shared queue if that page's hit rate, its
+	//     hits per Add since it was cached, is below SharedRateFactor
+	//     times the hit rate of a private free page (the pool's running
+	//     ratio of hits on private free pages to private free pages
+	//     counted at each Add, with a prior of one hit per ten);
+	//  3. else the head of the private queue (the shared head if it is
+	//     empty).
+	//
+	// A page is shared once a lookup branches off a chain after it: when
+	// a prompt's hit ends at page X and the prompt's next page differs
+	// from the first page ever registered after X, the hit pages, X
+	// included, are marked shared. A multi-turn conversation extends its
+	// own chain at its end and never branches, so its pages stay private;
+	// the system prompt it shares with other conversations is where they
+	// branch. The mark lasts until the page loses its key. A freed page
+	// goes to the tail of the queue of its kind, tail first as with LRU.
+	//
+	// On chat workloads it keeps the shared prompts that LRU evicts while
+	// long conversations stream through a small pool, and falls back to
+	// LRU when the shared pages are hit less than private ones (many
+	// rarely used prompts). Evict and ResetPrefixCache keep their LRU
+	// semantics (Evict drops keys least recently freed first).
+	EvictShared
+)
+
+// SharedRateFactor is how many times more often than a private free page
+// a shared page must be hit, per Add, to stay protected under
+// EvictShared. It was chosen on generated chat workloads (kvmesh sim
+// --generate), not on the reference trace.
+const SharedRateFactor = 1.5
+
+// evictionNames are the Eviction names, for String and ParseEviction.
+var evictionNames = [...]string{EvictLRU: "lru", EvictShared: "shared"}
+
+// String returns the policy's name: "lru" or "shared".
+func (e Eviction) String() string {
+	if int(e) < len(evictionNames) {
+		return evictionNames[e]
+	}
+	return fmt.Sprintf("Eviction(%d)", uint8(e))
+}
+
+// ParseEviction returns the policy named name ("lru" or "shared"). An
+// unknown name is an error wrapping ErrInvalidConfig that lists the known
+// ones.
+func ParseEviction(name string) (Eviction, error) {
+	for e, n := range evictionNames {
+		if n == name {
+			return Eviction(e), nil
+		}
+	}
+	return 0, fmt.Errorf("%w: eviction policy %q, want one of %s", ErrInvalidConfig, name, strings.Join(evictionNames[:], ", "))
+}
+
+// MarshalText returns the policy's name.
+func (e Eviction) MarshalText() ([]byte, error) {
+	if int(e) >= len(evictionNames) {
+		return nil, fmt.Errorf("%w: eviction policy %d", ErrInvalidConfig, uint8(e))
+	}
+	return []byte(e.String()), nil
+}
+
+// UnmarshalText parses a policy name, as ParseEviction.
+func (e *Eviction) UnmarshalText(b []byte) error {
+	v, err := ParseEviction(string(b))
+	if err != nil {
+		return err
+	}
+	*e = v
+	return nil
+}
+
+// evictor orders the free pages of a pool whose policy is not EvictLRU.
+// The pool keeps its own free queue too, in release order (free pages as a
+// set, NumFree, Evict); the evictor only decides which page pop takes. The
+// pool calls it after its own bookkeeping, except victim, which removes the
+// page from the evictor and lets the pool do the rest.
+type evictor interface {
+	// tick: an Add is about to take pages.
+	tick()
+	// released: page pg joined the free pages.
+	released(pg int32)
+	// taken: page pg left the free pages through a prefix hit.
+	taken(pg int32)
+	// victim removes and returns the free page to allocate next; there is
+	// one.
+	victim() int32
+	// hits: an Add hit these pages (free or held) and its prompt's next
+	// page, if it was looked up, has key next (hasNext).
+	hits(pages []int32, next Key, hasNext bool)
+	// registered: page pg (held) got key k; parent is the page before it
+	// in its sequence, none for a sequence's first page.
+	registered(pg, parent int32, k Key)
+	// unregistered: page pg lost its key (it may be free).
+	unregistered(pg int32)
+	// reset: every key was dropped.
+	reset()
+	// check returns the violations of the evictor's invariants.
+	check(p *Pool) []error
+}
+
+// Queues of sharedEvictor.
+const (
+	qEmpty int8 = iota // free pages without a key
+	qPrivate
+	qShared
+	numQueues
+)
+
+// sharedEvictor is EvictShared.
+type sharedEvictor struct {
+	// The queues, intrusive doubly linked lists over next/prev.
+	next, prev []int32
+	in         []int8 // queue of each page; -1: none (held)
+	head, tail [numQueues]int32
+	n          [numQueues]int
+
+	hashed   []bool // the pool's: whether a page carries a key
+	shared   []bool
+	hitCount []int32 // hits since the page got its key
+	since    []int64 // the clock when it got its key
+	child    []Key   // key of the first page registered after it
+	hasChild []bool
+
+	clock        int64 // Adds so far
+	privateHits  int64 // hits on pages in the private queue
+	privateSlots int64 // private queue length summed over Adds
+}
+
+// newSharedEvictor returns the evictor of a pool of n pages whose key
+// flags are hashed; no page is queued.
+func newSharedEvictor(hashed []bool) *sharedEvictor {
+	n := len(hashed)
+	e := &sharedEvictor{
+		hashed: hashed,
+		next:   make([]int32, n), prev: make([]int32, n), in: make([]int8, n),
+		shared: make([]bool, n), hitCount: make([]int32, n), since: make([]int64, n),
+		child: make([]Key, n), hasChild: make([]bool, n),
+	}
+	for i := range e.in {
+		e.in[i] = -1
+	}
+	for q := range e.head {
+		e.head[q], e.tail[q] = none, none
+	}
+	return e
+}
+
+func (e *sharedEvictor) push(q int8, pg int32) {
+	if e.in[pg] >= 0 {
+		panic(fmt.Sprintf("pagemanager: shared eviction: page %d queued twice", pg))
+	}
+	e.in[pg] = q
+	e.next[pg], e.prev[pg] = none, e.tail[q]
+	if e.tail[q] == none {
+		e.head[q] = pg
+	} else {
+		e.next[e.tail[q]] = pg
+	}
+	e.tail[q] = pg
+	e.n[q]++
+}
+
+func (e *sharedEvictor) remove(pg int32) {
+	q := e.in[pg]
+	if q < 0 {
+		panic(fmt.Sprintf("pagemanager: shared eviction: page %d removed but not queued", pg))
+	}
+	e.in[pg] = -1
+	p, n := e.prev[pg], e.next[pg]
+	if p == none {
+		e.head[q] = n
+	} else {
+		e.next[p] = n
+	}
+	if n == none {
+		e.tail[q] = p
+	} else {
+		e.prev[n] = p
+	}
+	e.n[q]--
+}
+
+func (e *sharedEvictor) tick() {
+	e.clock++
+	e.privateSlots += int64(e.n[qPrivate])
+}
+
+func (e *sharedEvictor) released(pg int32) {
+	switch {
+	case !e.hashed[pg]:
+		e.push(qEmpty, pg)
+	case e.shared[pg]:
+		e.push(qShared, pg)
+	default:
+		e.push(qPrivate, pg)
+	}
+}
+
+func (e *sharedEvictor) taken(pg int32) { e.remove(pg) }
+
+func (e *sharedEvictor) victim() int32 {
+	if e.n[qEmpty] > 0 {
+		pg := e.head[qEmpty]
+		e.remove(pg)
+		return pg
+	}
+	sh, pr := e.head[qShared], e.head[qPrivate]
+	pg := pr
+	if sh != none && (pr == none || e.stale(sh)) {
+		pg = sh
+	}
+	e.remove(pg)
+	return pg
+}
+
+// stale reports whether shared page pg is hit less than SharedRateFactor
+// times as often as a private free page:
+//
+//	hits/(clock-since+1) < factor * (privateHits+1)/(privateSlots+10)
+//
+// compared exactly in floating point (both sides are small ratios).
+func (e *sharedEvictor) stale(pg int32) bool {
+	rate := float64(e.hitCount[pg]) / float64(e.clock-e.since[pg]+1) // since <= clock
+	private := float64(e.privateHits+1) / float64(e.privateSlots+10)
+	return rate < SharedRateFactor*private
+}
+
+func (e *sharedEvictor) hits(pages []int32, next Key, hasNext bool) {
+	for _, pg := range pages {
+		e.hitCount[pg]++
+		if e.in[pg] == qPrivate {
+			e.privateHits++
+		}
+	}
+	if len(pages) == 0 || !hasNext {
+		return
+	}
+	if last := pages[len(pages)-1]; e.hasChild[last] && e.child[last] != next {
+		for _, pg := range pages {
+			e.shared[pg] = true
+		}
+	}
+}
+
+func (e *sharedEvictor) registered(pg, parent int32, k Key) {
+	e.shared[pg], e.hitCount[pg], e.since[pg], e.hasChild[pg] = false, 0, e.clock, false
+	if parent != none && !e.hasChild[parent] {
+		e.hasChild[parent], e.child[parent] = true, k
+	}
+}
+
+func (e *sharedEvictor) unregistered(pg int32) {
+	e.shared[pg], e.hitCount[pg], e.since[pg], e.hasChild[pg] = false, 0, 0, false
+	if q := e.in[pg]; q == qPrivate || q == qShared {
+		e.remove(pg)
+		e.push(qEmpty, pg)
+	}
+}
+
+func (e *sharedEvictor) reset() {
+	for _, q := range []int8{qPrivate, qShared} {
+		for e.head[q] != none {
+			pg := e.head[q]
+			e.remove(pg)
+			e.push(qEmpty, pg)
+		}
+	}
+	for pg := range e.since {
+		e.shared[pg], e.hitCount[pg], e.since[pg], e.hasChild[pg] = false, 0, 0, false
+	}
+}
+
+func (e *sharedEvictor) check(p *Pool) []error {
+	var errs []error
+	total := 0
+	for q := range numQueues {
+		count := 0
+		for pg := e.head[q]; pg != none; pg = e.next[pg] {
+			count++
+			if e.in[pg] != q {
+				errs = append(errs, fmt.Errorf("shared eviction: page %d in queue %d marked %d", pg, q, e.in[pg]))
+			}
+			if !p.free.contains(pg) {
+				errs = append(errs, fmt.Errorf("shared eviction: page %d queued but not free", pg))
+			}
+			if (q == qEmpty) == p.hashed[pg] {
+				errs = append(errs, fmt.Errorf("shared eviction: page %d in queue %d, keyed %v", pg, q, p.hashed[pg]))
+			}
+			if q == qShared && !e.shared[pg] {
+				errs = append(errs, fmt.Errorf("shared eviction: page %d in the shared queue is not shared", pg))
+			}
+			if count > len(e.in) {
+				return append(errs, errors.New("shared eviction: queue cycle"))
+			}
+		}
+		if count != e.n[q] {
+			errs = append(errs, fmt.Errorf("shared eviction: queue %d holds %d pages, counted %d", q, count, e.n[q]))
+		}
+		total += count
+	}
+	if total != p.free.len() {
+		errs = append(errs, fmt.Errorf("shared eviction: %d pages queued, %d free", total, p.free.len()))
+	}
+	for pg, h := range p.hashed {
+		if !h && (e.shared[pg] || e.hitCount[pg] != 0 || e.hasChild[pg]) {
+			errs = append(errs, fmt.Errorf("shared eviction: page %d has no key but keeps shared %v, %d hits, child %v", pg, e.shared[pg], e.hitCount[pg], e.hasChild[pg]))
+		}
+		if h && e.since[pg] > e.clock {
+			errs = append(errs, fmt.Errorf("shared eviction: page %d cached at %d, after the clock %d", pg, e.since[pg], e.clock))
+		}
+	}
+	return errs
+}
