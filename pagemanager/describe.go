@@ -19,7 +19,8 @@ func (p *Pool) String() string { return p.Describe() }
 //	checkpoints: 3f2a=7
 //
 // Sequences are in id order; free pages in queue order, the next page to
-// be taken first, a star marking a cached one; keys (first 4 hex digits)
+// be taken first (with EvictLRU; under another eviction policy, the order
+// they were freed in), a star marking a cached one; keys (first 4 hex digits)
 // in key order with the pages carrying them in registration order, the
 // first being the one a lookup returns; checkpoints (hybrid pools) by key.
 func (p *Pool) Describe() string {

@@ -197,7 +197,7 @@ func TestSharedEvictorStale(t *testing.T) {
 		{hits: 3, since: 1, clock: 20, privateHits: 0, privateSlots: 20, stale: false}, // 0.15 vs 0.05
 		{hits: 3, since: 1, clock: 20, privateHits: 8, privateSlots: 80, stale: true},  // 0.15 vs 0.1667
 	} {
-		e := newSharedEvictor(make([]bool, 2))
+		e := newSharedEvictor(make([]bool, 2), make([]Key, 2))
 		e.hitCount[1], e.since[1], e.clock = tt.hits, tt.since, tt.clock
 		e.privateHits, e.privateSlots = tt.privateHits, tt.privateSlots
 		assert.Equal(t, tt.stale, e.stale(1), "%+v", tt)
@@ -219,4 +219,36 @@ func TestEvictSharedEvictAndReset(t *testing.T) {
 	assert.Equal(t, [numQueues]int{4, 0, 0}, e.n)
 	assert.Equal(t, []bool{false, false, false, false, false}, e.shared)
 	require.NoError(t, p.checkInvariants())
+}
+
+// TestSharedEvictorGhosts walks the ghost ring of a 3-page pool by hand:
+// it holds the keys of the last 3 private pages evicted; registering a
+// key with an unused occurrence counts one private hit and uses the
+// oldest occurrence; an occurrence leaving the ring takes its use along.
+func TestSharedEvictorGhosts(t *testing.T) {
+	e := newSharedEvictor(make([]bool, 3), make([]Key, 3))
+	reg := func(k Key) int64 {
+		before := e.privateHits
+		e.registered(1, none, k)
+		return e.privateHits - before
+	}
+	assert.Zero(t, reg(1), "no ghost yet")
+	e.ghost(1)
+	e.ghost(2)
+	assert.Equal(t, int64(1), reg(1), "K1 was evicted")
+	assert.Zero(t, reg(1), "its one occurrence is used")
+	e.ghost(1) // ring: 1 2 1, K1 used once of twice
+	assert.Equal(t, int64(1), reg(1))
+	assert.Zero(t, reg(1))
+	e.ghost(3) // ring: 3 2 1; the first K1 leaves with its use
+	assert.Equal(t, ghostCount{in: 1, used: 1}, e.ghosts[1])
+	e.ghost(4) // ring: 3 4 1; K2 leaves unused
+	_, ok := e.ghosts[2]
+	assert.False(t, ok)
+	assert.Zero(t, reg(2), "K2 left the ring")
+	assert.Equal(t, int64(1), reg(3))
+	e.ghost(5) // ring: 3 4 5
+	_, ok = e.ghosts[1]
+	assert.False(t, ok)
+	assert.Len(t, e.ghosts, 3)
 }

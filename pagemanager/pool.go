@@ -208,7 +208,7 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 		ckpts:   make(map[Key]Checkpoint),
 	}
 	if cfg.Eviction == EvictShared {
-		p.ev = newSharedEvictor(p.hashed)
+		p.ev = newSharedEvictor(p.hashed, p.key)
 	}
 	for i := 1; i < n; i++ {
 		p.free.pushBack(int32(i))
