@@ -6,6 +6,7 @@ import (
 	"math"
 
 	"github.com/kvmesh/kvmesh/layers/reference"
+	"github.com/kvmesh/kvmesh/pagemanager"
 )
 
 var (
@@ -78,6 +79,10 @@ type Scheduler struct {
 	// PrefixCaching lets requests reuse the cached pages (and, in a hybrid
 	// model, the recurrent-state checkpoints) of earlier ones.
 	PrefixCaching bool `json:"prefix_caching"`
+	// Eviction is the pool's eviction policy: "lru" (vLLM's order, the
+	// default) or "shared" (keeps shared prefixes while they out-hit private
+	// pages; see pagemanager.EvictShared).
+	Eviction pagemanager.Eviction `json:"eviction"`
 }
 
 // Config is everything a run needs. The JSON names are those of

@@ -180,7 +180,7 @@ func (e *engine) start(ctx context.Context) error {
 	pc := e.cfg.Scheduler.PrefixCaching
 	var err error
 	if e.kv, err = e.rt.NewCache("kv", actors.Spec{Paged: &actors.PagedSpec{Metadata: *e.meta.Paged, DType: tensor.Float64,
-		Pool: &pagemanager.PoolConfig{PrefixCaching: pc, Events: pc}}}); err != nil {
+		Pool: &pagemanager.PoolConfig{PrefixCaching: pc, Events: pc, Eviction: e.cfg.Scheduler.Eviction}}}); err != nil {
 		return err
 	}
 	if e.meta.Mamba2 != nil {

@@ -97,6 +97,7 @@ func TestOutputsIndependentOfScheduling(t *testing.T) {
 		"budget of 1 token": func(c *Config) { c.Scheduler.TokenBudget = 1 },
 		"tight pages":       func(c *Config) { c.Scheduler.Pages = 28 },
 		"page size 1":       func(c *Config) { c.Scheduler.PageSize, c.Scheduler.Pages = 1, 200 },
+		"shared eviction":   func(c *Config) { c.Scheduler.Eviction, c.Scheduler.Pages = pagemanager.EvictShared, 28 },
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg := base
