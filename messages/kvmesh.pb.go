@@ -2989,6 +2989,254 @@ func (x *PagesReply) GetFree() uint32 {
 	return 0
 }
 
+// TransferBegin announces a transfer: its tensors (names, in order), their
+// dtypes and shapes, and free-form metadata.
+type TransferBegin struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TransferId    string                 `protobuf:"bytes,1,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
+	Tensors       []*TransferTensor      `protobuf:"bytes,2,rep,name=tensors,proto3" json:"tensors,omitempty"`
+	Metadata      map[string]string      `protobuf:"bytes,3,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferBegin) Reset() {
+	*x = TransferBegin{}
+	mi := &file_kvmesh_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferBegin) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferBegin) ProtoMessage() {}
+
+func (x *TransferBegin) ProtoReflect() protoreflect.Message {
+	mi := &file_kvmesh_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferBegin.ProtoReflect.Descriptor instead.
+func (*TransferBegin) Descriptor() ([]byte, []int) {
+	return file_kvmesh_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *TransferBegin) GetTransferId() string {
+	if x != nil {
+		return x.TransferId
+	}
+	return ""
+}
+
+func (x *TransferBegin) GetTensors() []*TransferTensor {
+	if x != nil {
+		return x.Tensors
+	}
+	return nil
+}
+
+func (x *TransferBegin) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+// TransferTensor describes one tensor of a transfer; chunks is how many
+// TensorChunks carry its data.
+type TransferTensor struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Dtype         DType                  `protobuf:"varint,2,opt,name=dtype,proto3,enum=kvmesh.v1.DType" json:"dtype,omitempty"`
+	Shape         []int64                `protobuf:"varint,3,rep,packed,name=shape,proto3" json:"shape,omitempty"`
+	Chunks        uint32                 `protobuf:"varint,4,opt,name=chunks,proto3" json:"chunks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferTensor) Reset() {
+	*x = TransferTensor{}
+	mi := &file_kvmesh_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferTensor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferTensor) ProtoMessage() {}
+
+func (x *TransferTensor) ProtoReflect() protoreflect.Message {
+	mi := &file_kvmesh_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferTensor.ProtoReflect.Descriptor instead.
+func (*TransferTensor) Descriptor() ([]byte, []int) {
+	return file_kvmesh_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *TransferTensor) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TransferTensor) GetDtype() DType {
+	if x != nil {
+		return x.Dtype
+	}
+	return DType_DTYPE_UNSPECIFIED
+}
+
+func (x *TransferTensor) GetShape() []int64 {
+	if x != nil {
+		return x.Shape
+	}
+	return nil
+}
+
+func (x *TransferTensor) GetChunks() uint32 {
+	if x != nil {
+		return x.Chunks
+	}
+	return 0
+}
+
+// TransferAck acknowledges a TransferBegin (index 0, name empty), a
+// TensorChunk (its name and index) or a TransferCommit.
+type TransferAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        *Status                `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	TransferId    string                 `protobuf:"bytes,2,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
+	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Index         uint32                 `protobuf:"varint,4,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferAck) Reset() {
+	*x = TransferAck{}
+	mi := &file_kvmesh_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferAck) ProtoMessage() {}
+
+func (x *TransferAck) ProtoReflect() protoreflect.Message {
+	mi := &file_kvmesh_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferAck.ProtoReflect.Descriptor instead.
+func (*TransferAck) Descriptor() ([]byte, []int) {
+	return file_kvmesh_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *TransferAck) GetStatus() *Status {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+func (x *TransferAck) GetTransferId() string {
+	if x != nil {
+		return x.TransferId
+	}
+	return ""
+}
+
+func (x *TransferAck) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TransferAck) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+// TransferCommit asks the receiver to reassemble the transfer and hand it
+// to its handler; a repeated commit returns the first one's outcome.
+type TransferCommit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TransferId    string                 `protobuf:"bytes,1,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferCommit) Reset() {
+	*x = TransferCommit{}
+	mi := &file_kvmesh_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferCommit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferCommit) ProtoMessage() {}
+
+func (x *TransferCommit) ProtoReflect() protoreflect.Message {
+	mi := &file_kvmesh_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferCommit.ProtoReflect.Descriptor instead.
+func (*TransferCommit) Descriptor() ([]byte, []int) {
+	return file_kvmesh_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *TransferCommit) GetTransferId() string {
+	if x != nil {
+		return x.TransferId
+	}
+	return ""
+}
+
 var File_kvmesh_proto protoreflect.FileDescriptor
 
 const file_kvmesh_proto_rawDesc = "" +
@@ -3235,7 +3483,29 @@ const file_kvmesh_proto_rawDesc = "" +
 	"PagesReply\x12)\n" +
 	"\x06status\x18\x01 \x01(\v2\x11.kvmesh.v1.StatusR\x06status\x12\x14\n" +
 	"\x05pages\x18\x02 \x03(\x05R\x05pages\x12\x12\n" +
-	"\x04free\x18\x03 \x01(\rR\x04free*\xe3\x01\n" +
+	"\x04free\x18\x03 \x01(\rR\x04free\"\xe6\x01\n" +
+	"\rTransferBegin\x12\x1f\n" +
+	"\vtransfer_id\x18\x01 \x01(\tR\n" +
+	"transferId\x123\n" +
+	"\atensors\x18\x02 \x03(\v2\x19.kvmesh.v1.TransferTensorR\atensors\x12B\n" +
+	"\bmetadata\x18\x03 \x03(\v2&.kvmesh.v1.TransferBegin.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"z\n" +
+	"\x0eTransferTensor\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12&\n" +
+	"\x05dtype\x18\x02 \x01(\x0e2\x10.kvmesh.v1.DTypeR\x05dtype\x12\x14\n" +
+	"\x05shape\x18\x03 \x03(\x03R\x05shape\x12\x16\n" +
+	"\x06chunks\x18\x04 \x01(\rR\x06chunks\"\x83\x01\n" +
+	"\vTransferAck\x12)\n" +
+	"\x06status\x18\x01 \x01(\v2\x11.kvmesh.v1.StatusR\x06status\x12\x1f\n" +
+	"\vtransfer_id\x18\x02 \x01(\tR\n" +
+	"transferId\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x14\n" +
+	"\x05index\x18\x04 \x01(\rR\x05index\"1\n" +
+	"\x0eTransferCommit\x12\x1f\n" +
+	"\vtransfer_id\x18\x01 \x01(\tR\n" +
+	"transferId*\xe3\x01\n" +
 	"\x04Code\x12\v\n" +
 	"\aCODE_OK\x10\x00\x12\x19\n" +
 	"\x15CODE_INVALID_ARGUMENT\x10\x01\x12\x15\n" +
@@ -3276,7 +3546,7 @@ func file_kvmesh_proto_rawDescGZIP() []byte {
 }
 
 var file_kvmesh_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_kvmesh_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_kvmesh_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_kvmesh_proto_goTypes = []any{
 	(Code)(0),                   // 0: kvmesh.v1.Code
 	(DType)(0),                  // 1: kvmesh.v1.DType
@@ -3322,7 +3592,12 @@ var file_kvmesh_proto_goTypes = []any{
 	(*AllocPrefillPages)(nil),   // 41: kvmesh.v1.AllocPrefillPages
 	(*FreePages)(nil),           // 42: kvmesh.v1.FreePages
 	(*PagesReply)(nil),          // 43: kvmesh.v1.PagesReply
-	nil,                         // 44: kvmesh.v1.CacheSpec.MeshEntry
+	(*TransferBegin)(nil),       // 44: kvmesh.v1.TransferBegin
+	(*TransferTensor)(nil),      // 45: kvmesh.v1.TransferTensor
+	(*TransferAck)(nil),         // 46: kvmesh.v1.TransferAck
+	(*TransferCommit)(nil),      // 47: kvmesh.v1.TransferCommit
+	nil,                         // 48: kvmesh.v1.CacheSpec.MeshEntry
+	nil,                         // 49: kvmesh.v1.TransferBegin.MetadataEntry
 }
 var file_kvmesh_proto_depIdxs = []int32{
 	0,  // 0: kvmesh.v1.Status.code:type_name -> kvmesh.v1.Code
@@ -3336,7 +3611,7 @@ var file_kvmesh_proto_depIdxs = []int32{
 	11, // 8: kvmesh.v1.CacheSpec.mamba2:type_name -> kvmesh.v1.Mamba2Metadata
 	12, // 9: kvmesh.v1.CacheSpec.lightning:type_name -> kvmesh.v1.LightningMetadata
 	7,  // 10: kvmesh.v1.CacheSpec.storage:type_name -> kvmesh.v1.Storage
-	44, // 11: kvmesh.v1.CacheSpec.mesh:type_name -> kvmesh.v1.CacheSpec.MeshEntry
+	48, // 11: kvmesh.v1.CacheSpec.mesh:type_name -> kvmesh.v1.CacheSpec.MeshEntry
 	4,  // 12: kvmesh.v1.TransformerWrite.key:type_name -> kvmesh.v1.Tensor
 	4,  // 13: kvmesh.v1.TransformerWrite.value:type_name -> kvmesh.v1.Tensor
 	6,  // 14: kvmesh.v1.TransformerWrite.attention_mask:type_name -> kvmesh.v1.BoolTensor
@@ -3373,11 +3648,15 @@ var file_kvmesh_proto_depIdxs = []int32{
 	3,  // 45: kvmesh.v1.InsertReply.status:type_name -> kvmesh.v1.Status
 	3,  // 46: kvmesh.v1.CloseCacheReply.status:type_name -> kvmesh.v1.Status
 	3,  // 47: kvmesh.v1.PagesReply.status:type_name -> kvmesh.v1.Status
-	48, // [48:48] is the sub-list for method output_type
-	48, // [48:48] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	45, // 48: kvmesh.v1.TransferBegin.tensors:type_name -> kvmesh.v1.TransferTensor
+	49, // 49: kvmesh.v1.TransferBegin.metadata:type_name -> kvmesh.v1.TransferBegin.MetadataEntry
+	1,  // 50: kvmesh.v1.TransferTensor.dtype:type_name -> kvmesh.v1.DType
+	3,  // 51: kvmesh.v1.TransferAck.status:type_name -> kvmesh.v1.Status
+	52, // [52:52] is the sub-list for method output_type
+	52, // [52:52] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_kvmesh_proto_init() }
@@ -3406,7 +3685,7 @@ func file_kvmesh_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvmesh_proto_rawDesc), len(file_kvmesh_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   42,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
