@@ -3237,6 +3237,398 @@ func (x *TransferCommit) GetTransferId() string {
 	return ""
 }
 
+// GrainInit (re)creates the grain's layer from spec at version 0.
+type GrainInit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CacheId       string                 `protobuf:"bytes,1,opt,name=cache_id,json=cacheId,proto3" json:"cache_id,omitempty"`
+	Layer         uint32                 `protobuf:"varint,2,opt,name=layer,proto3" json:"layer,omitempty"`
+	Shard         uint32                 `protobuf:"varint,3,opt,name=shard,proto3" json:"shard,omitempty"`
+	Spec          *CacheSpec             `protobuf:"bytes,4,opt,name=spec,proto3" json:"spec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GrainInit) Reset() {
+	*x = GrainInit{}
+	mi := &file_kvmesh_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GrainInit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GrainInit) ProtoMessage() {}
+
+func (x *GrainInit) ProtoReflect() protoreflect.Message {
+	mi := &file_kvmesh_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GrainInit.ProtoReflect.Descriptor instead.
+func (*GrainInit) Descriptor() ([]byte, []int) {
+	return file_kvmesh_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *GrainInit) GetCacheId() string {
+	if x != nil {
+		return x.CacheId
+	}
+	return ""
+}
+
+func (x *GrainInit) GetLayer() uint32 {
+	if x != nil {
+		return x.Layer
+	}
+	return 0
+}
+
+func (x *GrainInit) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *GrainInit) GetSpec() *CacheSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+// GrainWrite stages write on top of base_version (the grain's committed
+// version) as version base_version+1.
+type GrainWrite struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CacheId       string                 `protobuf:"bytes,1,opt,name=cache_id,json=cacheId,proto3" json:"cache_id,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	BaseVersion   uint64                 `protobuf:"varint,3,opt,name=base_version,json=baseVersion,proto3" json:"base_version,omitempty"`
+	Write         *LayerWrite            `protobuf:"bytes,4,opt,name=write,proto3" json:"write,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GrainWrite) Reset() {
+	*x = GrainWrite{}
+	mi := &file_kvmesh_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GrainWrite) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GrainWrite) ProtoMessage() {}
+
+func (x *GrainWrite) ProtoReflect() protoreflect.Message {
+	mi := &file_kvmesh_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GrainWrite.ProtoReflect.Descriptor instead.
+func (*GrainWrite) Descriptor() ([]byte, []int) {
+	return file_kvmesh_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *GrainWrite) GetCacheId() string {
+	if x != nil {
+		return x.CacheId
+	}
+	return ""
+}
+
+func (x *GrainWrite) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *GrainWrite) GetBaseVersion() uint64 {
+	if x != nil {
+		return x.BaseVersion
+	}
+	return 0
+}
+
+func (x *GrainWrite) GetWrite() *LayerWrite {
+	if x != nil {
+		return x.Write
+	}
+	return nil
+}
+
+// GrainCommit publishes (or, with abort, drops) the staged version.
+type GrainCommit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CacheId       string                 `protobuf:"bytes,1,opt,name=cache_id,json=cacheId,proto3" json:"cache_id,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Version       uint64                 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	Abort         bool                   `protobuf:"varint,4,opt,name=abort,proto3" json:"abort,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GrainCommit) Reset() {
+	*x = GrainCommit{}
+	mi := &file_kvmesh_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GrainCommit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GrainCommit) ProtoMessage() {}
+
+func (x *GrainCommit) ProtoReflect() protoreflect.Message {
+	mi := &file_kvmesh_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GrainCommit.ProtoReflect.Descriptor instead.
+func (*GrainCommit) Descriptor() ([]byte, []int) {
+	return file_kvmesh_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *GrainCommit) GetCacheId() string {
+	if x != nil {
+		return x.CacheId
+	}
+	return ""
+}
+
+func (x *GrainCommit) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *GrainCommit) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *GrainCommit) GetAbort() bool {
+	if x != nil {
+		return x.Abort
+	}
+	return false
+}
+
+// GrainRead returns the layer's view at version (the committed one or the
+// one before it) as a binary snapshot.
+type GrainRead struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CacheId       string                 `protobuf:"bytes,1,opt,name=cache_id,json=cacheId,proto3" json:"cache_id,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Version       uint64                 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GrainRead) Reset() {
+	*x = GrainRead{}
+	mi := &file_kvmesh_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GrainRead) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GrainRead) ProtoMessage() {}
+
+func (x *GrainRead) ProtoReflect() protoreflect.Message {
+	mi := &file_kvmesh_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GrainRead.ProtoReflect.Descriptor instead.
+func (*GrainRead) Descriptor() ([]byte, []int) {
+	return file_kvmesh_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *GrainRead) GetCacheId() string {
+	if x != nil {
+		return x.CacheId
+	}
+	return ""
+}
+
+func (x *GrainRead) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *GrainRead) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+// GrainClose drops the layer's state.
+type GrainClose struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CacheId       string                 `protobuf:"bytes,1,opt,name=cache_id,json=cacheId,proto3" json:"cache_id,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GrainClose) Reset() {
+	*x = GrainClose{}
+	mi := &file_kvmesh_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GrainClose) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GrainClose) ProtoMessage() {}
+
+func (x *GrainClose) ProtoReflect() protoreflect.Message {
+	mi := &file_kvmesh_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GrainClose.ProtoReflect.Descriptor instead.
+func (*GrainClose) Descriptor() ([]byte, []int) {
+	return file_kvmesh_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *GrainClose) GetCacheId() string {
+	if x != nil {
+		return x.CacheId
+	}
+	return ""
+}
+
+func (x *GrainClose) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+// GrainReply answers every grain request.
+type GrainReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        *Status                `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Version       uint64                 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	View          []byte                 `protobuf:"bytes,4,opt,name=view,proto3" json:"view,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GrainReply) Reset() {
+	*x = GrainReply{}
+	mi := &file_kvmesh_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GrainReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GrainReply) ProtoMessage() {}
+
+func (x *GrainReply) ProtoReflect() protoreflect.Message {
+	mi := &file_kvmesh_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GrainReply.ProtoReflect.Descriptor instead.
+func (*GrainReply) Descriptor() ([]byte, []int) {
+	return file_kvmesh_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *GrainReply) GetStatus() *Status {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+func (x *GrainReply) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *GrainReply) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *GrainReply) GetView() []byte {
+	if x != nil {
+		return x.View
+	}
+	return nil
+}
+
 var File_kvmesh_proto protoreflect.FileDescriptor
 
 const file_kvmesh_proto_rawDesc = "" +
@@ -3505,7 +3897,37 @@ const file_kvmesh_proto_rawDesc = "" +
 	"\x05index\x18\x04 \x01(\rR\x05index\"1\n" +
 	"\x0eTransferCommit\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
-	"transferId*\xe3\x01\n" +
+	"transferId\"|\n" +
+	"\tGrainInit\x12\x19\n" +
+	"\bcache_id\x18\x01 \x01(\tR\acacheId\x12\x14\n" +
+	"\x05layer\x18\x02 \x01(\rR\x05layer\x12\x14\n" +
+	"\x05shard\x18\x03 \x01(\rR\x05shard\x12(\n" +
+	"\x04spec\x18\x04 \x01(\v2\x14.kvmesh.v1.CacheSpecR\x04spec\"\x8d\x01\n" +
+	"\n" +
+	"GrainWrite\x12\x19\n" +
+	"\bcache_id\x18\x01 \x01(\tR\acacheId\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12!\n" +
+	"\fbase_version\x18\x03 \x01(\x04R\vbaseVersion\x12+\n" +
+	"\x05write\x18\x04 \x01(\v2\x15.kvmesh.v1.LayerWriteR\x05write\"n\n" +
+	"\vGrainCommit\x12\x19\n" +
+	"\bcache_id\x18\x01 \x01(\tR\acacheId\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\x12\x14\n" +
+	"\x05abort\x18\x04 \x01(\bR\x05abort\"V\n" +
+	"\tGrainRead\x12\x19\n" +
+	"\bcache_id\x18\x01 \x01(\tR\acacheId\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\"=\n" +
+	"\n" +
+	"GrainClose\x12\x19\n" +
+	"\bcache_id\x18\x01 \x01(\tR\acacheId\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"{\n" +
+	"\n" +
+	"GrainReply\x12)\n" +
+	"\x06status\x18\x01 \x01(\v2\x11.kvmesh.v1.StatusR\x06status\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\x12\x12\n" +
+	"\x04view\x18\x04 \x01(\fR\x04view*\xe3\x01\n" +
 	"\x04Code\x12\v\n" +
 	"\aCODE_OK\x10\x00\x12\x19\n" +
 	"\x15CODE_INVALID_ARGUMENT\x10\x01\x12\x15\n" +
@@ -3546,7 +3968,7 @@ func file_kvmesh_proto_rawDescGZIP() []byte {
 }
 
 var file_kvmesh_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_kvmesh_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_kvmesh_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_kvmesh_proto_goTypes = []any{
 	(Code)(0),                   // 0: kvmesh.v1.Code
 	(DType)(0),                  // 1: kvmesh.v1.DType
@@ -3596,8 +4018,14 @@ var file_kvmesh_proto_goTypes = []any{
 	(*TransferTensor)(nil),      // 45: kvmesh.v1.TransferTensor
 	(*TransferAck)(nil),         // 46: kvmesh.v1.TransferAck
 	(*TransferCommit)(nil),      // 47: kvmesh.v1.TransferCommit
-	nil,                         // 48: kvmesh.v1.CacheSpec.MeshEntry
-	nil,                         // 49: kvmesh.v1.TransferBegin.MetadataEntry
+	(*GrainInit)(nil),           // 48: kvmesh.v1.GrainInit
+	(*GrainWrite)(nil),          // 49: kvmesh.v1.GrainWrite
+	(*GrainCommit)(nil),         // 50: kvmesh.v1.GrainCommit
+	(*GrainRead)(nil),           // 51: kvmesh.v1.GrainRead
+	(*GrainClose)(nil),          // 52: kvmesh.v1.GrainClose
+	(*GrainReply)(nil),          // 53: kvmesh.v1.GrainReply
+	nil,                         // 54: kvmesh.v1.CacheSpec.MeshEntry
+	nil,                         // 55: kvmesh.v1.TransferBegin.MetadataEntry
 }
 var file_kvmesh_proto_depIdxs = []int32{
 	0,  // 0: kvmesh.v1.Status.code:type_name -> kvmesh.v1.Code
@@ -3611,7 +4039,7 @@ var file_kvmesh_proto_depIdxs = []int32{
 	11, // 8: kvmesh.v1.CacheSpec.mamba2:type_name -> kvmesh.v1.Mamba2Metadata
 	12, // 9: kvmesh.v1.CacheSpec.lightning:type_name -> kvmesh.v1.LightningMetadata
 	7,  // 10: kvmesh.v1.CacheSpec.storage:type_name -> kvmesh.v1.Storage
-	48, // 11: kvmesh.v1.CacheSpec.mesh:type_name -> kvmesh.v1.CacheSpec.MeshEntry
+	54, // 11: kvmesh.v1.CacheSpec.mesh:type_name -> kvmesh.v1.CacheSpec.MeshEntry
 	4,  // 12: kvmesh.v1.TransformerWrite.key:type_name -> kvmesh.v1.Tensor
 	4,  // 13: kvmesh.v1.TransformerWrite.value:type_name -> kvmesh.v1.Tensor
 	6,  // 14: kvmesh.v1.TransformerWrite.attention_mask:type_name -> kvmesh.v1.BoolTensor
@@ -3649,14 +4077,17 @@ var file_kvmesh_proto_depIdxs = []int32{
 	3,  // 46: kvmesh.v1.CloseCacheReply.status:type_name -> kvmesh.v1.Status
 	3,  // 47: kvmesh.v1.PagesReply.status:type_name -> kvmesh.v1.Status
 	45, // 48: kvmesh.v1.TransferBegin.tensors:type_name -> kvmesh.v1.TransferTensor
-	49, // 49: kvmesh.v1.TransferBegin.metadata:type_name -> kvmesh.v1.TransferBegin.MetadataEntry
+	55, // 49: kvmesh.v1.TransferBegin.metadata:type_name -> kvmesh.v1.TransferBegin.MetadataEntry
 	1,  // 50: kvmesh.v1.TransferTensor.dtype:type_name -> kvmesh.v1.DType
 	3,  // 51: kvmesh.v1.TransferAck.status:type_name -> kvmesh.v1.Status
-	52, // [52:52] is the sub-list for method output_type
-	52, // [52:52] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	13, // 52: kvmesh.v1.GrainInit.spec:type_name -> kvmesh.v1.CacheSpec
+	21, // 53: kvmesh.v1.GrainWrite.write:type_name -> kvmesh.v1.LayerWrite
+	3,  // 54: kvmesh.v1.GrainReply.status:type_name -> kvmesh.v1.Status
+	55, // [55:55] is the sub-list for method output_type
+	55, // [55:55] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_kvmesh_proto_init() }
@@ -3685,7 +4116,7 @@ func file_kvmesh_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvmesh_proto_rawDesc), len(file_kvmesh_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   47,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

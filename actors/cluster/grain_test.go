@@ -1,0 +1,92 @@
+package cluster
+
+import (
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kvmesh/kvmesh/layers/mamba"
+	"github.com/kvmesh/kvmesh/layers/tensor"
+	"github.com/kvmesh/kvmesh/messages"
+)
+
+// A shard grain stages, commits and reads versions; a re-activated grain
+// (another epoch) answers CODE_STATE_LOST for every request naming the old
+// epoch, never a zero view; stale bases and unknown versions are refused.
+func TestShardGrainEpochs(t *testing.T) {
+	sys := actor.NewActorSystem()
+	defer sys.Shutdown()
+	spawn := func() *actor.PID {
+		return sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return newShardGrain() }))
+	}
+	ask := func(pid *actor.PID, m any) *messages.GrainReply {
+		res, err := sys.Root.RequestFuture(pid, m, 5*time.Second).Result()
+		require.NoError(t, err)
+		return res.(*messages.GrainReply)
+	}
+	spec := &messages.CacheSpec{Metadata: &messages.CacheSpec_Mamba{Mamba: &messages.MambaMetadata{NumHiddenLayers: 2, BatchSize: 2,
+		IntermediateSize: 3, SsmStateSize: 2, ConvKernelSize: 2}}, Storage: &messages.Storage{Dtype: messages.DType_DTYPE_FLOAT32}}
+	g := spawn()
+	init := ask(g, &messages.GrainInit{CacheId: "c", Layer: 1, Spec: spec})
+	require.Equal(t, messages.Code_CODE_OK, init.Status.Code)
+	epoch := init.Epoch
+	state := tensor.Must(tensor.FromFloat64s(tensor.Float32, []float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, 2, 3, 2))
+	w := &messages.LayerWrite{Layer: 1, Write: &messages.LayerWrite_ConvSsm{ConvSsm: &messages.ConvSSMWrite{SsmState: toProto(state)}}}
+	assert.Equal(t, messages.Code_CODE_OK, ask(g, &messages.GrainWrite{CacheId: "c", Epoch: epoch, BaseVersion: 0, Write: w}).Status.Code)
+	assert.Equal(t, messages.Code_CODE_OK, ask(g, &messages.GrainCommit{CacheId: "c", Epoch: epoch, Version: 1}).Status.Code)
+	assert.Equal(t, messages.Code_CODE_OK, ask(g, &messages.GrainCommit{CacheId: "c", Epoch: epoch, Version: 1}).Status.Code, "a re-sent commit")
+	stale := ask(g, &messages.GrainWrite{CacheId: "c", Epoch: epoch, BaseVersion: 0, Write: w})
+	assert.Equal(t, messages.Code_CODE_STALE_VERSION, stale.Status.Code)
+
+	read := ask(g, &messages.GrainRead{CacheId: "c", Epoch: epoch, Version: 1})
+	require.Equal(t, messages.Code_CODE_OK, read.Status.Code)
+	v, err := mamba.UnmarshalView(read.View)
+	require.NoError(t, err)
+	assert.Equal(t, state.Float64s(), v.SSMStates().Float64s())
+	old := ask(g, &messages.GrainRead{CacheId: "c", Epoch: epoch, Version: 0})
+	require.Equal(t, messages.Code_CODE_OK, old.Status.Code)
+	v0, err := mamba.UnmarshalView(old.View)
+	require.NoError(t, err)
+	assert.Equal(t, make([]float64, 12), v0.SSMStates().Float64s())
+	assert.Equal(t, messages.Code_CODE_NOT_FOUND, ask(g, &messages.GrainRead{CacheId: "c", Epoch: epoch, Version: 7}).Status.Code)
+
+	again := spawn() // the same identity re-activated on another member
+	for _, m := range []any{
+		&messages.GrainRead{CacheId: "c", Epoch: epoch, Version: 1},
+		&messages.GrainWrite{CacheId: "c", Epoch: epoch, BaseVersion: 1, Write: w},
+		&messages.GrainCommit{CacheId: "c", Epoch: epoch, Version: 2},
+	} {
+		rep := ask(again, m)
+		assert.Equal(t, messages.Code_CODE_STATE_LOST, rep.Status.Code)
+		assert.Contains(t, rep.Status.Message, "cache c")
+		assert.Empty(t, rep.View)
+	}
+	assert.NotEqual(t, epoch, ask(again, &messages.GrainInit{CacheId: "c", Layer: 1, Spec: spec}).Epoch)
+
+	bad := ask(spawn(), &messages.GrainInit{CacheId: "p", Spec: &messages.CacheSpec{Metadata: &messages.CacheSpec_Paged{Paged: &messages.PagedMetadata{}}}})
+	assert.Equal(t, messages.Code_CODE_INVALID_ARGUMENT, bad.Status.Code)
+	assert.Contains(t, bad.Status.Message, "only Mamba")
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Listen: "x"}, `listen "x"`},
+		{Config{Listen: "127.0.0.1:70000"}, `listen "127.0.0.1:70000"`},
+		{Config{Listen: "127.0.0.1:4000"}, "needs --members"},
+		{Config{Listen: "127.0.0.1:4000", Members: []string{"nope"}}, `member "nope"`},
+		{Config{Listen: "127.0.0.1:4000", Provider: "etcd"}, "needs --etcd"},
+		{Config{Listen: "127.0.0.1:4000", Provider: "consul"}, `provider "consul"`},
+	} {
+		err := tc.cfg.Validate()
+		require.ErrorIs(t, err, ErrConfig)
+		assert.Contains(t, err.Error(), tc.want)
+	}
+	require.NoError(t, Config{Listen: "127.0.0.1:4000", Members: []string{"127.0.0.1:4000"}}.Validate())
+	assert.Equal(t, "cache/a/layer/3/shard/0", Identity("a", 3, 0))
+}
