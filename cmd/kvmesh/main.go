@@ -42,7 +42,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return exitError{exitBadInput, err} })
 	root.AddCommand(newRunCmd(), newParityCmd(), newBenchCmd())
-	root.AddCommand(newSimCmd())
+	root.AddCommand(newSimCmd(), newNodeCmd())
 	err := root.Execute()
 	if err == nil {
 		return 0
