@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -87,6 +88,41 @@ type node struct {
 // provider and waits until each has joined.
 func startNodes(t *testing.T, n int) []*node { return startNodesWith(t, n, nil) }
 
+// startNode starts one `kvmesh node --listen addr args...` and waits until
+// it has joined; cleanup kills it.
+func startNode(t *testing.T, addr string, args ...string) *node {
+	t.Helper()
+	cmd := exec.Command(kvmeshBin, append([]string{"node", "--listen", addr}, args...)...)
+	cmd.Env = append(os.Environ(), "NO_PROXY=127.0.0.1,localhost", "no_proxy=127.0.0.1,localhost")
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	cmd.Stderr = os.Stderr
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "listening on") {
+				close(ready)
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("node %s did not start within 20 s", addr)
+	}
+	return &node{addr: addr, cmd: cmd}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+func join(s []string) string { return strings.Join(s, ",") }
+
 // startNodesWith starts n nodes; provider, if set, gives the membership
 // flags instead of the automanaged member list.
 func startNodesWith(t *testing.T, n int, provider []string) []*node {
@@ -97,36 +133,11 @@ func startNodesWith(t *testing.T, n int, provider []string) []*node {
 	}
 	var nodes []*node
 	for _, a := range addrs {
-		args := []string{"node", "--listen", a, "--members", strings.Join(addrs, ",")}
+		args := []string{"--members", strings.Join(addrs, ",")}
 		if provider != nil {
-			args = append([]string{"node", "--listen", a}, provider...)
+			args = provider
 		}
-		cmd := exec.Command(kvmeshBin, args...)
-		cmd.Env = append(os.Environ(), "NO_PROXY=127.0.0.1,localhost", "no_proxy=127.0.0.1,localhost")
-		out, err := cmd.StdoutPipe()
-		require.NoError(t, err)
-		cmd.Stderr = os.Stderr
-		require.NoError(t, cmd.Start())
-		nd := &node{addr: a, cmd: cmd}
-		nodes = append(nodes, nd)
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		})
-		ready := make(chan struct{})
-		go func() {
-			sc := bufio.NewScanner(out)
-			for sc.Scan() {
-				if strings.Contains(sc.Text(), "listening on") {
-					close(ready)
-				}
-			}
-		}()
-		select {
-		case <-ready:
-		case <-time.After(20 * time.Second):
-			t.Fatalf("node %s did not start within 20 s", a)
-		}
+		nodes = append(nodes, startNode(t, a, args...))
 	}
 	return nodes
 }
