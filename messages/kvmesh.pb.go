@@ -2773,10 +2773,13 @@ func (x *CloseCacheReply) GetStatus() *Status {
 	return nil
 }
 
+// The epoch fields are for page-manager grains (actors/cluster): the epoch
+// the client got from PagesInit; 0 in-process.
 type AllocPages struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	CacheId       string                 `protobuf:"bytes,1,opt,name=cache_id,json=cacheId,proto3" json:"cache_id,omitempty"`
 	Count         uint32                 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2825,10 +2828,18 @@ func (x *AllocPages) GetCount() uint32 {
 	return 0
 }
 
+func (x *AllocPages) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 type AllocPrefillPages struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	CacheId       string                 `protobuf:"bytes,1,opt,name=cache_id,json=cacheId,proto3" json:"cache_id,omitempty"`
 	PromptLen     uint32                 `protobuf:"varint,2,opt,name=prompt_len,json=promptLen,proto3" json:"prompt_len,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2877,10 +2888,18 @@ func (x *AllocPrefillPages) GetPromptLen() uint32 {
 	return 0
 }
 
+func (x *AllocPrefillPages) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 type FreePages struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	CacheId       string                 `protobuf:"bytes,1,opt,name=cache_id,json=cacheId,proto3" json:"cache_id,omitempty"`
 	Pages         []int32                `protobuf:"varint,2,rep,packed,name=pages,proto3" json:"pages,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2929,11 +2948,19 @@ func (x *FreePages) GetPages() []int32 {
 	return nil
 }
 
+func (x *FreePages) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 type PagesReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Status        *Status                `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
 	Pages         []int32                `protobuf:"varint,2,rep,packed,name=pages,proto3" json:"pages,omitempty"`
-	Free          uint32                 `protobuf:"varint,3,opt,name=free,proto3" json:"free,omitempty"` // free pages after the request
+	Free          uint32                 `protobuf:"varint,3,opt,name=free,proto3" json:"free,omitempty"`   // free pages after the request
+	Epoch         uint64                 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"` // page-manager grains: the grain's epoch
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2989,6 +3016,68 @@ func (x *PagesReply) GetFree() uint32 {
 	return 0
 }
 
+func (x *PagesReply) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+// PagesInit (re)creates a page-manager grain's allocator (EasyDeL's
+// HBMPageManager) for a paged cache of this metadata; the reply carries
+// the grain's epoch.
+type PagesInit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CacheId       string                 `protobuf:"bytes,1,opt,name=cache_id,json=cacheId,proto3" json:"cache_id,omitempty"`
+	Metadata      *PagedMetadata         `protobuf:"bytes,2,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PagesInit) Reset() {
+	*x = PagesInit{}
+	mi := &file_kvmesh_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PagesInit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PagesInit) ProtoMessage() {}
+
+func (x *PagesInit) ProtoReflect() protoreflect.Message {
+	mi := &file_kvmesh_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PagesInit.ProtoReflect.Descriptor instead.
+func (*PagesInit) Descriptor() ([]byte, []int) {
+	return file_kvmesh_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *PagesInit) GetCacheId() string {
+	if x != nil {
+		return x.CacheId
+	}
+	return ""
+}
+
+func (x *PagesInit) GetMetadata() *PagedMetadata {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
 // TransferBegin announces a transfer: its tensors (names, in order), their
 // dtypes and shapes, and free-form metadata.
 type TransferBegin struct {
@@ -3002,7 +3091,7 @@ type TransferBegin struct {
 
 func (x *TransferBegin) Reset() {
 	*x = TransferBegin{}
-	mi := &file_kvmesh_proto_msgTypes[41]
+	mi := &file_kvmesh_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3014,7 +3103,7 @@ func (x *TransferBegin) String() string {
 func (*TransferBegin) ProtoMessage() {}
 
 func (x *TransferBegin) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[41]
+	mi := &file_kvmesh_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3027,7 +3116,7 @@ func (x *TransferBegin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferBegin.ProtoReflect.Descriptor instead.
 func (*TransferBegin) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{41}
+	return file_kvmesh_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *TransferBegin) GetTransferId() string {
@@ -3065,7 +3154,7 @@ type TransferTensor struct {
 
 func (x *TransferTensor) Reset() {
 	*x = TransferTensor{}
-	mi := &file_kvmesh_proto_msgTypes[42]
+	mi := &file_kvmesh_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3077,7 +3166,7 @@ func (x *TransferTensor) String() string {
 func (*TransferTensor) ProtoMessage() {}
 
 func (x *TransferTensor) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[42]
+	mi := &file_kvmesh_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3090,7 +3179,7 @@ func (x *TransferTensor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferTensor.ProtoReflect.Descriptor instead.
 func (*TransferTensor) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{42}
+	return file_kvmesh_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *TransferTensor) GetName() string {
@@ -3135,7 +3224,7 @@ type TransferAck struct {
 
 func (x *TransferAck) Reset() {
 	*x = TransferAck{}
-	mi := &file_kvmesh_proto_msgTypes[43]
+	mi := &file_kvmesh_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3147,7 +3236,7 @@ func (x *TransferAck) String() string {
 func (*TransferAck) ProtoMessage() {}
 
 func (x *TransferAck) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[43]
+	mi := &file_kvmesh_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3160,7 +3249,7 @@ func (x *TransferAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferAck.ProtoReflect.Descriptor instead.
 func (*TransferAck) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{43}
+	return file_kvmesh_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *TransferAck) GetStatus() *Status {
@@ -3202,7 +3291,7 @@ type TransferCommit struct {
 
 func (x *TransferCommit) Reset() {
 	*x = TransferCommit{}
-	mi := &file_kvmesh_proto_msgTypes[44]
+	mi := &file_kvmesh_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3214,7 +3303,7 @@ func (x *TransferCommit) String() string {
 func (*TransferCommit) ProtoMessage() {}
 
 func (x *TransferCommit) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[44]
+	mi := &file_kvmesh_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3227,7 +3316,7 @@ func (x *TransferCommit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferCommit.ProtoReflect.Descriptor instead.
 func (*TransferCommit) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{44}
+	return file_kvmesh_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *TransferCommit) GetTransferId() string {
@@ -3250,7 +3339,7 @@ type GrainInit struct {
 
 func (x *GrainInit) Reset() {
 	*x = GrainInit{}
-	mi := &file_kvmesh_proto_msgTypes[45]
+	mi := &file_kvmesh_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3262,7 +3351,7 @@ func (x *GrainInit) String() string {
 func (*GrainInit) ProtoMessage() {}
 
 func (x *GrainInit) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[45]
+	mi := &file_kvmesh_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3275,7 +3364,7 @@ func (x *GrainInit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainInit.ProtoReflect.Descriptor instead.
 func (*GrainInit) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{45}
+	return file_kvmesh_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *GrainInit) GetCacheId() string {
@@ -3320,7 +3409,7 @@ type GrainWrite struct {
 
 func (x *GrainWrite) Reset() {
 	*x = GrainWrite{}
-	mi := &file_kvmesh_proto_msgTypes[46]
+	mi := &file_kvmesh_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3332,7 +3421,7 @@ func (x *GrainWrite) String() string {
 func (*GrainWrite) ProtoMessage() {}
 
 func (x *GrainWrite) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[46]
+	mi := &file_kvmesh_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3345,7 +3434,7 @@ func (x *GrainWrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainWrite.ProtoReflect.Descriptor instead.
 func (*GrainWrite) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{46}
+	return file_kvmesh_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *GrainWrite) GetCacheId() string {
@@ -3389,7 +3478,7 @@ type GrainCommit struct {
 
 func (x *GrainCommit) Reset() {
 	*x = GrainCommit{}
-	mi := &file_kvmesh_proto_msgTypes[47]
+	mi := &file_kvmesh_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3401,7 +3490,7 @@ func (x *GrainCommit) String() string {
 func (*GrainCommit) ProtoMessage() {}
 
 func (x *GrainCommit) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[47]
+	mi := &file_kvmesh_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3414,7 +3503,7 @@ func (x *GrainCommit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainCommit.ProtoReflect.Descriptor instead.
 func (*GrainCommit) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{47}
+	return file_kvmesh_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *GrainCommit) GetCacheId() string {
@@ -3458,7 +3547,7 @@ type GrainRead struct {
 
 func (x *GrainRead) Reset() {
 	*x = GrainRead{}
-	mi := &file_kvmesh_proto_msgTypes[48]
+	mi := &file_kvmesh_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3470,7 +3559,7 @@ func (x *GrainRead) String() string {
 func (*GrainRead) ProtoMessage() {}
 
 func (x *GrainRead) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[48]
+	mi := &file_kvmesh_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3483,7 +3572,7 @@ func (x *GrainRead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainRead.ProtoReflect.Descriptor instead.
 func (*GrainRead) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{48}
+	return file_kvmesh_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GrainRead) GetCacheId() string {
@@ -3518,7 +3607,7 @@ type GrainClose struct {
 
 func (x *GrainClose) Reset() {
 	*x = GrainClose{}
-	mi := &file_kvmesh_proto_msgTypes[49]
+	mi := &file_kvmesh_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3530,7 +3619,7 @@ func (x *GrainClose) String() string {
 func (*GrainClose) ProtoMessage() {}
 
 func (x *GrainClose) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[49]
+	mi := &file_kvmesh_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3543,7 +3632,7 @@ func (x *GrainClose) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainClose.ProtoReflect.Descriptor instead.
 func (*GrainClose) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{49}
+	return file_kvmesh_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GrainClose) GetCacheId() string {
@@ -3573,7 +3662,7 @@ type GrainReply struct {
 
 func (x *GrainReply) Reset() {
 	*x = GrainReply{}
-	mi := &file_kvmesh_proto_msgTypes[50]
+	mi := &file_kvmesh_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3585,7 +3674,7 @@ func (x *GrainReply) String() string {
 func (*GrainReply) ProtoMessage() {}
 
 func (x *GrainReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[50]
+	mi := &file_kvmesh_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3598,7 +3687,7 @@ func (x *GrainReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainReply.ProtoReflect.Descriptor instead.
 func (*GrainReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{50}
+	return file_kvmesh_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GrainReply) GetStatus() *Status {
@@ -3859,23 +3948,30 @@ const file_kvmesh_proto_rawDesc = "" +
 	"CloseCache\x12\x19\n" +
 	"\bcache_id\x18\x01 \x01(\tR\acacheId\"<\n" +
 	"\x0fCloseCacheReply\x12)\n" +
-	"\x06status\x18\x01 \x01(\v2\x11.kvmesh.v1.StatusR\x06status\"=\n" +
+	"\x06status\x18\x01 \x01(\v2\x11.kvmesh.v1.StatusR\x06status\"S\n" +
 	"\n" +
 	"AllocPages\x12\x19\n" +
 	"\bcache_id\x18\x01 \x01(\tR\acacheId\x12\x14\n" +
-	"\x05count\x18\x02 \x01(\rR\x05count\"M\n" +
+	"\x05count\x18\x02 \x01(\rR\x05count\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"c\n" +
 	"\x11AllocPrefillPages\x12\x19\n" +
 	"\bcache_id\x18\x01 \x01(\tR\acacheId\x12\x1d\n" +
 	"\n" +
-	"prompt_len\x18\x02 \x01(\rR\tpromptLen\"<\n" +
+	"prompt_len\x18\x02 \x01(\rR\tpromptLen\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"R\n" +
 	"\tFreePages\x12\x19\n" +
 	"\bcache_id\x18\x01 \x01(\tR\acacheId\x12\x14\n" +
-	"\x05pages\x18\x02 \x03(\x05R\x05pages\"a\n" +
+	"\x05pages\x18\x02 \x03(\x05R\x05pages\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"w\n" +
 	"\n" +
 	"PagesReply\x12)\n" +
 	"\x06status\x18\x01 \x01(\v2\x11.kvmesh.v1.StatusR\x06status\x12\x14\n" +
 	"\x05pages\x18\x02 \x03(\x05R\x05pages\x12\x12\n" +
-	"\x04free\x18\x03 \x01(\rR\x04free\"\xe6\x01\n" +
+	"\x04free\x18\x03 \x01(\rR\x04free\x12\x14\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\"\\\n" +
+	"\tPagesInit\x12\x19\n" +
+	"\bcache_id\x18\x01 \x01(\tR\acacheId\x124\n" +
+	"\bmetadata\x18\x02 \x01(\v2\x18.kvmesh.v1.PagedMetadataR\bmetadata\"\xe6\x01\n" +
 	"\rTransferBegin\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x123\n" +
@@ -3968,7 +4064,7 @@ func file_kvmesh_proto_rawDescGZIP() []byte {
 }
 
 var file_kvmesh_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_kvmesh_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
+var file_kvmesh_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_kvmesh_proto_goTypes = []any{
 	(Code)(0),                   // 0: kvmesh.v1.Code
 	(DType)(0),                  // 1: kvmesh.v1.DType
@@ -4014,18 +4110,19 @@ var file_kvmesh_proto_goTypes = []any{
 	(*AllocPrefillPages)(nil),   // 41: kvmesh.v1.AllocPrefillPages
 	(*FreePages)(nil),           // 42: kvmesh.v1.FreePages
 	(*PagesReply)(nil),          // 43: kvmesh.v1.PagesReply
-	(*TransferBegin)(nil),       // 44: kvmesh.v1.TransferBegin
-	(*TransferTensor)(nil),      // 45: kvmesh.v1.TransferTensor
-	(*TransferAck)(nil),         // 46: kvmesh.v1.TransferAck
-	(*TransferCommit)(nil),      // 47: kvmesh.v1.TransferCommit
-	(*GrainInit)(nil),           // 48: kvmesh.v1.GrainInit
-	(*GrainWrite)(nil),          // 49: kvmesh.v1.GrainWrite
-	(*GrainCommit)(nil),         // 50: kvmesh.v1.GrainCommit
-	(*GrainRead)(nil),           // 51: kvmesh.v1.GrainRead
-	(*GrainClose)(nil),          // 52: kvmesh.v1.GrainClose
-	(*GrainReply)(nil),          // 53: kvmesh.v1.GrainReply
-	nil,                         // 54: kvmesh.v1.CacheSpec.MeshEntry
-	nil,                         // 55: kvmesh.v1.TransferBegin.MetadataEntry
+	(*PagesInit)(nil),           // 44: kvmesh.v1.PagesInit
+	(*TransferBegin)(nil),       // 45: kvmesh.v1.TransferBegin
+	(*TransferTensor)(nil),      // 46: kvmesh.v1.TransferTensor
+	(*TransferAck)(nil),         // 47: kvmesh.v1.TransferAck
+	(*TransferCommit)(nil),      // 48: kvmesh.v1.TransferCommit
+	(*GrainInit)(nil),           // 49: kvmesh.v1.GrainInit
+	(*GrainWrite)(nil),          // 50: kvmesh.v1.GrainWrite
+	(*GrainCommit)(nil),         // 51: kvmesh.v1.GrainCommit
+	(*GrainRead)(nil),           // 52: kvmesh.v1.GrainRead
+	(*GrainClose)(nil),          // 53: kvmesh.v1.GrainClose
+	(*GrainReply)(nil),          // 54: kvmesh.v1.GrainReply
+	nil,                         // 55: kvmesh.v1.CacheSpec.MeshEntry
+	nil,                         // 56: kvmesh.v1.TransferBegin.MetadataEntry
 }
 var file_kvmesh_proto_depIdxs = []int32{
 	0,  // 0: kvmesh.v1.Status.code:type_name -> kvmesh.v1.Code
@@ -4039,7 +4136,7 @@ var file_kvmesh_proto_depIdxs = []int32{
 	11, // 8: kvmesh.v1.CacheSpec.mamba2:type_name -> kvmesh.v1.Mamba2Metadata
 	12, // 9: kvmesh.v1.CacheSpec.lightning:type_name -> kvmesh.v1.LightningMetadata
 	7,  // 10: kvmesh.v1.CacheSpec.storage:type_name -> kvmesh.v1.Storage
-	54, // 11: kvmesh.v1.CacheSpec.mesh:type_name -> kvmesh.v1.CacheSpec.MeshEntry
+	55, // 11: kvmesh.v1.CacheSpec.mesh:type_name -> kvmesh.v1.CacheSpec.MeshEntry
 	4,  // 12: kvmesh.v1.TransformerWrite.key:type_name -> kvmesh.v1.Tensor
 	4,  // 13: kvmesh.v1.TransformerWrite.value:type_name -> kvmesh.v1.Tensor
 	6,  // 14: kvmesh.v1.TransformerWrite.attention_mask:type_name -> kvmesh.v1.BoolTensor
@@ -4076,18 +4173,19 @@ var file_kvmesh_proto_depIdxs = []int32{
 	3,  // 45: kvmesh.v1.InsertReply.status:type_name -> kvmesh.v1.Status
 	3,  // 46: kvmesh.v1.CloseCacheReply.status:type_name -> kvmesh.v1.Status
 	3,  // 47: kvmesh.v1.PagesReply.status:type_name -> kvmesh.v1.Status
-	45, // 48: kvmesh.v1.TransferBegin.tensors:type_name -> kvmesh.v1.TransferTensor
-	55, // 49: kvmesh.v1.TransferBegin.metadata:type_name -> kvmesh.v1.TransferBegin.MetadataEntry
-	1,  // 50: kvmesh.v1.TransferTensor.dtype:type_name -> kvmesh.v1.DType
-	3,  // 51: kvmesh.v1.TransferAck.status:type_name -> kvmesh.v1.Status
-	13, // 52: kvmesh.v1.GrainInit.spec:type_name -> kvmesh.v1.CacheSpec
-	21, // 53: kvmesh.v1.GrainWrite.write:type_name -> kvmesh.v1.LayerWrite
-	3,  // 54: kvmesh.v1.GrainReply.status:type_name -> kvmesh.v1.Status
-	55, // [55:55] is the sub-list for method output_type
-	55, // [55:55] is the sub-list for method input_type
-	55, // [55:55] is the sub-list for extension type_name
-	55, // [55:55] is the sub-list for extension extendee
-	0,  // [0:55] is the sub-list for field type_name
+	9,  // 48: kvmesh.v1.PagesInit.metadata:type_name -> kvmesh.v1.PagedMetadata
+	46, // 49: kvmesh.v1.TransferBegin.tensors:type_name -> kvmesh.v1.TransferTensor
+	56, // 50: kvmesh.v1.TransferBegin.metadata:type_name -> kvmesh.v1.TransferBegin.MetadataEntry
+	1,  // 51: kvmesh.v1.TransferTensor.dtype:type_name -> kvmesh.v1.DType
+	3,  // 52: kvmesh.v1.TransferAck.status:type_name -> kvmesh.v1.Status
+	13, // 53: kvmesh.v1.GrainInit.spec:type_name -> kvmesh.v1.CacheSpec
+	21, // 54: kvmesh.v1.GrainWrite.write:type_name -> kvmesh.v1.LayerWrite
+	3,  // 55: kvmesh.v1.GrainReply.status:type_name -> kvmesh.v1.Status
+	56, // [56:56] is the sub-list for method output_type
+	56, // [56:56] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_kvmesh_proto_init() }
@@ -4116,7 +4214,7 @@ func file_kvmesh_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvmesh_proto_rawDesc), len(file_kvmesh_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   53,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -22,7 +22,8 @@
 // way on both sides, and optional mutual TLS.
 //
 // Limits (next steps): only Mamba caches run clustered, unsharded (shard
-// 0); the page-manager kind is registered but serves no requests yet;
+// 0); a paged cache's page manager runs as a grain (NewPageManager,
+// identity cache/<id>/pages), but paged layers do not run clustered yet;
 // views travel in one message per layer rather than in 1 MiB chunks;
 // Results are empty (Mamba steps return nothing).
 package cluster

@@ -90,3 +90,41 @@ func TestConfigValidate(t *testing.T) {
 	require.NoError(t, Config{Listen: "127.0.0.1:4000", Members: []string{"127.0.0.1:4000"}}.Validate())
 	assert.Equal(t, "cache/a/layer/3/shard/0", Identity("a", 3, 0))
 }
+
+// A page-manager grain allocates and frees like EasyDeL's HBMPageManager
+// (page 0 is never handed out), keeps its allocator's error codes, and a
+// re-activated one answers CODE_STATE_LOST rather than handing out pages
+// that may be in use.
+func TestPageGrainEpochs(t *testing.T) {
+	sys := actor.NewActorSystem()
+	defer sys.Shutdown()
+	spawn := func() *actor.PID {
+		return sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return newPageGrain() }))
+	}
+	ask := func(pid *actor.PID, m any) *messages.PagesReply {
+		res, err := sys.Root.RequestFuture(pid, m, 5*time.Second).Result()
+		require.NoError(t, err)
+		return res.(*messages.PagesReply)
+	}
+	md := &messages.PagedMetadata{BatchSize: 1, NumHiddenLayers: 1, NumPagesPerLayer: 5, NumPagesPerSequence: 2, MaxSequences: 8,
+		PageSize: 4, NumKvHeads: 1, KvHeadDimSize: 2, HbmUtilization: 0.5}
+	g := spawn()
+	init := ask(g, &messages.PagesInit{CacheId: "p", Metadata: md})
+	require.Equal(t, messages.Code_CODE_OK, init.Status.Code)
+	assert.Equal(t, uint32(4), init.Free)
+	pre := ask(g, &messages.AllocPrefillPages{CacheId: "p", PromptLen: 6, Epoch: init.Epoch})
+	require.Equal(t, messages.Code_CODE_OK, pre.Status.Code)
+	assert.Equal(t, []int32{1, 2}, pre.Pages)
+	assert.Equal(t, uint32(2), pre.Free)
+	full := ask(g, &messages.AllocPages{CacheId: "p", Count: 3, Epoch: init.Epoch})
+	assert.Equal(t, messages.Code_CODE_NO_FREE_PAGES, full.Status.Code)
+	freed := ask(g, &messages.FreePages{CacheId: "p", Pages: []int32{1}, Epoch: init.Epoch})
+	require.Equal(t, messages.Code_CODE_OK, freed.Status.Code)
+	assert.Equal(t, uint32(3), freed.Free)
+
+	again := spawn()
+	lost := ask(again, &messages.AllocPages{CacheId: "p", Count: 1, Epoch: init.Epoch})
+	assert.Equal(t, messages.Code_CODE_STATE_LOST, lost.Status.Code)
+	assert.Contains(t, lost.Status.Message, "cache p")
+	assert.Empty(t, lost.Pages)
+}

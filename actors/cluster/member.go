@@ -150,7 +150,7 @@ func start(cfg Config, host bool) (m *Member, err error) {
 	if host {
 		kinds = append(kinds,
 			cluster.NewKind(ShardKind, actor.PropsFromProducer(func() actor.Actor { return newShardGrain() })),
-			cluster.NewKind(PageKind, actor.PropsFromProducer(func() actor.Actor { return newShardGrain() })))
+			cluster.NewKind(PageKind, actor.PropsFromProducer(func() actor.Actor { return newPageGrain() })))
 	}
 	ccfg := cluster.Configure(clusterName, provider, disthash.New(), remote.Configure(h, port, opts...),
 		cluster.WithKinds(kinds...), cluster.WithRequestTimeout(cfg.RequestTimeout))

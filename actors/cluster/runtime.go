@@ -12,6 +12,7 @@ import (
 	"github.com/kvmesh/kvmesh/actors"
 	"github.com/kvmesh/kvmesh/layers/mamba"
 	"github.com/kvmesh/kvmesh/messages"
+	"github.com/kvmesh/kvmesh/pagemanager"
 )
 
 // Errors of the clustered runtime; errors matching the embedded runtime's
@@ -80,23 +81,47 @@ func Identity(id string, l, s int) string { return fmt.Sprintf("cache/%s/layer/%
 // call sends msg to a grain and returns its reply, retrying (with a
 // backoff) calls that got no answer: every grain request is idempotent.
 func (r *Runtime) call(ctx context.Context, identity string, msg any) (*messages.GrainReply, error) {
+	res, err := r.callKind(ctx, identity, ShardKind, msg)
+	if err != nil {
+		return nil, err
+	}
+	if rep, ok := res.(*messages.GrainReply); ok {
+		return rep, nil
+	}
+	return nil, fmt.Errorf("%w: %s: reply %T", ErrUnreachable, identity, res)
+}
+
+// callKind sends msg to grain identity of kind, retrying with a backoff
+// calls that got no answer (protoactor's own retries back off for
+// nanoseconds: pitfall 4).
+func (r *Runtime) callKind(ctx context.Context, identity, kind string, msg any) (any, error) {
 	var last error
 	for attempt := range 6 {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		res, err := r.m.c.Request(identity, ShardKind, msg, cluster.WithTimeout(r.timeout), cluster.WithRetryCount(1))
+		res, err := r.m.c.Request(identity, kind, msg, cluster.WithTimeout(r.timeout), cluster.WithRetryCount(1))
 		if err == nil && res != nil {
-			if rep, ok := res.(*messages.GrainReply); ok {
-				return rep, nil
-			}
-			err = fmt.Errorf("reply %T", res)
+			return res, nil
+		}
+		if err == nil {
+			err = fmt.Errorf("no reply")
 		}
 		last = err
 		time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
 	}
 	return nil, fmt.Errorf("%w: %s: %v", ErrUnreachable, identity, last)
 }
+
+// statusError turns a failed reply's status into the embedded runtime's
+// error type, which errors.Is matches against its sentinels.
+func statusError(s *messages.Status) error {
+	return &actors.StatusError{Code: s.Code, Message: s.Message}
+}
+
+func isNoFreePages(err error) bool { return errors.Is(err, pagemanager.ErrNoFreePages) }
+
+func isOutOfRange(err error) bool { return errors.Is(err, pagemanager.ErrOutOfRange) }
 
 // Cache is a handle on a clustered cache; its methods are safe for
 // concurrent use (steps are serialized by the handle).
@@ -163,7 +188,7 @@ func (c *Cache) each(ctx context.Context, build func(l int) (any, func(*messages
 				lost = append(lost, l)
 				mu.Unlock()
 			case rep.Status.GetCode() != messages.Code_CODE_OK:
-				errs[l] = &actors.StatusError{Code: rep.Status.Code, Message: rep.Status.Message}
+				errs[l] = statusError(rep.Status)
 			default:
 				if ok != nil {
 					ok(rep)

@@ -35,7 +35,9 @@ import (
 	"github.com/kvmesh/kvmesh/actors"
 	"github.com/kvmesh/kvmesh/actors/cluster"
 	"github.com/kvmesh/kvmesh/layers/mamba"
+	"github.com/kvmesh/kvmesh/layers/paged"
 	"github.com/kvmesh/kvmesh/layers/tensor"
+	"github.com/kvmesh/kvmesh/pagemanager"
 )
 
 var kvmeshBin string
@@ -278,6 +280,17 @@ func matchesEmbedded(t *testing.T, rt *cluster.Runtime) {
 	_, _, err = clustered.Step(ctx, 2, stepWrites(r1, layers, 0))
 	require.ErrorIs(t, err, actors.ErrStale)
 	require.NoError(t, clustered.Close())
+
+	// a paged cache's page manager is a grain too, with EasyDeL's allocation order
+	pm, err := rt.NewPageManager(ctx, "p1", paged.Metadata{BatchSize: 1, NumHiddenLayers: 1, NumPagesPerLayer: 5,
+		NumPagesPerSequence: 2, MaxSequences: 8, PageSize: 4, NumKVHeads: 1, KVHeadDimSize: 2, HBMUtilization: 0.5})
+	require.NoError(t, err)
+	pages, free, err := pm.AllocPrefillPages(ctx, 6)
+	require.NoError(t, err)
+	assert.Equal(t, []int32{1, 2}, pages)
+	assert.Equal(t, 2, free)
+	_, _, err = pm.AllocPages(ctx, 3)
+	require.ErrorIs(t, err, pagemanager.ErrNoFreePages)
 }
 
 // kill -9 of a member during decode: the caches with a layer on it answer
