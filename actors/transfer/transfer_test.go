@@ -447,3 +447,59 @@ func BenchmarkKVTransfer(b *testing.B) {
 		})
 	}
 }
+
+// lossy stands in for a node's receiver and drops the first delivery of
+// every request (as a lost gRPC batch does, silently), and also the first
+// ack of every chunk after handing the chunk on (a lost reply): the
+// sender's retries and the receiver's idempotency still deliver the bundle
+// exactly once.
+type lossy struct {
+	next *actor.PID
+	seen map[string]int
+}
+
+func (l *lossy) Receive(c actor.Context) {
+	var key string
+	switch m := c.Message().(type) {
+	case *messages.TransferBegin:
+		key = "begin"
+	case *messages.TensorChunk:
+		key = fmt.Sprintf("%s/%d", m.Name, m.Index)
+	case *messages.TransferCommit:
+		key = "commit"
+	default:
+		return
+	}
+	l.seen[key]++
+	switch l.seen[key] {
+	case 1: // the request is lost
+	case 2: // the request arrives, its ack is lost
+		c.Request(l.next, c.Message())
+	default:
+		c.Forward(l.next)
+	}
+}
+
+func TestSendRetriesLostMessages(t *testing.T) {
+	var calls atomic.Int32
+	got := make(chan Bundle, 2)
+	b := newNode(t, Config{ChunkSize: 64, Handler: func(_ context.Context, bu Bundle) error {
+		calls.Add(1)
+		got <- bu
+		return nil
+	}})
+	// put the lossy stand-in under the receiver's name, in front of a real receiver
+	require.NoError(t, b.sys.Root.StopFuture(b.recv).Wait())
+	inner := b.sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor {
+		return &receiver{handler: b.cfg.Handler, transfers: map[string]*incoming{}}
+	}))
+	_, err := b.sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &lossy{next: inner, seen: map[string]int{}} }), receiverName)
+	require.NoError(t, err)
+
+	a := newNode(t, Config{ChunkSize: 64, AckTimeout: 300 * time.Millisecond, Retries: 3})
+	x := randomTensor(mrand.New(mrand.NewPCG(3, 4)), tensor.Float32, 40, 3) // 480 bytes: 8 chunks
+	require.NoError(t, a.Send(context.Background(), b.Address(), Bundle{Names: []string{"x"}, Tensors: []tensor.Tensor{x}}))
+	bu := <-got
+	assert.True(t, bu.Tensors[0].Equal(x))
+	assert.Equal(t, int32(1), calls.Load())
+}
