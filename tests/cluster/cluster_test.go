@@ -99,6 +99,7 @@ func startNode(t *testing.T, addr string, args ...string) *node {
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	cmd.Stderr = os.Stderr
+	dieWithParent(cmd)
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
