@@ -100,6 +100,21 @@ func FromBytes(dtype DType, data []byte, shape ...int) (Tensor, error) {
 	return t, nil
 }
 
+// WrapBytes returns a dense tensor over little-endian data itself, without
+// a copy: the tensor takes data over, and the caller must not write to it
+// afterwards (tensors are immutable; a later write would change every
+// version sharing it). Use FromBytes to keep data.
+func WrapBytes(dtype DType, data []byte, shape ...int) (Tensor, error) {
+	if !dtype.Valid() {
+		return Tensor{}, fmt.Errorf("%w: %s", ErrDType, dtype)
+	}
+	if len(data)%dtype.Size() != 0 {
+		return Tensor{}, fmt.Errorf("%w: %d bytes is not a whole number of %s elements (%d bytes each)",
+			ErrShape, len(data), dtype, dtype.Size())
+	}
+	return fromOwnedBytes(dtype, data, len(data)/dtype.Size(), shape)
+}
+
 // FromFloat64s returns a dense tensor of dtype holding data rounded to it.
 func FromFloat64s(dtype DType, data []float64, shape ...int) (Tensor, error) {
 	b := make([]byte, len(data)*dtype.Size())
@@ -291,6 +306,37 @@ func (t Tensor) ReadBytes(dst []byte, dtype DType, off int) error {
 		convert(out, dtype, c.data[lo*ss:(lo+l)*ss], t.dtype)
 	})
 	return nil
+}
+
+// zeros backs the unwritten chunks VisitBytes hands out.
+var zeros [64 << 10]byte
+
+// VisitBytes calls fn with the little-endian bytes of elements [off, off+n)
+// in order, piece by piece as they lie in the tensor's chunks, without
+// copying them (never-written elements come as zeros). fn must neither
+// write to a piece nor keep it after it returns; an error from fn stops
+// the visit and is returned.
+func (t Tensor) VisitBytes(off, n int, fn func(piece []byte) error) error {
+	if err := t.checkRange(off, n); err != nil {
+		return err
+	}
+	ss := t.dtype.Size()
+	var err error
+	t.pieces(off, n, func(ci, lo, l, _ int) {
+		if err != nil {
+			return
+		}
+		if c := t.t.get(ci); c != nil {
+			err = fn(c.data[lo*ss : (lo+l)*ss])
+			return
+		}
+		for left := l * ss; left > 0 && err == nil; {
+			k := min(left, len(zeros))
+			err = fn(zeros[:k])
+			left -= k
+		}
+	})
+	return err
 }
 
 // ReadFloat64s decodes len(dst) elements starting at flat offset off.

@@ -1,6 +1,7 @@
 package tensor
 
 import (
+	"errors"
 	"math"
 	"math/rand/v2"
 	"sync"
@@ -388,4 +389,55 @@ func TestNF4CodeMatchesLinearSearch(t *testing.T) {
 	for _, v := range vals {
 		require.Equal(t, linear(v), nf4Code(v), "v=%v", v)
 	}
+}
+
+func TestWrapBytesTakesDataWithoutCopy(t *testing.T) {
+	data := Must(FromFloat64s(BFloat16, []float64{1, 2, 3, 4, 5, 6}, 6)).Bytes()
+	x, err := WrapBytes(BFloat16, data, 2, 3)
+	require.NoError(t, err)
+	assert.Equal(t, []float64{1, 2, 3, 4, 5, 6}, x.Float64s())
+	// The tensor is data: the documented contract is that the caller no
+	// longer writes it; this write shows no copy was made.
+	data[0], data[1] = 0, 0
+	assert.Equal(t, 0.0, x.At(0, 0))
+
+	_, err = WrapBytes(Float32, make([]byte, 6), 2)
+	require.ErrorIs(t, err, ErrShape)
+	assert.Contains(t, err.Error(), "6 bytes")
+	_, err = WrapBytes(Float32, make([]byte, 8), 3)
+	require.ErrorIs(t, err, ErrShape)
+	assert.Contains(t, err.Error(), "shape [3]")
+	_, err = WrapBytes(DType(0), nil)
+	require.ErrorIs(t, err, ErrDType)
+}
+
+func TestVisitBytesWalksChunksInOrder(t *testing.T) {
+	// 12 float32 in chunks of 4, the middle chunk never written: pieces
+	// come chunk by chunk and their concatenation is the tensor's bytes.
+	x := Must(NewChunked(Float32, 4, 12))
+	ed := x.Edit()
+	require.NoError(t, ed.Write(0, Must(FromFloat64s(Float32, []float64{1, 2, 3, 4}, 4)), 0, 4))
+	require.NoError(t, ed.Write(8, Must(FromFloat64s(Float32, []float64{9, 10}, 2)), 0, 2))
+	x = ed.Tensor()
+	for _, r := range [][2]int{{0, 12}, {1, 8}, {4, 4}, {9, 1}, {3, 0}} {
+		got := []byte{}
+		var sizes []int
+		require.NoError(t, x.VisitBytes(r[0], r[1], func(p []byte) error {
+			got = append(got, p...)
+			sizes = append(sizes, len(p))
+			return nil
+		}))
+		want := make([]byte, 4*r[1])
+		require.NoError(t, x.ReadBytes(want, Float32, r[0]))
+		assert.Equal(t, want, got, "range %v", r)
+		for _, s := range sizes {
+			assert.LessOrEqual(t, s, 16, "range %v: a piece spans chunks", r)
+		}
+	}
+	stop := errors.New("stop")
+	calls := 0
+	err := x.VisitBytes(0, 12, func([]byte) error { calls++; return stop })
+	require.ErrorIs(t, err, stop)
+	assert.Equal(t, 1, calls)
+	require.ErrorIs(t, x.VisitBytes(10, 3, func([]byte) error { return nil }), ErrRange)
 }
