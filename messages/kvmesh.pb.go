@@ -3081,10 +3081,14 @@ func (x *PagesInit) GetMetadata() *PagedMetadata {
 // TransferBegin announces a transfer: its tensors (names, in order), their
 // dtypes and shapes, and free-form metadata.
 type TransferBegin struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TransferId    string                 `protobuf:"bytes,1,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
-	Tensors       []*TransferTensor      `protobuf:"bytes,2,rep,name=tensors,proto3" json:"tensors,omitempty"`
-	Metadata      map[string]string      `protobuf:"bytes,3,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	TransferId string                 `protobuf:"bytes,1,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
+	Tensors    []*TransferTensor      `protobuf:"bytes,2,rep,name=tensors,proto3" json:"tensors,omitempty"`
+	Metadata   map[string]string      `protobuf:"bytes,3,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// bulk: the tensors' bytes travel on the receiver's side channel (a TCP
+	// stream, see actors/transfer/bulk.go), not as TensorChunks; the ack
+	// names the side channel's address.
+	Bulk          bool `protobuf:"varint,4,opt,name=bulk,proto3" json:"bulk,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3138,6 +3142,13 @@ func (x *TransferBegin) GetMetadata() map[string]string {
 		return x.Metadata
 	}
 	return nil
+}
+
+func (x *TransferBegin) GetBulk() bool {
+	if x != nil {
+		return x.Bulk
+	}
+	return false
 }
 
 // TransferTensor describes one tensor of a transfer; chunks is how many
@@ -3213,11 +3224,14 @@ func (x *TransferTensor) GetChunks() uint32 {
 // TransferAck acknowledges a TransferBegin (index 0, name empty), a
 // TensorChunk (its name and index) or a TransferCommit.
 type TransferAck struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Status        *Status                `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
-	TransferId    string                 `protobuf:"bytes,2,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
-	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
-	Index         uint32                 `protobuf:"varint,4,opt,name=index,proto3" json:"index,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Status     *Status                `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	TransferId string                 `protobuf:"bytes,2,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
+	Name       string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Index      uint32                 `protobuf:"varint,4,opt,name=index,proto3" json:"index,omitempty"`
+	// bulk_address is host:port of the receiver's side channel, in the ack
+	// of a bulk TransferBegin.
+	BulkAddress   string `protobuf:"bytes,5,opt,name=bulk_address,json=bulkAddress,proto3" json:"bulk_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3280,11 +3294,22 @@ func (x *TransferAck) GetIndex() uint32 {
 	return 0
 }
 
+func (x *TransferAck) GetBulkAddress() string {
+	if x != nil {
+		return x.BulkAddress
+	}
+	return ""
+}
+
 // TransferCommit asks the receiver to reassemble the transfer and hand it
 // to its handler; a repeated commit returns the first one's outcome.
 type TransferCommit struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TransferId    string                 `protobuf:"bytes,1,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	TransferId string                 `protobuf:"bytes,1,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
+	// crc32 is each tensor's CRC-32 (IEEE, hash/crc32) of its bytes, in
+	// the begin's order; a bulk transfer carries it and the receiver
+	// refuses the commit when a tensor's size or checksum differs.
+	Crc32         []uint32 `protobuf:"fixed32,2,rep,packed,name=crc32,proto3" json:"crc32,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3324,6 +3349,13 @@ func (x *TransferCommit) GetTransferId() string {
 		return x.TransferId
 	}
 	return ""
+}
+
+func (x *TransferCommit) GetCrc32() []uint32 {
+	if x != nil {
+		return x.Crc32
+	}
+	return nil
 }
 
 // GrainInit (re)creates the grain's layer from spec at version 0.
@@ -3971,12 +4003,13 @@ const file_kvmesh_proto_rawDesc = "" +
 	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\"\\\n" +
 	"\tPagesInit\x12\x19\n" +
 	"\bcache_id\x18\x01 \x01(\tR\acacheId\x124\n" +
-	"\bmetadata\x18\x02 \x01(\v2\x18.kvmesh.v1.PagedMetadataR\bmetadata\"\xe6\x01\n" +
+	"\bmetadata\x18\x02 \x01(\v2\x18.kvmesh.v1.PagedMetadataR\bmetadata\"\xfa\x01\n" +
 	"\rTransferBegin\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x123\n" +
 	"\atensors\x18\x02 \x03(\v2\x19.kvmesh.v1.TransferTensorR\atensors\x12B\n" +
-	"\bmetadata\x18\x03 \x03(\v2&.kvmesh.v1.TransferBegin.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\x03 \x03(\v2&.kvmesh.v1.TransferBegin.MetadataEntryR\bmetadata\x12\x12\n" +
+	"\x04bulk\x18\x04 \x01(\bR\x04bulk\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"z\n" +
@@ -3984,16 +4017,18 @@ const file_kvmesh_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12&\n" +
 	"\x05dtype\x18\x02 \x01(\x0e2\x10.kvmesh.v1.DTypeR\x05dtype\x12\x14\n" +
 	"\x05shape\x18\x03 \x03(\x03R\x05shape\x12\x16\n" +
-	"\x06chunks\x18\x04 \x01(\rR\x06chunks\"\x83\x01\n" +
+	"\x06chunks\x18\x04 \x01(\rR\x06chunks\"\xa6\x01\n" +
 	"\vTransferAck\x12)\n" +
 	"\x06status\x18\x01 \x01(\v2\x11.kvmesh.v1.StatusR\x06status\x12\x1f\n" +
 	"\vtransfer_id\x18\x02 \x01(\tR\n" +
 	"transferId\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x14\n" +
-	"\x05index\x18\x04 \x01(\rR\x05index\"1\n" +
+	"\x05index\x18\x04 \x01(\rR\x05index\x12!\n" +
+	"\fbulk_address\x18\x05 \x01(\tR\vbulkAddress\"G\n" +
 	"\x0eTransferCommit\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
-	"transferId\"|\n" +
+	"transferId\x12\x14\n" +
+	"\x05crc32\x18\x02 \x03(\aR\x05crc32\"|\n" +
 	"\tGrainInit\x12\x19\n" +
 	"\bcache_id\x18\x01 \x01(\tR\acacheId\x12\x14\n" +
 	"\x05layer\x18\x02 \x01(\rR\x05layer\x12\x14\n" +

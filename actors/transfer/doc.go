@@ -1,11 +1,18 @@
 // Package transfer moves one sequence's KV between kvmesh nodes (a prefill
 // node to a decode node) over protoactor remote: DESIGN.md section 6.
 //
-// A Node is an actor system with protoactor remote listening on gRPC and a
-// receiver actor. Node.Send moves a Bundle (named tensors plus metadata) to
-// another node as kvmesh.v1 messages: a TransferBegin that lists the
-// tensors, each tensor's data in TensorChunks of at most 1 MiB, and a
-// TransferCommit. Protoactor drops remote messages it cannot deliver
+// A Node is an actor system with protoactor remote listening on gRPC, a
+// receiver actor, and a side channel: a TCP listener for bulk data
+// (bulk.go documents its framing). Node.Send moves a Bundle (named tensors
+// plus metadata) to another node. By default the control path is
+// kvmesh.v1 messages — a TransferBegin that lists the tensors (its ack
+// names the receiver's side channel) and a TransferCommit carrying each
+// tensor's CRC-32 — while the tensors' raw bytes stream over one TCP
+// connection to the side channel, without protobuf or protoactor's
+// batching in between. The receiver commits only when every tensor's size
+// and checksum match, so a truncated or corrupted stream applies nothing.
+// With Config.Chunked the data travels instead as TensorChunks of at most
+// 1 MiB among the actor messages: the slower fallback. Protoactor drops remote messages it cannot deliver
 // without telling the sender, so every request is acknowledged
 // (TransferAck) and re-sent when its ack is late, and the receiver makes
 // every request idempotent: a chunk received twice is stored once, and a
@@ -23,8 +30,9 @@
 // gRPC limits are raised the same way on both sides (server, dial and
 // call options: RemoteOptions), and protoactor's endpoint writer batches
 // at most Config.BatchSize messages per frame, so a frame stays under the
-// limit. With Config.TLS both sides use mutual TLS: a peer without a
-// certificate signed by the CA is refused in the handshake.
+// limit. With Config.TLS both sides use mutual TLS, on gRPC and on the side
+// channel alike (the same certificates): a peer without a certificate
+// signed by the CA is refused in the handshake.
 //
 // Deviations and limits: EasyDeL has no transfer (it is JAX-local); this
 // is kvmesh's own. A quantized paged view is sent dequantized (Gather) and
@@ -32,5 +40,11 @@
 // the bundle, but ApplyPaged writes only the paged layers; the handler
 // writes states into a Mamba/Mamba2 cache itself. The receiver keeps the
 // outcome of every committed transfer (a few bytes each) for the node's
-// lifetime so that re-sent commits stay idempotent.
+// lifetime so that re-sent commits stay idempotent. On the bulk path a
+// failed stream is re-sent whole on a new connection; bytes the receiver
+// already has are skipped, so a stream is idempotent too, but a tensor
+// whose checksum mismatched cannot be repaired by a re-send (its transfer
+// fails; the sender starts a new one). The receiver holds the tensors it
+// receives as chunks of up to 1 MiB (or one chunk when the element count
+// has no divisor of a useful size).
 package transfer

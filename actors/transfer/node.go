@@ -65,6 +65,14 @@ type Config struct {
 	Advertise string
 	// TLS, when set, turns on mutual TLS.
 	TLS *TLSFiles
+	// BulkListen is host:port of the side channel's TCP listener (bulk.go);
+	// "" listens on Listen's host at a free port. Peers reach it at this
+	// node's advertised host.
+	BulkListen string
+	// Chunked makes Send carry tensor data in TensorChunk messages over
+	// protoactor instead of the side channel: the slower fallback (the
+	// node still accepts bulk transfers).
+	Chunked bool
 	// ChunkSize is the data bytes per TensorChunk (default and maximum
 	// MaxChunkSize).
 	ChunkSize int
@@ -125,6 +133,11 @@ func (c Config) Validate() error {
 	c = c.withDefaults()
 	if _, _, err := splitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("%w: listen %q: %v", ErrConfig, c.Listen, err)
+	}
+	if c.BulkListen != "" {
+		if _, _, err := splitHostPort(c.BulkListen); err != nil {
+			return fmt.Errorf("%w: bulk listen %q: %v", ErrConfig, c.BulkListen, err)
+		}
 	}
 	if c.Advertise != "" {
 		if _, _, err := splitHostPort(c.Advertise); err != nil {
@@ -232,6 +245,8 @@ type Node struct {
 	remote *remote.Remote
 	recv   *actor.PID
 
+	bulk   *bulkServer
+	client *bulkClient
 	mu     sync.Mutex
 	closed bool
 	seq    uint64
@@ -270,10 +285,31 @@ func NewNode(cfg Config) (*Node, error) {
 	r := remote.NewRemote(sys, remote.Configure(host, port, opts...))
 	r.Start()
 	n := &Node{cfg: cfg, sys: sys, remote: r}
+	var serverTLS, clientTLS *tls.Config
+	if cfg.TLS != nil {
+		if serverTLS, err = cfg.TLS.ServerTLS(); err == nil {
+			clientTLS, err = cfg.TLS.ClientTLS()
+		}
+		if err != nil {
+			r.Shutdown(false)
+			return nil, err
+		}
+	}
+	n.client = &bulkClient{tls: clientTLS, timeout: cfg.AckTimeout, addrs: map[string]string{}, idle: map[string]idleConn{}}
+	bulkListen := cfg.BulkListen
+	if bulkListen == "" {
+		bulkListen = net.JoinHostPort(host, "0")
+	}
+	advHost, _, _ := net.SplitHostPort(sys.Address())
+	if n.bulk, err = startBulk(bulkListen, advHost, serverTLS, cfg.AckTimeout); err != nil {
+		r.Shutdown(false)
+		return nil, err
+	}
 	n.recv, err = sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
-		return &receiver{handler: cfg.Handler, transfers: map[string]*incoming{}}
+		return &receiver{handler: cfg.Handler, transfers: map[string]*incoming{}, bulk: n.bulk}
 	}), receiverName)
 	if err != nil {
+		n.bulk.close()
 		r.Shutdown(false)
 		return nil, fmt.Errorf("%w: spawn receiver: %v", ErrConfig, err)
 	}
@@ -288,6 +324,9 @@ func quietLogger(*actor.ActorSystem) *slog.Logger {
 // Address returns host:port peers send to.
 func (n *Node) Address() string { return n.sys.Address() }
 
+// BulkAddress returns host:port of the node's side channel (bulk.go).
+func (n *Node) BulkAddress() string { return n.bulk.addr }
+
 // Close stops the receiver and the remote listener.
 func (n *Node) Close() error {
 	n.mu.Lock()
@@ -298,9 +337,25 @@ func (n *Node) Close() error {
 	n.closed = true
 	n.mu.Unlock()
 	_ = n.sys.Root.StopFuture(n.recv).Wait()
-	n.remote.Shutdown(true)
+	n.bulk.close()
+	n.client.close()
+	shutdownRemote(n.remote)
 	n.sys.Shutdown()
 	return nil
+}
+
+// shutdownRemote stops r gracefully. protoactor's endpoint manager can
+// panic there ("send on closed channel") when a peer's connection closes
+// at the same moment (its reader closes the channel the manager signals
+// it on before it unregisters it); the panic is recovered and the gRPC
+// server stopped hard instead, so closing a node never crashes its host.
+func shutdownRemote(r *remote.Remote) {
+	defer func() {
+		if recover() != nil {
+			r.Shutdown(false)
+		}
+	}()
+	r.Shutdown(true)
 }
 
 // transferID returns a fresh id, unique per sending node.
@@ -375,6 +430,9 @@ func (n *Node) Send(ctx context.Context, addr string, b Bundle) error {
 			jobs = append(jobs, job{t: t, name: name, index: uint32(c), count: uint32(count)})
 		}
 	}
+	if !n.cfg.Chunked {
+		return n.sendBulk(ctx, addr, id, begin, b)
+	}
 	if _, err := n.request(ctx, addr, begin, "begin "+id); err != nil {
 		return err
 	}
@@ -419,6 +477,86 @@ feed:
 		return fmt.Errorf("transfer to %s: %w", addr, err)
 	}
 	_, err = n.request(ctx, addr, &messages.TransferCommit{TransferId: id}, "commit "+id)
+	return err
+}
+
+// sendBulk moves b's bytes over the receiver's side channel: a bulk
+// begin, whose ack names the side channel, the stream, re-sent whole on a
+// new connection when its connection fails (up to Retries times), and a
+// commit carrying every tensor's CRC-32. Once a peer's side channel is
+// known the stream starts while the begin is on its way (the receiver
+// waits for the begin before it stores a frame).
+func (n *Node) sendBulk(ctx context.Context, addr, id string, begin *messages.TransferBegin, b Bundle) error {
+	begin.Bulk = true
+	for _, t := range begin.Tensors {
+		t.Chunks = 0
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	n.client.mu.Lock()
+	bulk := n.client.addrs[addr]
+	n.client.mu.Unlock()
+	beginErr := make(chan error, 1)
+	go func() {
+		ack, err := n.request(ctx, addr, begin, "begin "+id)
+		if err == nil && ack.GetBulkAddress() == "" {
+			err = fmt.Errorf("%w: transfer to %s: begin %s: the ack names no side channel", ErrRejected, addr, id)
+		}
+		if err == nil {
+			n.client.mu.Lock()
+			n.client.addrs[addr] = ack.GetBulkAddress()
+			n.client.mu.Unlock()
+		} else {
+			cancel() // a stream started meanwhile stops
+		}
+		beginErr <- err
+	}()
+	if bulk == "" {
+		if err := <-beginErr; err != nil {
+			return err
+		}
+		n.client.mu.Lock()
+		bulk = n.client.addrs[addr]
+		n.client.mu.Unlock()
+		beginErr <- nil
+	}
+	var crcs []uint32
+	var conn net.Conn
+	var err error
+	for attempt := 0; ; attempt++ {
+		if conn, err = n.client.get(ctx, bulk); err == nil {
+			if crcs, err = streamBulk(ctx, conn, n.cfg.AckTimeout, id, b); err == nil {
+				break
+			}
+			_ = conn.Close()
+		}
+		if errors.Is(err, ErrBundle) || ctx.Err() != nil || attempt >= n.cfg.Retries {
+			break
+		}
+	}
+	if berr := <-beginErr; berr != nil {
+		if err == nil {
+			_ = conn.Close()
+		}
+		return berr
+	}
+	if err != nil {
+		if errors.Is(err, ErrBundle) {
+			return err
+		}
+		return fmt.Errorf("%w: transfer to %s: bulk stream of %s to %s failed after %d attempts: %v", ErrUnacked, addr, id, bulk, n.cfg.Retries+1, err)
+	}
+	// The commit goes out while the receiver reads the stream's last bytes
+	// (it waits for them); its ack is the transfer's outcome, the stream's
+	// answer only decides whether conn can carry the next stream.
+	reply := make(chan error, 1)
+	go func() { reply <- bulkReply(conn, n.cfg.AckTimeout, id) }()
+	_, err = n.request(ctx, addr, &messages.TransferCommit{TransferId: id, Crc32: crcs}, "commit "+id)
+	if rerr := <-reply; rerr == nil {
+		n.client.put(bulk, conn)
+	} else {
+		_ = conn.Close()
+	}
 	return err
 }
 

@@ -37,6 +37,7 @@ type handlerDone struct {
 type receiver struct {
 	handler   func(ctx context.Context, b Bundle) error
 	transfers map[string]*incoming
+	bulk      *bulkServer // the node's side channel
 }
 
 func ack(id, name string, index uint32, err error) *messages.TransferAck {
@@ -50,7 +51,11 @@ func ack(id, name string, index uint32, err error) *messages.TransferAck {
 func (r *receiver) Receive(c actor.Context) {
 	switch m := c.Message().(type) {
 	case *messages.TransferBegin:
-		c.Respond(ack(m.TransferId, "", 0, r.begin(m)))
+		a := ack(m.TransferId, "", 0, r.begin(m))
+		if m.Bulk && r.bulk != nil {
+			a.BulkAddress = r.bulk.addr
+		}
+		c.Respond(a)
 	case *messages.TensorChunk:
 		c.Respond(ack(m.TransferId, m.Name, m.Index, r.chunk(m)))
 	case *messages.TransferCommit:
@@ -61,7 +66,7 @@ func (r *receiver) Receive(c actor.Context) {
 		for _, w := range in.waiters {
 			c.Send(w, &messages.TransferAck{Status: m.status, TransferId: m.id})
 		}
-		in.waiters, in.data = nil, nil
+		in.waiters, in.data, in.got, in.begin = nil, nil, nil, nil // only the outcome is kept
 	}
 }
 
@@ -84,9 +89,19 @@ func (r *receiver) begin(m *messages.TransferBegin) error {
 		if !dt.Valid() {
 			return fmt.Errorf("%w: transfer %s: tensor %s has dtype %v", ErrBundle, m.TransferId, t.Name, t.Dtype)
 		}
-		in.data = append(in.data, make([]byte, n*dt.Size()))
+		if !m.Bulk {
+			in.data = append(in.data, make([]byte, n*dt.Size()))
+		}
 		in.got = append(in.got, map[uint32]bool{})
 		in.left += int(t.Chunks)
+	}
+	if m.Bulk {
+		if r.bulk == nil {
+			return fmt.Errorf("%w: transfer %s: this node has no side channel", ErrBundle, m.TransferId)
+		}
+		if err := r.bulk.stage(m.TransferId, m.Tensors); err != nil {
+			return err
+		}
 	}
 	r.transfers[m.TransferId] = in
 	return nil
@@ -137,6 +152,10 @@ func (r *receiver) commit(c actor.Context, m *messages.TransferCommit) {
 		return
 	}
 	b := Bundle{Metadata: in.begin.Metadata}
+	if in.begin.Bulk {
+		r.commitBulk(c, m, in, b)
+		return
+	}
 	for i, t := range in.begin.Tensors {
 		shape := make([]int, len(t.Shape))
 		for j, d := range t.Shape {
@@ -157,6 +176,34 @@ func (r *receiver) commit(c actor.Context, m *messages.TransferCommit) {
 		var err error
 		if handler != nil {
 			err = handler(context.Background(), b)
+		}
+		st := &messages.Status{Code: messages.Code_CODE_OK}
+		if err != nil {
+			st = &messages.Status{Code: messages.Code_CODE_INVALID_ARGUMENT, Message: err.Error()}
+		}
+		sys.Root.Send(self, &handlerDone{id: id, status: st})
+	}()
+}
+
+// commitBulk commits a bulk transfer outside the actor: it waits for the
+// side channel to have every tensor's bytes (the commit may overtake the
+// stream), verifies sizes and checksums, and only then runs the handler.
+// A failed verification is the transfer's outcome (nothing is applied;
+// re-sent commits get the same error).
+func (r *receiver) commitBulk(c actor.Context, m *messages.TransferCommit, in *incoming, b Bundle) {
+	in.committing = true
+	in.waiters = []*actor.PID{c.Sender()}
+	self, sys, handler, id, bulk, crcs, tensors := c.Self(), c.ActorSystem(), r.handler, m.TransferId, r.bulk, m.Crc32, in.begin.Tensors
+	go func() {
+		ts, err := bulk.commit(id, crcs)
+		if err == nil {
+			for i, t := range tensors {
+				b.Names = append(b.Names, t.Name)
+				b.Tensors = append(b.Tensors, ts[i])
+			}
+			if handler != nil {
+				err = handler(context.Background(), b)
+			}
 		}
 		st := &messages.Status{Code: messages.Code_CODE_OK}
 		if err != nil {

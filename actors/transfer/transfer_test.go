@@ -390,17 +390,22 @@ func BenchmarkKVTransfer(b *testing.B) {
 		size := mib << 20
 		x := tensor.Must(tensor.FromBytes(tensor.BFloat16, make([]byte, size), size/2))
 		bundle := Bundle{Names: []string{"kv"}, Tensors: []tensor.Tensor{x}}
-		b.Run(fmt.Sprintf("remote/%dMiB", mib), func(b *testing.B) {
-			dst := newNode(b, Config{})
-			src := newNode(b, Config{})
-			b.SetBytes(int64(size))
-			b.ReportAllocs()
-			for b.Loop() {
-				if err := src.Send(context.Background(), dst.Address(), bundle); err != nil {
-					b.Fatal(err)
+		for _, path := range []struct {
+			name    string
+			chunked bool
+		}{{"chunked", true}, {"bulk", false}} {
+			b.Run(fmt.Sprintf("remote-%s/%dMiB", path.name, mib), func(b *testing.B) {
+				dst := newNode(b, Config{})
+				src := newNode(b, Config{Chunked: path.chunked})
+				b.SetBytes(int64(size))
+				b.ReportAllocs()
+				for b.Loop() {
+					if err := src.Send(context.Background(), dst.Address(), bundle); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-		})
+			})
+		}
 		b.Run(fmt.Sprintf("rawTCP/%dMiB", mib), func(b *testing.B) {
 			l, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
@@ -481,25 +486,29 @@ func (l *lossy) Receive(c actor.Context) {
 }
 
 func TestSendRetriesLostMessages(t *testing.T) {
-	var calls atomic.Int32
-	got := make(chan Bundle, 2)
-	b := newNode(t, Config{ChunkSize: 64, Handler: func(_ context.Context, bu Bundle) error {
-		calls.Add(1)
-		got <- bu
-		return nil
-	}})
-	// put the lossy stand-in under the receiver's name, in front of a real receiver
-	require.NoError(t, b.sys.Root.StopFuture(b.recv).Wait())
-	inner := b.sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor {
-		return &receiver{handler: b.cfg.Handler, transfers: map[string]*incoming{}}
-	}))
-	_, err := b.sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &lossy{next: inner, seen: map[string]int{}} }), receiverName)
-	require.NoError(t, err)
+	for _, chunked := range []bool{true, false} {
+		t.Run(fmt.Sprintf("chunked=%v", chunked), func(t *testing.T) {
+			var calls atomic.Int32
+			got := make(chan Bundle, 2)
+			b := newNode(t, Config{ChunkSize: 64, Handler: func(_ context.Context, bu Bundle) error {
+				calls.Add(1)
+				got <- bu
+				return nil
+			}})
+			// put the lossy stand-in under the receiver's name, in front of a real receiver
+			require.NoError(t, b.sys.Root.StopFuture(b.recv).Wait())
+			inner := b.sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor {
+				return &receiver{handler: b.cfg.Handler, transfers: map[string]*incoming{}, bulk: b.bulk}
+			}))
+			_, err := b.sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &lossy{next: inner, seen: map[string]int{}} }), receiverName)
+			require.NoError(t, err)
 
-	a := newNode(t, Config{ChunkSize: 64, AckTimeout: 300 * time.Millisecond, Retries: 3})
-	x := randomTensor(mrand.New(mrand.NewPCG(3, 4)), tensor.Float32, 40, 3) // 480 bytes: 8 chunks
-	require.NoError(t, a.Send(context.Background(), b.Address(), Bundle{Names: []string{"x"}, Tensors: []tensor.Tensor{x}}))
-	bu := <-got
-	assert.True(t, bu.Tensors[0].Equal(x))
-	assert.Equal(t, int32(1), calls.Load())
+			a := newNode(t, Config{ChunkSize: 64, AckTimeout: 300 * time.Millisecond, Retries: 3, Chunked: chunked})
+			x := randomTensor(mrand.New(mrand.NewPCG(3, 4)), tensor.Float32, 40, 3) // 480 bytes: 8 chunks
+			require.NoError(t, a.Send(context.Background(), b.Address(), Bundle{Names: []string{"x"}, Tensors: []tensor.Tensor{x}}))
+			bu := <-got
+			assert.True(t, bu.Tensors[0].Equal(x))
+			assert.Equal(t, int32(1), calls.Load())
+		})
+	}
 }
