@@ -3430,11 +3430,16 @@ func (x *GrainInit) GetSpec() *CacheSpec {
 // GrainWrite stages write on top of base_version (the grain's committed
 // version) as version base_version+1.
 type GrainWrite struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	CacheId       string                 `protobuf:"bytes,1,opt,name=cache_id,json=cacheId,proto3" json:"cache_id,omitempty"`
-	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	BaseVersion   uint64                 `protobuf:"varint,3,opt,name=base_version,json=baseVersion,proto3" json:"base_version,omitempty"`
-	Write         *LayerWrite            `protobuf:"bytes,4,opt,name=write,proto3" json:"write,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	CacheId     string                 `protobuf:"bytes,1,opt,name=cache_id,json=cacheId,proto3" json:"cache_id,omitempty"`
+	Epoch       uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	BaseVersion uint64                 `protobuf:"varint,3,opt,name=base_version,json=baseVersion,proto3" json:"base_version,omitempty"`
+	Write       *LayerWrite            `protobuf:"bytes,4,opt,name=write,proto3" json:"write,omitempty"`
+	// return_view asks for the staged view in the reply (GrainReply.view).
+	ReturnView bool `protobuf:"varint,5,opt,name=return_view,json=returnView,proto3" json:"return_view,omitempty"`
+	// call_id names the call, for fetching the parts of a reply too large
+	// for one message (GrainFetch).
+	CallId        string `protobuf:"bytes,6,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3495,6 +3500,20 @@ func (x *GrainWrite) GetWrite() *LayerWrite {
 		return x.Write
 	}
 	return nil
+}
+
+func (x *GrainWrite) GetReturnView() bool {
+	if x != nil {
+		return x.ReturnView
+	}
+	return false
+}
+
+func (x *GrainWrite) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
 }
 
 // GrainCommit publishes (or, with abort, drops) the staged version.
@@ -3569,10 +3588,14 @@ func (x *GrainCommit) GetAbort() bool {
 // GrainRead returns the layer's view at version (the committed one or the
 // one before it) as a binary snapshot.
 type GrainRead struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	CacheId       string                 `protobuf:"bytes,1,opt,name=cache_id,json=cacheId,proto3" json:"cache_id,omitempty"`
-	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Version       uint64                 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	CacheId string                 `protobuf:"bytes,1,opt,name=cache_id,json=cacheId,proto3" json:"cache_id,omitempty"`
+	Epoch   uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Version uint64                 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	// check_only answers whether the grain holds version (epoch and
+	// version checks) without the view.
+	CheckOnly     bool   `protobuf:"varint,4,opt,name=check_only,json=checkOnly,proto3" json:"check_only,omitempty"`
+	CallId        string `protobuf:"bytes,5,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3626,6 +3649,20 @@ func (x *GrainRead) GetVersion() uint64 {
 		return x.Version
 	}
 	return 0
+}
+
+func (x *GrainRead) GetCheckOnly() bool {
+	if x != nil {
+		return x.CheckOnly
+	}
+	return false
+}
+
+func (x *GrainRead) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
 }
 
 // GrainClose drops the layer's state.
@@ -3683,11 +3720,19 @@ func (x *GrainClose) GetEpoch() uint64 {
 
 // GrainReply answers every grain request.
 type GrainReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Status        *Status                `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
-	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Version       uint64                 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
-	View          []byte                 `protobuf:"bytes,4,opt,name=view,proto3" json:"view,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Status  *Status                `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	Epoch   uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Version uint64                 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	View    []byte                 `protobuf:"bytes,4,opt,name=view,proto3" json:"view,omitempty"`
+	// result is what a write returns to its caller (a contiguous cache's
+	// key, value and mask); its status is unused.
+	Result *WriteLayerReply `protobuf:"bytes,5,opt,name=result,proto3" json:"result,omitempty"`
+	// parts > 0: the reply was too large for one message. part holds bytes
+	// [index*1 MiB, ...) of the marshaled full GrainReply, every other field
+	// is empty, and GrainFetch returns the other parts.
+	Parts         uint32 `protobuf:"varint,6,opt,name=parts,proto3" json:"parts,omitempty"`
+	Part          []byte `protobuf:"bytes,7,opt,name=part,proto3" json:"part,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3748,6 +3793,169 @@ func (x *GrainReply) GetView() []byte {
 		return x.View
 	}
 	return nil
+}
+
+func (x *GrainReply) GetResult() *WriteLayerReply {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *GrainReply) GetParts() uint32 {
+	if x != nil {
+		return x.Parts
+	}
+	return 0
+}
+
+func (x *GrainReply) GetPart() []byte {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+// GrainPart carries part index of count of a marshaled GrainWrite too
+// large for one message (parts of at most 1 MiB); the grain handles the
+// write when it holds every part, and answers every part (the last one
+// with the write's reply).
+type GrainPart struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CacheId       string                 `protobuf:"bytes,1,opt,name=cache_id,json=cacheId,proto3" json:"cache_id,omitempty"`
+	CallId        string                 `protobuf:"bytes,2,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	Index         uint32                 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	Count         uint32                 `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
+	Data          []byte                 `protobuf:"bytes,5,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GrainPart) Reset() {
+	*x = GrainPart{}
+	mi := &file_kvmesh_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GrainPart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GrainPart) ProtoMessage() {}
+
+func (x *GrainPart) ProtoReflect() protoreflect.Message {
+	mi := &file_kvmesh_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GrainPart.ProtoReflect.Descriptor instead.
+func (*GrainPart) Descriptor() ([]byte, []int) {
+	return file_kvmesh_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *GrainPart) GetCacheId() string {
+	if x != nil {
+		return x.CacheId
+	}
+	return ""
+}
+
+func (x *GrainPart) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *GrainPart) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *GrainPart) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *GrainPart) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// GrainFetch returns part index of the reply to call call_id (see
+// GrainReply.parts).
+type GrainFetch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CacheId       string                 `protobuf:"bytes,1,opt,name=cache_id,json=cacheId,proto3" json:"cache_id,omitempty"`
+	CallId        string                 `protobuf:"bytes,2,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	Index         uint32                 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GrainFetch) Reset() {
+	*x = GrainFetch{}
+	mi := &file_kvmesh_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GrainFetch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GrainFetch) ProtoMessage() {}
+
+func (x *GrainFetch) ProtoReflect() protoreflect.Message {
+	mi := &file_kvmesh_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GrainFetch.ProtoReflect.Descriptor instead.
+func (*GrainFetch) Descriptor() ([]byte, []int) {
+	return file_kvmesh_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *GrainFetch) GetCacheId() string {
+	if x != nil {
+		return x.CacheId
+	}
+	return ""
+}
+
+func (x *GrainFetch) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *GrainFetch) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
 }
 
 var File_kvmesh_proto protoreflect.FileDescriptor
@@ -4033,32 +4241,52 @@ const file_kvmesh_proto_rawDesc = "" +
 	"\bcache_id\x18\x01 \x01(\tR\acacheId\x12\x14\n" +
 	"\x05layer\x18\x02 \x01(\rR\x05layer\x12\x14\n" +
 	"\x05shard\x18\x03 \x01(\rR\x05shard\x12(\n" +
-	"\x04spec\x18\x04 \x01(\v2\x14.kvmesh.v1.CacheSpecR\x04spec\"\x8d\x01\n" +
+	"\x04spec\x18\x04 \x01(\v2\x14.kvmesh.v1.CacheSpecR\x04spec\"\xc7\x01\n" +
 	"\n" +
 	"GrainWrite\x12\x19\n" +
 	"\bcache_id\x18\x01 \x01(\tR\acacheId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12!\n" +
 	"\fbase_version\x18\x03 \x01(\x04R\vbaseVersion\x12+\n" +
-	"\x05write\x18\x04 \x01(\v2\x15.kvmesh.v1.LayerWriteR\x05write\"n\n" +
+	"\x05write\x18\x04 \x01(\v2\x15.kvmesh.v1.LayerWriteR\x05write\x12\x1f\n" +
+	"\vreturn_view\x18\x05 \x01(\bR\n" +
+	"returnView\x12\x17\n" +
+	"\acall_id\x18\x06 \x01(\tR\x06callId\"n\n" +
 	"\vGrainCommit\x12\x19\n" +
 	"\bcache_id\x18\x01 \x01(\tR\acacheId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\x04R\aversion\x12\x14\n" +
-	"\x05abort\x18\x04 \x01(\bR\x05abort\"V\n" +
+	"\x05abort\x18\x04 \x01(\bR\x05abort\"\x8e\x01\n" +
 	"\tGrainRead\x12\x19\n" +
 	"\bcache_id\x18\x01 \x01(\tR\acacheId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x18\n" +
-	"\aversion\x18\x03 \x01(\x04R\aversion\"=\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\x12\x1d\n" +
+	"\n" +
+	"check_only\x18\x04 \x01(\bR\tcheckOnly\x12\x17\n" +
+	"\acall_id\x18\x05 \x01(\tR\x06callId\"=\n" +
 	"\n" +
 	"GrainClose\x12\x19\n" +
 	"\bcache_id\x18\x01 \x01(\tR\acacheId\x12\x14\n" +
-	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"{\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"\xd9\x01\n" +
 	"\n" +
 	"GrainReply\x12)\n" +
 	"\x06status\x18\x01 \x01(\v2\x11.kvmesh.v1.StatusR\x06status\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\x04R\aversion\x12\x12\n" +
-	"\x04view\x18\x04 \x01(\fR\x04view*\xe3\x01\n" +
+	"\x04view\x18\x04 \x01(\fR\x04view\x122\n" +
+	"\x06result\x18\x05 \x01(\v2\x1a.kvmesh.v1.WriteLayerReplyR\x06result\x12\x14\n" +
+	"\x05parts\x18\x06 \x01(\rR\x05parts\x12\x12\n" +
+	"\x04part\x18\a \x01(\fR\x04part\"\x7f\n" +
+	"\tGrainPart\x12\x19\n" +
+	"\bcache_id\x18\x01 \x01(\tR\acacheId\x12\x17\n" +
+	"\acall_id\x18\x02 \x01(\tR\x06callId\x12\x14\n" +
+	"\x05index\x18\x03 \x01(\rR\x05index\x12\x14\n" +
+	"\x05count\x18\x04 \x01(\rR\x05count\x12\x12\n" +
+	"\x04data\x18\x05 \x01(\fR\x04data\"V\n" +
+	"\n" +
+	"GrainFetch\x12\x19\n" +
+	"\bcache_id\x18\x01 \x01(\tR\acacheId\x12\x17\n" +
+	"\acall_id\x18\x02 \x01(\tR\x06callId\x12\x14\n" +
+	"\x05index\x18\x03 \x01(\rR\x05index*\xe3\x01\n" +
 	"\x04Code\x12\v\n" +
 	"\aCODE_OK\x10\x00\x12\x19\n" +
 	"\x15CODE_INVALID_ARGUMENT\x10\x01\x12\x15\n" +
@@ -4099,7 +4327,7 @@ func file_kvmesh_proto_rawDescGZIP() []byte {
 }
 
 var file_kvmesh_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_kvmesh_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
+var file_kvmesh_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_kvmesh_proto_goTypes = []any{
 	(Code)(0),                   // 0: kvmesh.v1.Code
 	(DType)(0),                  // 1: kvmesh.v1.DType
@@ -4156,8 +4384,10 @@ var file_kvmesh_proto_goTypes = []any{
 	(*GrainRead)(nil),           // 52: kvmesh.v1.GrainRead
 	(*GrainClose)(nil),          // 53: kvmesh.v1.GrainClose
 	(*GrainReply)(nil),          // 54: kvmesh.v1.GrainReply
-	nil,                         // 55: kvmesh.v1.CacheSpec.MeshEntry
-	nil,                         // 56: kvmesh.v1.TransferBegin.MetadataEntry
+	(*GrainPart)(nil),           // 55: kvmesh.v1.GrainPart
+	(*GrainFetch)(nil),          // 56: kvmesh.v1.GrainFetch
+	nil,                         // 57: kvmesh.v1.CacheSpec.MeshEntry
+	nil,                         // 58: kvmesh.v1.TransferBegin.MetadataEntry
 }
 var file_kvmesh_proto_depIdxs = []int32{
 	0,  // 0: kvmesh.v1.Status.code:type_name -> kvmesh.v1.Code
@@ -4171,7 +4401,7 @@ var file_kvmesh_proto_depIdxs = []int32{
 	11, // 8: kvmesh.v1.CacheSpec.mamba2:type_name -> kvmesh.v1.Mamba2Metadata
 	12, // 9: kvmesh.v1.CacheSpec.lightning:type_name -> kvmesh.v1.LightningMetadata
 	7,  // 10: kvmesh.v1.CacheSpec.storage:type_name -> kvmesh.v1.Storage
-	55, // 11: kvmesh.v1.CacheSpec.mesh:type_name -> kvmesh.v1.CacheSpec.MeshEntry
+	57, // 11: kvmesh.v1.CacheSpec.mesh:type_name -> kvmesh.v1.CacheSpec.MeshEntry
 	4,  // 12: kvmesh.v1.TransformerWrite.key:type_name -> kvmesh.v1.Tensor
 	4,  // 13: kvmesh.v1.TransformerWrite.value:type_name -> kvmesh.v1.Tensor
 	6,  // 14: kvmesh.v1.TransformerWrite.attention_mask:type_name -> kvmesh.v1.BoolTensor
@@ -4210,17 +4440,18 @@ var file_kvmesh_proto_depIdxs = []int32{
 	3,  // 47: kvmesh.v1.PagesReply.status:type_name -> kvmesh.v1.Status
 	9,  // 48: kvmesh.v1.PagesInit.metadata:type_name -> kvmesh.v1.PagedMetadata
 	46, // 49: kvmesh.v1.TransferBegin.tensors:type_name -> kvmesh.v1.TransferTensor
-	56, // 50: kvmesh.v1.TransferBegin.metadata:type_name -> kvmesh.v1.TransferBegin.MetadataEntry
+	58, // 50: kvmesh.v1.TransferBegin.metadata:type_name -> kvmesh.v1.TransferBegin.MetadataEntry
 	1,  // 51: kvmesh.v1.TransferTensor.dtype:type_name -> kvmesh.v1.DType
 	3,  // 52: kvmesh.v1.TransferAck.status:type_name -> kvmesh.v1.Status
 	13, // 53: kvmesh.v1.GrainInit.spec:type_name -> kvmesh.v1.CacheSpec
 	21, // 54: kvmesh.v1.GrainWrite.write:type_name -> kvmesh.v1.LayerWrite
 	3,  // 55: kvmesh.v1.GrainReply.status:type_name -> kvmesh.v1.Status
-	56, // [56:56] is the sub-list for method output_type
-	56, // [56:56] is the sub-list for method input_type
-	56, // [56:56] is the sub-list for extension type_name
-	56, // [56:56] is the sub-list for extension extendee
-	0,  // [0:56] is the sub-list for field type_name
+	29, // 56: kvmesh.v1.GrainReply.result:type_name -> kvmesh.v1.WriteLayerReply
+	57, // [57:57] is the sub-list for method output_type
+	57, // [57:57] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_kvmesh_proto_init() }
@@ -4249,7 +4480,7 @@ func file_kvmesh_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvmesh_proto_rawDesc), len(file_kvmesh_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   54,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

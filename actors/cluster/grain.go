@@ -2,48 +2,116 @@ package cluster
 
 import (
 	"crypto/rand"
+	"encoding"
 	"encoding/binary"
 	"fmt"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
 
-	"github.com/kvmesh/kvmesh/layers/mamba"
-	"github.com/kvmesh/kvmesh/layers/tensor"
+	"github.com/kvmesh/kvmesh/actors"
 	"github.com/kvmesh/kvmesh/messages"
 )
 
+// partSize bounds every grain message's payload: a write or a reply
+// larger than this travels in parts (GrainPart, GrainFetch).
+const partSize = 1 << 20
+
+// keptReplies is how many large replies a grain keeps for their parts to
+// be fetched (and re-sent replies of completed part-wise writes).
+const keptReplies = 8
+
 // shardGrain holds one layer shard of one cache: its committed view, the
 // one before it (so a reader of the previous version during a commit
-// still reads it), and a staged view. It draws a random epoch when it
-// activates: after its member dies, the grain re-activates elsewhere
-// empty, with another epoch, and every request naming the old epoch gets
-// CODE_STATE_LOST instead of zeros.
+// still reads it), and a staged view. Writes are applied with
+// actors.Apply, the embedded runtime's own code. It draws a random epoch
+// when it activates: after its member dies, the grain re-activates
+// elsewhere empty, with another epoch, and every request naming the old
+// epoch gets CODE_STATE_LOST instead of zeros.
 type shardGrain struct {
 	epoch   uint64
 	cacheID string
 	layer   int
+	kind    string
+	spec    actors.Spec
 	init    bool
 
 	version   uint64
-	view      mamba.View
-	prev      mamba.View
+	view      any
+	prev      any
 	hasPrev   bool
-	staged    *mamba.View
+	staged    any
+	hasStaged bool
 	stagedVer uint64
+
+	parts   map[string]*incomingWrite // part-wise writes being received
+	replies map[string][]byte         // marshaled large replies by call id
+	order   []string                  // call ids of replies, oldest first
+}
+
+// incomingWrite is a GrainWrite arriving in parts.
+type incomingWrite struct {
+	data [][]byte
+	left int
 }
 
 func newShardGrain() *shardGrain {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return &shardGrain{epoch: binary.LittleEndian.Uint64(b[:]) | 1}
+	return &shardGrain{epoch: newEpoch()}
 }
 
-func (g *shardGrain) reply(c actor.Context, err error, view []byte) {
+// newEpoch draws a random non-zero epoch.
+func newEpoch() uint64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return binary.LittleEndian.Uint64(b[:]) | 1
+}
+
+// reply builds the grain's answer to a request.
+func (g *shardGrain) reply(err error) *messages.GrainReply {
 	st := &messages.Status{Code: messages.Code_CODE_OK}
 	if err != nil {
 		st = statusOf(err)
 	}
-	c.Respond(&messages.GrainReply{Status: st, Epoch: g.epoch, Version: g.version, View: view})
+	return &messages.GrainReply{Status: st, Epoch: g.epoch, Version: g.version}
+}
+
+// respond sends rep, in parts when it is larger than partSize: the first
+// part now, the others kept under callID for GrainFetch.
+func (g *shardGrain) respond(c actor.Context, rep *messages.GrainReply, callID string) {
+	if proto.Size(rep) <= partSize || callID == "" {
+		c.Respond(rep)
+		return
+	}
+	data, err := proto.Marshal(rep)
+	if err != nil {
+		c.Respond(g.reply(fmt.Errorf("%w: cache %s layer %d: marshal reply: %v", ErrInvalid, g.cacheID, g.layer, err)))
+		return
+	}
+	g.keep(callID, data)
+	c.Respond(partOf(data, 0))
+}
+
+// keep stores a large reply for its parts to be fetched, dropping the
+// oldest beyond keptReplies.
+func (g *shardGrain) keep(callID string, data []byte) {
+	if g.replies == nil {
+		g.replies = map[string][]byte{}
+	}
+	if _, ok := g.replies[callID]; !ok {
+		g.order = append(g.order, callID)
+	}
+	g.replies[callID] = data
+	for len(g.order) > keptReplies {
+		delete(g.replies, g.order[0])
+		g.order = g.order[1:]
+	}
+}
+
+// partOf returns part index of a marshaled reply.
+func partOf(data []byte, index int) *messages.GrainReply {
+	n := (len(data) + partSize - 1) / partSize
+	lo, hi := index*partSize, min((index+1)*partSize, len(data))
+	return &messages.GrainReply{Status: &messages.Status{Code: messages.Code_CODE_OK}, Parts: uint32(n), Part: data[lo:hi]}
 }
 
 // check answers a request for state this activation does not hold.
@@ -57,148 +125,218 @@ func (g *shardGrain) check(cacheID string, epoch uint64) error {
 func (g *shardGrain) Receive(c actor.Context) {
 	switch m := c.Message().(type) {
 	case *messages.GrainInit:
-		v, err := initView(m)
+		spec, v, err := initView(m)
 		if err == nil {
-			*g = shardGrain{epoch: g.epoch, cacheID: m.CacheId, layer: int(m.Layer), init: true, view: v}
+			*g = shardGrain{epoch: g.epoch, cacheID: m.CacheId, layer: int(m.Layer), kind: kindOf(m.Spec), spec: spec, init: true, view: v}
 		}
-		g.reply(c, err, nil)
+		c.Respond(g.reply(err))
 	case *messages.GrainWrite:
-		if err := g.check(m.CacheId, m.Epoch); err != nil {
-			g.reply(c, err, nil)
+		g.respond(c, g.write(m), m.CallId)
+	case *messages.GrainPart:
+		g.part(c, m)
+	case *messages.GrainFetch:
+		data, ok := g.replies[m.CallId]
+		if !ok || int(m.Index)*partSize >= len(data) {
+			c.Respond(g.reply(fmt.Errorf("%w: cache %s layer %d: no part %d of a reply to call %s", ErrNotFound, m.CacheId, g.layer, m.Index, m.CallId)))
 			return
 		}
-		if m.BaseVersion != g.version {
-			g.reply(c, fmt.Errorf("%w: cache %s layer %d: base version %d, committed is %d", ErrStale, m.CacheId, g.layer, m.BaseVersion, g.version), nil)
-			return
-		}
-		next, err := applyWrite(g.view, m.Write)
-		if err != nil {
-			g.reply(c, fmt.Errorf("cache %s layer %d: %w", m.CacheId, g.layer, err), nil)
-			return
-		}
-		g.staged, g.stagedVer = &next, m.BaseVersion+1
-		g.reply(c, nil, nil)
+		c.Respond(partOf(data, int(m.Index)))
 	case *messages.GrainCommit:
-		if err := g.check(m.CacheId, m.Epoch); err != nil {
-			g.reply(c, err, nil)
-			return
-		}
-		switch {
-		case m.Abort:
-			if g.staged != nil && g.stagedVer == m.Version {
-				g.staged = nil
-			}
-		case g.version == m.Version: // a re-sent commit
-		case g.staged == nil || g.stagedVer != m.Version:
-			g.reply(c, fmt.Errorf("%w: cache %s layer %d: commit of version %d, staged is %d", ErrStale, m.CacheId, g.layer, m.Version, g.stagedVer), nil)
-			return
-		default:
-			g.prev, g.hasPrev = g.view, true
-			g.view, g.version, g.staged = *g.staged, m.Version, nil
-		}
-		g.reply(c, nil, nil)
+		c.Respond(g.commit(m))
 	case *messages.GrainRead:
-		if err := g.check(m.CacheId, m.Epoch); err != nil {
-			g.reply(c, err, nil)
-			return
-		}
-		v := g.view
-		switch {
-		case m.Version == g.version:
-		case g.hasPrev && m.Version+1 == g.version:
-			v = g.prev
-		default:
-			g.reply(c, fmt.Errorf("%w: cache %s layer %d: version %d (the grain holds %d)", ErrNotFound, m.CacheId, g.layer, m.Version, g.version), nil)
-			return
-		}
-		data, err := v.MarshalBinary()
-		g.reply(c, err, data)
+		g.respond(c, g.read(m), m.CallId)
 	case *messages.GrainClose:
 		if err := g.check(m.CacheId, m.Epoch); err != nil {
-			g.reply(c, err, nil)
+			c.Respond(g.reply(err))
 			return
 		}
 		*g = shardGrain{epoch: g.epoch}
-		g.reply(c, nil, nil)
+		c.Respond(g.reply(nil))
 	}
 }
 
-// initView builds layer m.Layer's version-0 view from m.Spec.
-func initView(m *messages.GrainInit) (mamba.View, error) {
-	md := m.Spec.GetMamba()
-	if md == nil {
-		return mamba.View{}, fmt.Errorf("%w: cache %s: only Mamba caches run clustered so far", ErrInvalid, m.CacheId)
+// write stages m's write on the committed view. A write with no kind
+// (an unwritten layer of a step) stages the view unchanged.
+func (g *shardGrain) write(m *messages.GrainWrite) *messages.GrainReply {
+	if err := g.check(m.CacheId, m.Epoch); err != nil {
+		return g.reply(err)
 	}
-	meta := mamba.Metadata{NumHiddenLayers: int(md.NumHiddenLayers), BatchSize: int(md.BatchSize), IntermediateSize: int(md.IntermediateSize),
-		SSMStateSize: int(md.SsmStateSize), ConvKernelSize: int(md.ConvKernelSize)}
-	dt := tensor.DType(m.Spec.GetStorage().GetDtype())
-	c, err := mamba.Init(meta, dt)
+	if m.BaseVersion != g.version {
+		return g.reply(fmt.Errorf("%w: cache %s layer %d: base version %d, committed is %d", ErrStale, m.CacheId, g.layer, m.BaseVersion, g.version))
+	}
+	next, res := g.view, actors.Result{}
+	if m.Write.GetWrite() != nil {
+		w, err := writeFromProto(m.Write, g.spec)
+		if err == nil {
+			next, res, err = actors.Apply(g.view, w)
+		}
+		if err != nil {
+			return g.reply(fmt.Errorf("cache %s layer %d: %w", m.CacheId, g.layer, err))
+		}
+	}
+	rep := g.reply(nil)
+	result, err := resultToProto(res)
+	if err == nil && m.ReturnView {
+		rep.View, err = marshalView(next)
+	}
 	if err != nil {
-		return mamba.View{}, err
+		return g.reply(fmt.Errorf("cache %s layer %d: %w", m.CacheId, g.layer, err))
 	}
-	return c.View(int(m.Layer))
+	rep.Result = result
+	g.staged, g.hasStaged, g.stagedVer = next, true, m.BaseVersion+1
+	return rep
 }
 
-// applyWrite applies a ConvSSMWrite as actors.MambaWrite does.
-func applyWrite(v mamba.View, w *messages.LayerWrite) (mamba.View, error) {
-	cs := w.GetConvSsm()
-	if cs == nil {
-		return v, fmt.Errorf("%w: layer %d: a %T write on a Mamba layer", ErrInvalid, w.Layer, w.Write)
+// part stores one part of a large write; with the last one it handles
+// the write. A part of a write already handled gets that write's reply
+// again.
+func (g *shardGrain) part(c actor.Context, m *messages.GrainPart) {
+	if data, ok := g.replies[m.CallId]; ok {
+		c.Respond(partOf(data, 0))
+		return
 	}
-	var err error
-	if cs.ConvColumn != nil {
-		t, err := fromProto(cs.ConvColumn)
-		if err != nil {
-			return v, err
-		}
-		if v, err = v.UpdateConvState(t, int(cs.CachePosition)); err != nil {
-			return v, err
-		}
+	if m.Count == 0 || m.Index >= m.Count || m.Count > 1<<16 {
+		c.Respond(g.reply(fmt.Errorf("%w: cache %s layer %d: part %d of %d of call %s", ErrInvalid, m.CacheId, g.layer, m.Index, m.Count, m.CallId)))
+		return
 	}
-	if cs.ConvWindow != nil {
-		t, err := fromProto(cs.ConvWindow)
-		if err != nil {
-			return v, err
-		}
-		pos := make([]int32, t.Dim(-1))
-		for i := range pos {
-			pos[i] = int32(i)
-		}
-		if v, err = v.UpdateConvStatePositions(t, pos); err != nil {
-			return v, err
-		}
+	if g.parts == nil {
+		g.parts = map[string]*incomingWrite{}
 	}
-	if cs.SsmState != nil {
-		t, err := fromProto(cs.SsmState)
-		if err != nil {
-			return v, err
-		}
-		if v, err = v.UpdateSSMState(t); err != nil {
-			return v, err
-		}
+	in := g.parts[m.CallId]
+	if in == nil {
+		in = &incomingWrite{data: make([][]byte, m.Count), left: int(m.Count)}
+		g.parts[m.CallId] = in
 	}
-	return v, err
-}
-
-func fromProto(t *messages.Tensor) (tensor.Tensor, error) {
-	shape := make([]int, len(t.Shape))
-	for i, d := range t.Shape {
-		shape[i] = int(d)
+	if int(m.Count) != len(in.data) {
+		c.Respond(g.reply(fmt.Errorf("%w: cache %s layer %d: call %s has %d parts, part %d says %d", ErrInvalid, m.CacheId, g.layer, m.CallId, len(in.data), m.Index, m.Count)))
+		return
 	}
-	x, err := tensor.FromBytes(tensor.DType(t.Dtype), t.Data, shape...)
+	if in.data[m.Index] == nil {
+		in.data[m.Index] = m.Data
+		in.left--
+	}
+	if in.left > 0 {
+		c.Respond(g.reply(nil))
+		return
+	}
+	delete(g.parts, m.CallId)
+	var all []byte
+	for _, d := range in.data {
+		all = append(all, d...)
+	}
+	w := &messages.GrainWrite{}
+	rep := g.reply(fmt.Errorf("%w: cache %s layer %d: call %s: the parts do not make a write", ErrInvalid, m.CacheId, g.layer, m.CallId))
+	if err := proto.Unmarshal(all, w); err == nil {
+		rep = g.write(w)
+	}
+	// The reply is kept whatever its size: a re-sent last part gets it again.
+	data, err := proto.Marshal(rep)
 	if err != nil {
-		return x, fmt.Errorf("%w: %v", ErrInvalid, err)
+		c.Respond(g.reply(fmt.Errorf("%w: cache %s layer %d: marshal reply: %v", ErrInvalid, g.cacheID, g.layer, err)))
+		return
 	}
-	return x, nil
+	g.keep(m.CallId, data)
+	c.Respond(partOf(data, 0))
 }
 
-func toProto(t tensor.Tensor) *messages.Tensor {
-	if t.IsZero() {
-		return nil
+// commit publishes (or drops) the staged version.
+func (g *shardGrain) commit(m *messages.GrainCommit) *messages.GrainReply {
+	if err := g.check(m.CacheId, m.Epoch); err != nil {
+		return g.reply(err)
 	}
-	shape := make([]int64, t.Rank())
-	for i, d := range t.Shape() {
-		shape[i] = int64(d)
+	switch {
+	case m.Abort:
+		if g.hasStaged && g.stagedVer == m.Version {
+			g.staged, g.hasStaged = nil, false
+		}
+	case g.version == m.Version: // a re-sent commit
+	case !g.hasStaged || g.stagedVer != m.Version:
+		return g.reply(fmt.Errorf("%w: cache %s layer %d: commit of version %d, staged is %d", ErrStale, m.CacheId, g.layer, m.Version, g.stagedVer))
+	default:
+		g.prev, g.hasPrev = g.view, true
+		g.view, g.version = g.staged, m.Version
+		g.staged, g.hasStaged = nil, false
 	}
-	return &messages.Tensor{Dtype: messages.DType(t.DType()), Shape: shape, Data: t.Bytes()}
+	return g.reply(nil)
+}
+
+// read returns the view of the committed version or the one before it.
+func (g *shardGrain) read(m *messages.GrainRead) *messages.GrainReply {
+	if err := g.check(m.CacheId, m.Epoch); err != nil {
+		return g.reply(err)
+	}
+	v := g.view
+	switch {
+	case m.Version == g.version:
+	case g.hasPrev && m.Version+1 == g.version:
+		v = g.prev
+	default:
+		return g.reply(fmt.Errorf("%w: cache %s layer %d: version %d (the grain holds %d)", ErrNotFound, m.CacheId, g.layer, m.Version, g.version))
+	}
+	rep := g.reply(nil)
+	if m.CheckOnly {
+		return rep
+	}
+	data, err := marshalView(v)
+	if err != nil {
+		return g.reply(fmt.Errorf("cache %s layer %d: %w", m.CacheId, g.layer, err))
+	}
+	rep.View = data
+	return rep
+}
+
+// initView builds layer m.Layer's version-0 view from m.Spec, with the
+// embedded runtime's own code (actors.Spec.LayerViews).
+func initView(m *messages.GrainInit) (actors.Spec, any, error) {
+	spec, err := specFromProto(m.Spec)
+	if err != nil {
+		return spec, nil, fmt.Errorf("cache %s: %w", m.CacheId, err)
+	}
+	if m.Shard != 0 {
+		return spec, nil, fmt.Errorf("%w: cache %s: shard %d (clustered caches are not sharded over a mesh yet)", ErrInvalid, m.CacheId, m.Shard)
+	}
+	spec.Mesh = nil
+	views, err := spec.LayerViews()
+	if err != nil {
+		return spec, nil, fmt.Errorf("cache %s: %w", m.CacheId, err)
+	}
+	if int(m.Layer) >= len(views) {
+		return spec, nil, fmt.Errorf("%w: cache %s: layer %d (the cache has layers 0..%d)", ErrInvalid, m.CacheId, m.Layer, len(views)-1)
+	}
+	return spec, views[m.Layer], nil
+}
+
+// kindOf names the kind of cache spec p describes.
+func kindOf(p *messages.CacheSpec) string {
+	switch p.GetMetadata().(type) {
+	case *messages.CacheSpec_Transformer:
+		return kindTransformer
+	case *messages.CacheSpec_Paged:
+		return kindPaged
+	case *messages.CacheSpec_Mamba:
+		return kindMamba
+	case *messages.CacheSpec_Mamba2:
+		return kindMamba2
+	case *messages.CacheSpec_Lightning:
+		return kindLightning
+	}
+	return ""
+}
+
+// The cache kinds, as kindOf names them.
+const (
+	kindTransformer = "transformer"
+	kindPaged       = "paged"
+	kindMamba       = "mamba"
+	kindMamba2      = "mamba2"
+	kindLightning   = "lightning"
+)
+
+// marshalView is a view's binary snapshot.
+func marshalView(v any) ([]byte, error) {
+	m, ok := v.(encoding.BinaryMarshaler)
+	if !ok {
+		return nil, fmt.Errorf("%w: a %T view has no binary snapshot", ErrInvalid, v)
+	}
+	return m.MarshalBinary()
 }

@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"bytes"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -8,7 +10,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"google.golang.org/protobuf/proto"
+
+	"github.com/kvmesh/kvmesh/actors"
 	"github.com/kvmesh/kvmesh/layers/mamba"
+	"github.com/kvmesh/kvmesh/layers/paged"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 	"github.com/kvmesh/kvmesh/messages"
 )
@@ -34,7 +40,7 @@ func TestShardGrainEpochs(t *testing.T) {
 	require.Equal(t, messages.Code_CODE_OK, init.Status.Code)
 	epoch := init.Epoch
 	state := tensor.Must(tensor.FromFloat64s(tensor.Float32, []float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, 2, 3, 2))
-	w := &messages.LayerWrite{Layer: 1, Write: &messages.LayerWrite_ConvSsm{ConvSsm: &messages.ConvSSMWrite{SsmState: toProto(state)}}}
+	w := &messages.LayerWrite{Layer: 1, Write: &messages.LayerWrite_ConvSsm{ConvSsm: &messages.ConvSSMWrite{SsmState: tensorToProto(state)}}}
 	assert.Equal(t, messages.Code_CODE_OK, ask(g, &messages.GrainWrite{CacheId: "c", Epoch: epoch, BaseVersion: 0, Write: w}).Status.Code)
 	assert.Equal(t, messages.Code_CODE_OK, ask(g, &messages.GrainCommit{CacheId: "c", Epoch: epoch, Version: 1}).Status.Code)
 	assert.Equal(t, messages.Code_CODE_OK, ask(g, &messages.GrainCommit{CacheId: "c", Epoch: epoch, Version: 1}).Status.Code, "a re-sent commit")
@@ -68,7 +74,90 @@ func TestShardGrainEpochs(t *testing.T) {
 
 	bad := ask(spawn(), &messages.GrainInit{CacheId: "p", Spec: &messages.CacheSpec{Metadata: &messages.CacheSpec_Paged{Paged: &messages.PagedMetadata{}}}})
 	assert.Equal(t, messages.Code_CODE_INVALID_ARGUMENT, bad.Status.Code)
-	assert.Contains(t, bad.Status.Message, "only Mamba")
+	assert.Contains(t, bad.Status.Message, "spec.storage.dtype")
+}
+
+// A write larger than a part arrives in GrainParts (in any order, a part
+// re-sent), its reply and a read larger than a part come back in parts
+// fetched by call id, and the reassembled view is the one the core
+// computes.
+func TestShardGrainParts(t *testing.T) {
+	sys := actor.NewActorSystem()
+	defer sys.Shutdown()
+	g := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return newShardGrain() }))
+	ask := func(m any) *messages.GrainReply {
+		res, err := sys.Root.RequestFuture(g, m, 5*time.Second).Result()
+		require.NoError(t, err)
+		return res.(*messages.GrainReply)
+	}
+	// 1 layer, 64 pages of 16 tokens, 4 kv heads of 64 dims, float32:
+	// 1 MiB of K and 1 MiB of V.
+	meta := paged.Metadata{BatchSize: 1, NumHiddenLayers: 1, NumPagesPerLayer: 64, NumPagesPerSequence: 64, MaxSequences: 1024,
+		PageSize: 16, NumKVHeads: 4, KVHeadDimSize: 64, HBMUtilization: 0.5}
+	spec := actors.Spec{Paged: &actors.PagedSpec{Metadata: meta, DType: tensor.Float32}}
+	ps, err := specToProto(spec)
+	require.NoError(t, err)
+	init := ask(&messages.GrainInit{CacheId: "c", Spec: ps})
+	require.Equal(t, messages.Code_CODE_OK, init.Status.Code, init.Status.GetMessage())
+
+	const T = 512 // 512 tokens x 4 x 64 x 4 bytes = 512 KiB each of K and V
+	r := rand.New(rand.NewPCG(1, 2))
+	vals := make([]float64, T*4*64)
+	for i := range vals {
+		vals[i] = r.NormFloat64()
+	}
+	k := tensor.Must(tensor.FromFloat64s(tensor.Float32, vals, T, 4, 64))
+	table := make([]int32, 64)
+	for i := range table {
+		table[i] = int32(i + 1)
+	}
+	table[63] = 0
+	step := paged.StepMetadata{PrefillLength: T, PrefillPageTable: table}
+	w := &actors.PagedWrite{PrefillKey: k, PrefillValue: k, Step: step}
+	pw, err := writeToProto(0, w)
+	require.NoError(t, err)
+	data, err := proto.Marshal(&messages.GrainWrite{CacheId: "c", Epoch: init.Epoch, Write: pw, ReturnView: true, CallId: "w1"})
+	require.NoError(t, err)
+	require.Greater(t, len(data), partSize)
+	n := (len(data) + partSize - 1) / partSize
+	var last *messages.GrainReply
+	for _, i := range append([]int{n - 1}, func() []int {
+		var rest []int
+		for i := range n - 1 {
+			rest = append(rest, i, i) // every other part twice
+		}
+		return rest
+	}()...) {
+		last = ask(&messages.GrainPart{CacheId: "c", CallId: "w1", Index: uint32(i), Count: uint32(n), Data: data[i*partSize : min((i+1)*partSize, len(data))]})
+	}
+	require.Positive(t, last.Parts, "the write's reply holds a 2 MiB view: it comes in parts")
+	full := append([]byte(nil), last.Part...)
+	for i := 1; i < int(last.Parts); i++ {
+		p := ask(&messages.GrainFetch{CacheId: "c", CallId: "w1", Index: uint32(i)})
+		require.Equal(t, last.Parts, p.Parts)
+		full = append(full, p.Part...)
+	}
+	rep := &messages.GrainReply{}
+	require.NoError(t, proto.Unmarshal(full, rep))
+	require.Equal(t, messages.Code_CODE_OK, rep.Status.Code, rep.Status.GetMessage())
+	staged, err := paged.UnmarshalView(rep.View)
+	require.NoError(t, err)
+	c, err := paged.Init(meta, tensor.Float32)
+	require.NoError(t, err)
+	v0, err := c.View(0)
+	require.NoError(t, err)
+	want, err := v0.WritePrefill(k, k, step)
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(want.KeyPages().Bytes(), staged.KeyPages().Bytes()), "staged keys differ from the core's")
+	assert.Equal(t, messages.Code_CODE_NOT_FOUND, ask(&messages.GrainFetch{CacheId: "c", CallId: "nope", Index: 1}).Status.Code)
+
+	require.Equal(t, messages.Code_CODE_OK, ask(&messages.GrainCommit{CacheId: "c", Epoch: init.Epoch, Version: 1}).Status.Code)
+	read := ask(&messages.GrainRead{CacheId: "c", Epoch: init.Epoch, Version: 1, CallId: "r1"})
+	require.Positive(t, read.Parts)
+	check := ask(&messages.GrainRead{CacheId: "c", Epoch: init.Epoch, Version: 1, CheckOnly: true})
+	assert.Zero(t, check.Parts)
+	assert.Empty(t, check.View)
+	assert.Equal(t, messages.Code_CODE_OK, check.Status.Code)
 }
 
 func TestConfigValidate(t *testing.T) {

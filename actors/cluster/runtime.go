@@ -5,12 +5,20 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/kvmesh/kvmesh/actors"
+	"github.com/kvmesh/kvmesh/layers/lightning"
 	"github.com/kvmesh/kvmesh/layers/mamba"
+	"github.com/kvmesh/kvmesh/layers/mamba2"
+	"github.com/kvmesh/kvmesh/layers/paged"
+	"github.com/kvmesh/kvmesh/layers/transformer"
 	"github.com/kvmesh/kvmesh/messages"
 	"github.com/kvmesh/kvmesh/pagemanager"
 )
@@ -52,11 +60,11 @@ func statusOf(err error) *messages.Status {
 // Cache handle is the step coordinator (it stages a step on every layer's
 // grain, then commits all of them).
 //
-// Limits: only Mamba caches run clustered so far, unsharded (shard 0);
-// views travel whole in one message (raised gRPC limits), not chunked.
+// Limits: caches run unsharded (shard 0 only).
 type Runtime struct {
 	m       *Member
 	timeout time.Duration
+	calls   atomic.Uint64
 }
 
 // NewRuntime joins the cluster described by cfg as a client.
@@ -72,15 +80,56 @@ func NewRuntime(cfg Config) (*Runtime, error) {
 	return &Runtime{m: m, timeout: t}, nil
 }
 
+// System returns the runtime's actor system (its event stream carries
+// the KV events of the caches' pools).
+func (r *Runtime) System() *actor.ActorSystem { return r.m.c.ActorSystem }
+
 // Close leaves the cluster.
 func (r *Runtime) Close() error { r.m.Shutdown(); return nil }
 
 // Identity returns the grain identity of layer l, shard s of cache id.
 func Identity(id string, l, s int) string { return fmt.Sprintf("cache/%s/layer/%d/shard/%d", id, l, s) }
 
-// call sends msg to a grain and returns its reply, retrying (with a
-// backoff) calls that got no answer: every grain request is idempotent.
-func (r *Runtime) call(ctx context.Context, identity string, msg any) (*messages.GrainReply, error) {
+// call sends msg to a grain of cache id and returns its OK reply, or the
+// error its status carries (ErrStateLost for CODE_STATE_LOST). A write
+// larger than partSize goes in GrainParts, and a reply that came in parts
+// is fetched whole. Calls that got no answer are retried (with a
+// backoff): every grain request is idempotent.
+func (r *Runtime) call(ctx context.Context, id, identity string, msg any) (*messages.GrainReply, error) {
+	callID := fmt.Sprintf("%s/%d", r.m.Address(), r.calls.Add(1))
+	var rep *messages.GrainReply
+	var err error
+	switch m := msg.(type) {
+	case *messages.GrainWrite:
+		m.CallId = callID
+		if proto.Size(m) > partSize {
+			rep, err = r.sendParts(ctx, id, identity, callID, m)
+			break
+		}
+		rep, err = r.call1(ctx, identity, m)
+	case *messages.GrainRead:
+		m.CallId = callID
+		rep, err = r.call1(ctx, identity, m)
+	default:
+		rep, err = r.call1(ctx, identity, msg)
+	}
+	if err == nil && rep.Parts > 0 {
+		rep, err = r.fetchParts(ctx, id, identity, callID, rep)
+	}
+	if err != nil {
+		return nil, err
+	}
+	switch rep.Status.GetCode() {
+	case messages.Code_CODE_OK:
+		return rep, nil
+	case messages.Code_CODE_STATE_LOST:
+		return nil, fmt.Errorf("%w: %s: %s", ErrStateLost, identity, rep.Status.GetMessage())
+	}
+	return nil, statusError(rep.Status)
+}
+
+// call1 is one request and its GrainReply.
+func (r *Runtime) call1(ctx context.Context, identity string, msg any) (*messages.GrainReply, error) {
 	res, err := r.callKind(ctx, identity, ShardKind, msg)
 	if err != nil {
 		return nil, err
@@ -89,6 +138,48 @@ func (r *Runtime) call(ctx context.Context, identity string, msg any) (*messages
 		return rep, nil
 	}
 	return nil, fmt.Errorf("%w: %s: reply %T", ErrUnreachable, identity, res)
+}
+
+// sendParts sends write w in parts of at most partSize and returns the
+// reply to the last one (the write's).
+func (r *Runtime) sendParts(ctx context.Context, id, identity, callID string, w *messages.GrainWrite) (*messages.GrainReply, error) {
+	data, err := proto.Marshal(w)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: marshal write: %v", ErrInvalid, identity, err)
+	}
+	n := (len(data) + partSize - 1) / partSize
+	var rep *messages.GrainReply
+	for i := range n {
+		part := &messages.GrainPart{CacheId: id, CallId: callID, Index: uint32(i), Count: uint32(n), Data: data[i*partSize : min((i+1)*partSize, len(data))]}
+		if rep, err = r.call1(ctx, identity, part); err != nil {
+			return nil, err
+		}
+		if rep.Parts == 0 && rep.Status.GetCode() != messages.Code_CODE_OK {
+			return rep, nil
+		}
+	}
+	return rep, nil
+}
+
+// fetchParts fetches the other parts of a reply whose first part is
+// first, and decodes the whole reply.
+func (r *Runtime) fetchParts(ctx context.Context, id, identity, callID string, first *messages.GrainReply) (*messages.GrainReply, error) {
+	data := append([]byte(nil), first.Part...)
+	for i := 1; i < int(first.Parts); i++ {
+		rep, err := r.call1(ctx, identity, &messages.GrainFetch{CacheId: id, CallId: callID, Index: uint32(i)})
+		if err != nil {
+			return nil, err
+		}
+		if rep.Parts != first.Parts {
+			return rep, nil // an error status
+		}
+		data = append(data, rep.Part...)
+	}
+	full := &messages.GrainReply{}
+	if err := proto.Unmarshal(data, full); err != nil {
+		return nil, fmt.Errorf("%w: %s: a reply of %d parts does not decode: %v", ErrUnreachable, identity, first.Parts, err)
+	}
+	return full, nil
 }
 
 // callKind sends msg to grain identity of kind, retrying with a backoff
@@ -124,37 +215,83 @@ func isNoFreePages(err error) bool { return errors.Is(err, pagemanager.ErrNoFree
 func isOutOfRange(err error) bool { return errors.Is(err, pagemanager.ErrOutOfRange) }
 
 // Cache is a handle on a clustered cache; its methods are safe for
-// concurrent use (steps are serialized by the handle).
+// concurrent use (steps and transactions are serialized by the handle,
+// the coordinator of the cache's grains).
+//
+// The handle keeps the views of the current version it has seen (the
+// staged views its writes returned, which its commit published): Current
+// still asks every grain whether it holds that version with the epoch the
+// cache was created with (a lost member's grains answer state lost), but
+// fetches views only for layers it does not know.
 type Cache struct {
-	rt      *Runtime
-	id      string
-	batch   int
-	epochs  []uint64
+	rt     *Runtime
+	id     string
+	kind   string
+	batch  int
+	epochs []uint64
+	pool   *localPool // a paged cache's Pool, when its spec has one
+
 	mu      sync.Mutex
 	version uint64
+	views   []any // views of version; nil: unknown
+	txn     *Txn  // the open transaction
 }
 
 // NewCache creates cache id at version 0 on the grains of its layers
-// (re-creating a cache whose state was lost works the same way).
+// (re-creating a cache whose state was lost works the same way). A paged
+// spec with a Pool gets its pool in this process, serialised by the
+// handle, its KV events published on this runtime's event stream as
+// actors.KVEvent (the scheduler owns the page table, as in vLLM; the
+// members own the KV).
 func (r *Runtime) NewCache(id string, spec actors.Spec) (*Cache, error) {
-	if spec.Mamba == nil || spec.Transformer != nil || spec.Paged != nil || spec.Mamba2 != nil || spec.Lightning != nil {
-		return nil, fmt.Errorf("%w: create cache %s: only Mamba caches run clustered so far", ErrInvalid, id)
-	}
 	if spec.Mesh != nil && spec.Mesh.NumDevices() > 1 {
-		return nil, fmt.Errorf("%w: create cache %s: clustered caches are not sharded over a mesh yet", ErrInvalid, id)
+		return nil, fmt.Errorf("%w: create cache %s: clustered caches are not sharded over a mesh yet (shard 0 only)", ErrInvalid, id)
 	}
-	md := spec.Mamba.Metadata
-	ps := &messages.CacheSpec{Metadata: &messages.CacheSpec_Mamba{Mamba: &messages.MambaMetadata{NumHiddenLayers: int64(md.NumHiddenLayers),
-		BatchSize: int64(md.BatchSize), IntermediateSize: int64(md.IntermediateSize), SsmStateSize: int64(md.SSMStateSize),
-		ConvKernelSize: int64(md.ConvKernelSize)}}, Storage: &messages.Storage{Dtype: messages.DType(spec.Mamba.DType)}}
-	c := &Cache{rt: r, id: id, batch: md.BatchSize, epochs: make([]uint64, md.NumHiddenLayers)}
-	err := c.each(context.Background(), func(l int) (any, func(*messages.GrainReply)) {
+	views, err := spec.LayerViews()
+	if err != nil {
+		return nil, fmt.Errorf("create cache %s: %w", id, err)
+	}
+	gs := spec // the grains hold the KV; the pool stays here
+	if gs.Paged != nil && gs.Paged.Pool != nil {
+		p := *gs.Paged
+		p.Pool = nil
+		gs.Paged = &p
+	}
+	ps, err := specToProto(gs)
+	if err != nil {
+		return nil, fmt.Errorf("create cache %s: %w", id, err)
+	}
+	c := &Cache{rt: r, id: id, kind: kindOf(ps), batch: batchOf(spec), epochs: make([]uint64, len(views)), views: make([]any, len(views))}
+	if spec.Paged != nil && spec.Paged.Pool != nil {
+		if c.pool, err = newLocalPool(id, *spec.Paged, r.m.c.ActorSystem); err != nil {
+			return nil, fmt.Errorf("create cache %s: %w", id, err)
+		}
+	}
+	err = c.each(context.Background(), func(l int) (any, func(*messages.GrainReply)) {
 		return &messages.GrainInit{CacheId: id, Layer: uint32(l), Spec: ps}, func(rep *messages.GrainReply) { c.epochs[l] = rep.Epoch }
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create cache %s: %w", id, err)
 	}
 	return c, nil
+}
+
+// batchOf is the number of sequences (batch rows, or a paged cache's
+// sequences) spec's cache holds: what a state-lost error names.
+func batchOf(spec actors.Spec) int {
+	switch {
+	case spec.Transformer != nil:
+		return spec.Transformer.Metadata.BatchSize
+	case spec.Paged != nil:
+		return spec.Paged.Metadata.MaxSequences
+	case spec.Mamba != nil:
+		return spec.Mamba.Metadata.BatchSize
+	case spec.Mamba2 != nil:
+		return spec.Mamba2.Metadata.BatchSize
+	case spec.Lightning != nil && spec.Lightning.Metadata.BatchSize != nil:
+		return *spec.Lightning.Metadata.BatchSize
+	}
+	return 0
 }
 
 // ID returns the cache's id.
@@ -179,29 +316,35 @@ func (c *Cache) each(ctx context.Context, build func(l int) (any, func(*messages
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rep, err := c.rt.call(ctx, Identity(c.id, l, 0), msg)
+			rep, err := c.rt.call(ctx, c.id, Identity(c.id, l, 0), msg)
 			switch {
-			case err != nil:
-				errs[l] = err
-			case rep.Status.GetCode() == messages.Code_CODE_STATE_LOST:
+			case errors.Is(err, ErrStateLost):
 				mu.Lock()
 				lost = append(lost, l)
 				mu.Unlock()
-			case rep.Status.GetCode() != messages.Code_CODE_OK:
-				errs[l] = statusError(rep.Status)
-			default:
-				if ok != nil {
-					ok(rep)
-				}
+			case err != nil:
+				errs[l] = err
+			case ok != nil:
+				ok(rep)
 			}
 		}()
 	}
 	wg.Wait()
 	if len(lost) > 0 {
-		return fmt.Errorf("%w: cache %s: layers %v re-activated empty after their member was lost: sequences 0..%d of cache %s have no state; re-create the cache",
-			ErrStateLost, c.id, sortInts(lost), c.batch-1, c.id)
+		return c.lostError(lost)
 	}
 	return errors.Join(errs...)
+}
+
+// lostError names the cache, its lost layers and the sequences whose state
+// is gone.
+func (c *Cache) lostError(lost []int) error {
+	seqs := "every sequence"
+	if c.batch > 0 {
+		seqs = fmt.Sprintf("sequences 0..%d", c.batch-1)
+	}
+	return fmt.Errorf("%w: cache %s: layers %v re-activated empty after their member was lost: %s of cache %s have no state; re-create the cache",
+		ErrStateLost, c.id, sortInts(lost), seqs, c.id)
 }
 
 func sortInts(s []int) []int {
@@ -215,64 +358,183 @@ func sortInts(s []int) []int {
 	return s
 }
 
-// Step writes every listed layer on top of version base and publishes
-// base+1 on all of them: each layer's grain stages its write, and only
-// when all did are they committed (otherwise the staged writes are
-// aborted and base stays current). Writes must be *actors.MambaWrite.
-func (c *Cache) Step(ctx context.Context, base uint64, writes []actors.LayerWrite) (uint64, []actors.Result, error) {
+// Txn is an open transaction on a clustered cache (Cache.Begin): each
+// WriteLayer stages one layer's write on its grain and returns what the
+// write returns (a contiguous cache's key, value and mask) with the
+// staged view; Commit stages an unchanged view on the layers not written,
+// then publishes base+1 on every grain. Like the embedded runtime's Txn.
+type Txn struct {
+	c       *Cache
+	base    uint64
+	written []bool
+	staged  []any
+	done    bool
+}
+
+// Begin opens a transaction on version base; a cache has at most one open
+// transaction (a second Begin fails with ErrBusy until it ends).
+func (c *Cache) Begin(ctx context.Context, base uint64) (*Txn, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if base != c.version {
-		return c.version, nil, fmt.Errorf("%w: cache %s: step on version %d, current is %d", ErrStale, c.id, base, c.version)
+		return nil, fmt.Errorf("%w: cache %s: begin on version %d, current is %d", ErrStale, c.id, base, c.version)
 	}
-	byLayer := map[int]*messages.LayerWrite{}
-	for _, w := range writes {
-		mw, ok := w.Write.(*actors.MambaWrite)
-		if !ok {
-			return c.version, nil, fmt.Errorf("%w: cache %s layer %d: a %T write on a clustered Mamba cache", actors.ErrKind, c.id, w.Layer, w.Write)
-		}
-		if w.Layer < 0 || w.Layer >= len(c.epochs) || byLayer[w.Layer] != nil {
-			return c.version, nil, fmt.Errorf("%w: cache %s: layer %d is out of range 0..%d or written twice", ErrInvalid, c.id, w.Layer, len(c.epochs)-1)
-		}
-		byLayer[w.Layer] = &messages.LayerWrite{Layer: uint32(w.Layer), Write: &messages.LayerWrite_ConvSsm{ConvSsm: &messages.ConvSSMWrite{
-			ConvColumn: toProto(mw.ConvColumn), CachePosition: int32(mw.CachePosition), ConvWindow: toProto(mw.ConvWindow), SsmState: toProto(mw.SSMState)}}}
+	if c.txn != nil {
+		return nil, fmt.Errorf("%w: cache %s: a transaction on version %d is open", actors.ErrBusy, c.id, c.txn.base)
 	}
-	// Unwritten layers advance too (an empty write), so every grain holds
-	// the same version number.
+	c.txn = &Txn{c: c, base: base, written: make([]bool, len(c.epochs)), staged: make([]any, len(c.epochs))}
+	return c.txn, nil
+}
+
+// WriteLayer stages w on layer's grain; a layer can be written once per
+// transaction.
+func (t *Txn) WriteLayer(ctx context.Context, layer int, w actors.Write) (actors.Result, error) {
+	c := t.c
+	if t.done {
+		return actors.Result{}, fmt.Errorf("%w: cache %s: the transaction on version %d has ended", ErrInvalid, c.id, t.base)
+	}
+	if layer < 0 || layer >= len(c.epochs) || t.written[layer] {
+		return actors.Result{}, fmt.Errorf("%w: cache %s: layer %d is out of range 0..%d or written twice", ErrInvalid, c.id, layer, len(c.epochs)-1)
+	}
+	pw, err := writeToProto(layer, w)
+	if err != nil {
+		return actors.Result{}, fmt.Errorf("cache %s layer %d: %w", c.id, layer, err)
+	}
+	t.written[layer] = true
+	rep, err := c.rt.call(ctx, c.id, Identity(c.id, layer, 0),
+		&messages.GrainWrite{CacheId: c.id, Epoch: c.epochs[layer], BaseVersion: t.base, Write: pw, ReturnView: true})
+	if errors.Is(err, ErrStateLost) {
+		err = c.lostError([]int{layer})
+	}
+	if err != nil {
+		return actors.Result{}, fmt.Errorf("cache %s: write layer %d on version %d: %w", c.id, layer, t.base, err)
+	}
+	res, err := resultFromProto(rep.Result)
+	if err == nil {
+		res.View, err = unmarshalView(c.kind, rep.View)
+	}
+	if err != nil {
+		return actors.Result{}, fmt.Errorf("cache %s layer %d: %w", c.id, layer, err)
+	}
+	t.staged[layer] = res.View
+	return res, nil
+}
+
+// Commit publishes base+1 on every layer's grain and returns it. When a
+// grain fails, the others are aborted and base stays current.
+func (t *Txn) Commit(ctx context.Context) (uint64, error) {
+	c := t.c
+	if t.done {
+		return 0, fmt.Errorf("%w: cache %s: the transaction on version %d has ended", ErrInvalid, c.id, t.base)
+	}
+	defer t.end()
+	// Unwritten layers advance too (an unchanged view), so every grain
+	// holds the same version number.
 	err := c.each(ctx, func(l int) (any, func(*messages.GrainReply)) {
-		w := byLayer[l]
-		if w == nil {
-			w = &messages.LayerWrite{Layer: uint32(l), Write: &messages.LayerWrite_ConvSsm{ConvSsm: &messages.ConvSSMWrite{}}}
+		if t.written[l] {
+			return nil, nil
 		}
-		return &messages.GrainWrite{CacheId: c.id, Epoch: c.epochs[l], BaseVersion: base, Write: w}, nil
+		return &messages.GrainWrite{CacheId: c.id, Epoch: c.epochs[l], BaseVersion: t.base, Write: &messages.LayerWrite{Layer: uint32(l)}}, nil
 	})
-	commit := func(abort bool) error {
-		return c.each(ctx, func(l int) (any, func(*messages.GrainReply)) {
-			return &messages.GrainCommit{CacheId: c.id, Epoch: c.epochs[l], Version: base + 1, Abort: abort}, nil
+	if err == nil {
+		err = c.each(ctx, func(l int) (any, func(*messages.GrainReply)) {
+			return &messages.GrainCommit{CacheId: c.id, Epoch: c.epochs[l], Version: t.base + 1}, nil
 		})
 	}
 	if err != nil {
-		_ = commit(true)
-		return c.version, nil, fmt.Errorf("cache %s: step on version %d: %w", c.id, base, err)
+		_ = t.abort(ctx)
+		return c.version, fmt.Errorf("cache %s: commit of version %d: %w", c.id, t.base+1, err)
 	}
-	if err := commit(false); err != nil {
-		return c.version, nil, fmt.Errorf("cache %s: commit of version %d: %w", c.id, base+1, err)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.version = t.base + 1
+	for l, v := range t.staged {
+		if v != nil {
+			c.views[l] = v
+		}
 	}
-	c.version = base + 1
-	return c.version, make([]actors.Result, len(writes)), nil
+	return c.version, nil
 }
 
-// Current returns the current version, read from every layer's grain.
+// Abort drops the staged writes; base stays current.
+func (t *Txn) Abort(ctx context.Context) error {
+	if t.done {
+		return nil
+	}
+	defer t.end()
+	return t.abort(ctx)
+}
+
+func (t *Txn) abort(ctx context.Context) error {
+	c := t.c
+	return c.each(ctx, func(l int) (any, func(*messages.GrainReply)) {
+		return &messages.GrainCommit{CacheId: c.id, Epoch: c.epochs[l], Version: t.base + 1, Abort: true}, nil
+	})
+}
+
+func (t *Txn) end() {
+	t.done = true
+	t.c.mu.Lock()
+	if t.c.txn == t {
+		t.c.txn = nil
+	}
+	t.c.mu.Unlock()
+}
+
+// Step writes every listed layer on top of version base and publishes
+// base+1 on all of them (a transaction: each layer's grain stages its
+// write, and only when all did are they committed; otherwise the staged
+// writes are aborted and base stays current). It returns one Result per
+// write, in order.
+func (c *Cache) Step(ctx context.Context, base uint64, writes []actors.LayerWrite) (uint64, []actors.Result, error) {
+	t, err := c.Begin(ctx, base)
+	if err != nil {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.version, nil, err
+	}
+	results := make([]actors.Result, len(writes))
+	errs := make([]error, len(writes))
+	var wg sync.WaitGroup
+	seen := map[int]bool{}
+	for i, w := range writes {
+		if w.Layer < 0 || w.Layer >= len(c.epochs) || seen[w.Layer] {
+			_ = t.Abort(ctx)
+			return base, nil, fmt.Errorf("%w: cache %s: layer %d is out of range 0..%d or written twice", ErrInvalid, c.id, w.Layer, len(c.epochs)-1)
+		}
+		seen[w.Layer] = true
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = t.WriteLayer(ctx, w.Layer, w.Write)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		_ = t.Abort(ctx)
+		return base, nil, fmt.Errorf("cache %s: step on version %d: %w", c.id, base, err)
+	}
+	v, err := t.Commit(ctx)
+	return v, results, err
+}
+
+// Current returns the current version: every grain confirms it holds the
+// version with the cache's epoch, and views the handle does not know
+// are read from the grains (in parts of at most 1 MiB).
 func (c *Cache) Current(ctx context.Context) (actors.Version, error) {
 	c.mu.Lock()
 	n := c.version
+	views := append([]any(nil), c.views...)
 	c.mu.Unlock()
-	views := make([]any, len(c.epochs))
 	var bad []error
 	var mu sync.Mutex
 	err := c.each(ctx, func(l int) (any, func(*messages.GrainReply)) {
-		return &messages.GrainRead{CacheId: c.id, Epoch: c.epochs[l], Version: n}, func(rep *messages.GrainReply) {
-			v, err := mamba.UnmarshalView(rep.View)
+		msg := &messages.GrainRead{CacheId: c.id, Epoch: c.epochs[l], Version: n, CheckOnly: views[l] != nil}
+		return msg, func(rep *messages.GrainReply) {
+			if msg.CheckOnly {
+				return
+			}
+			v, err := unmarshalView(c.kind, rep.View)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -284,6 +546,15 @@ func (c *Cache) Current(ctx context.Context) (actors.Version, error) {
 	if err = errors.Join(append([]error{err}, bad...)...); err != nil {
 		return actors.Version{}, fmt.Errorf("cache %s: read version %d: %w", c.id, n, err)
 	}
+	c.mu.Lock()
+	if c.version == n {
+		for l, v := range views {
+			if c.views[l] == nil {
+				c.views[l] = v
+			}
+		}
+	}
+	c.mu.Unlock()
 	return actors.Version{Number: n, Views: views}, nil
 }
 
@@ -292,6 +563,23 @@ func (c *Cache) Close() error {
 	return c.each(context.Background(), func(l int) (any, func(*messages.GrainReply)) {
 		return &messages.GrainClose{CacheId: c.id, Epoch: c.epochs[l]}, nil
 	})
+}
+
+// unmarshalView decodes a view snapshot of a cache of kind.
+func unmarshalView(kind string, data []byte) (any, error) {
+	switch kind {
+	case kindTransformer:
+		return transformer.UnmarshalView(data)
+	case kindPaged:
+		return paged.UnmarshalView(data)
+	case kindMamba:
+		return mamba.UnmarshalView(data)
+	case kindMamba2:
+		return mamba2.UnmarshalView(data)
+	case kindLightning:
+		return lightning.UnmarshalView(data)
+	}
+	return nil, fmt.Errorf("%w: a view of unknown kind %q", ErrInvalid, kind)
 }
 
 // Placement returns the address of the member that hosts layer l, shard s
