@@ -59,8 +59,8 @@ type engine struct {
 	ps    int
 	pad   int // page-table length (NumPagesPerSequence)
 
-	rt         *actors.Runtime
-	kv, m2, lt *actors.Cache
+	rt         Backend
+	kv, m2, lt Cache
 	m2Zero     []any // version 0's views, served by FaultRecurrentReset
 	ltZero     []any
 
@@ -117,6 +117,22 @@ func run(ctx context.Context, cfg Config) (*engine, Report, error) {
 		return nil, Report{}, err
 	}
 	defer rt.Close()
+	return runOn(ctx, cfg, Embedded(rt))
+}
+
+// RunWith serves cfg's workload through backend b (e.g. Clustered) and
+// returns the report, as Run does; b's caches "kv", "mamba2" and
+// "lightning" are created afresh.
+func RunWith(ctx context.Context, cfg Config, b Backend) (Report, error) {
+	if err := cfg.Validate(); err != nil {
+		return Report{}, err
+	}
+	_, rep, err := runOn(ctx, cfg, b)
+	return rep, err
+}
+
+// runOn is RunWith, also returning the engine's final state for tests.
+func runOn(ctx context.Context, cfg Config, rt Backend) (*engine, Report, error) {
 	e, err := newEngine(cfg, rt)
 	if err != nil {
 		return nil, Report{}, err
@@ -151,7 +167,7 @@ func run(ctx context.Context, cfg Config) (*engine, Report, error) {
 }
 
 // newEngine returns an engine for a valid cfg on runtime rt, before start.
-func newEngine(cfg Config, rt *actors.Runtime) (*engine, error) {
+func newEngine(cfg Config, rt Backend) (*engine, error) {
 	model, err := reference.NewHybrid(cfg.Model)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
@@ -168,15 +184,15 @@ func newEngine(cfg Config, rt *actors.Runtime) (*engine, error) {
 
 // start creates the caches and subscribes to the pool's KV events.
 func (e *engine) start(ctx context.Context) error {
-	sys := e.rt.System()
-	sub := sys.EventStream.Subscribe(func(ev any) {
+	es := e.rt.EventStream()
+	sub := es.Subscribe(func(ev any) {
 		if kv, ok := ev.(*actors.KVEvent); ok && kv.Cache == "kv" {
 			e.evMu.Lock()
 			e.events = append(e.events, kv.Event)
 			e.evMu.Unlock()
 		}
 	})
-	e.unsubscribe = func() { sys.EventStream.Unsubscribe(sub) }
+	e.unsubscribe = func() { es.Unsubscribe(sub) }
 	pc := e.cfg.Scheduler.PrefixCaching
 	var err error
 	if e.kv, err = e.rt.NewCache("kv", actors.Spec{Paged: &actors.PagedSpec{Metadata: *e.meta.Paged, DType: tensor.Float64,
@@ -529,8 +545,8 @@ func (e *engine) recordPages() {
 // model writes every layer and reads what it wrote, then all of them
 // commit. On an error every open transaction is aborted.
 func (e *engine) execute(ctx context.Context, ws []work) ([]reference.StepResult, error) {
-	caches := []*actors.Cache{e.kv, e.m2, e.lt}
-	txns := make([]*actors.Txn, len(caches))
+	caches := []Cache{e.kv, e.m2, e.lt}
+	txns := make([]Txn, len(caches))
 	views := make([][]any, len(caches))
 	abort := func() {
 		for _, t := range txns {

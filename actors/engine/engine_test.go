@@ -280,7 +280,7 @@ func TestFreePagesAtEndSeesHeldPages(t *testing.T) {
 	rt, err := actors.NewRuntime()
 	require.NoError(t, err)
 	defer rt.Close()
-	e, err := newEngine(cfg, rt)
+	e, err := newEngine(cfg, Embedded(rt))
 	require.NoError(t, err)
 	ctx := context.Background()
 	require.NoError(t, e.start(ctx))

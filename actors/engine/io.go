@@ -19,13 +19,13 @@ import (
 type txnIO struct {
 	e                *engine
 	ctx              context.Context
-	kv, m2, lt       *actors.Txn
+	kv, m2, lt       Txn
 	m2Views, ltViews []any
 }
 
 var _ reference.StepIO = (*txnIO)(nil)
 
-func (t *txnIO) write(txn *actors.Txn, layer int, w actors.Write) (any, error) {
+func (t *txnIO) write(txn Txn, layer int, w actors.Write) (any, error) {
 	var res actors.Result
 	err := t.e.timed(func() (err error) {
 		res, err = txn.WriteLayer(t.ctx, layer, w)
