@@ -32,7 +32,10 @@
 // PoolConfig.Eviction chooses which cached free page an allocation
 // evicts: EvictLRU is vLLM's order; EvictShared, a kvmesh extension,
 // keeps shared prefixes (system prompts) while they are hit more often
-// than private pages, and takes keyless pages first.
+// than private pages, and takes keyless pages first; EvictLineage, also a
+// kvmesh extension, follows conversations through their prompts, learns
+// how often a turn has a next one, and evicts the pages of conversations
+// that have probably ended.
 //
 // Both allocators rest on an index-linked free list over preallocated
 // arrays with O(1) push, pop and removal from the middle.

@@ -58,6 +58,62 @@ const (
 	// percent (kvmesh sim --generate). Evict and ResetPrefixCache keep
 	// their LRU semantics (Evict drops keys least recently freed first).
 	EvictShared
+
+	// EvictLineage evicts the cached page least likely to be hit soon,
+	// estimating for each conversation whether it is still alive. A
+	// conversation's pages are worth keeping only until its last turn:
+	// after it, nothing hits them again, yet LRU keeps them until they
+	// age out. EvictLineage learns, as the pool runs, how often a turn
+	// has a next one and how long the next one takes, and ranks the free
+	// pages by that:
+	//
+	//  1. A sequence's turn comes from its lineage: when a sequence is
+	//     freed, the key of its last full page is recorded with its turn.
+	//     A prompt containing a recorded key (hit or registered by the
+	//     Add) is the next turn of that sequence; otherwise it is turn 0.
+	//     A page's turn class is the turn of the last sequence that held
+	//     it (turns past LineageClasses-1 share the last class).
+	//  2. Per turn class t, q(t) is the fraction of freed sequences that
+	//     had a next turn (prior 0.8, worth 2 observations); a record not
+	//     continued within 8 mean gaps, or forgotten (see below), counts
+	//     as a last turn until it is continued after all. The rate h is 1 / the mean number of Adds
+	//     between a turn and the next (prior 16 Adds, worth 50).
+	//  3. A private free page of class t freed g Adds ago is alive with
+	//     probability a = q(t)(1-h)^g / (q(t)(1-h)^g + 1 - q(t)) (Bayes:
+	//     a live conversation would have come back with probability
+	//     1-(1-h)^g), and is hit at the next Add with probability a*h.
+	//  4. Pages without a key go first. Otherwise the victim is the page
+	//     with the lowest expected hits per Add among the heads of the
+	//     class queues (LRU within a class, and last page first, so
+	//     tails go before heads) and the head of the shared queue, a
+	//     shared page scoring its hits per Add since it was cached.
+	//
+	// A page is shared when a new conversation (turn 0) hits it, or, as
+	// with EvictShared, when a prompt branches off a chain after it; the
+	// mark lasts until the page loses its key.
+	//
+	// Why it helps: LRU spends part of a small pool on conversations that
+	// have ended, and treats a system prompt like any private page. The
+	// turn of a conversation is the one signal an online policy has about
+	// its end (on the reference trace a turn is the last with probability
+	// 0, .24, .21, .42, .57 and 1 at turns 0-5), and the time since its
+	// last request the other.
+	//
+	// Deviations and limits: the ranking assumes that live conversations
+	// come back at a steady rate (memoryless), so recency matters only
+	// through the odds that a conversation has ended; a forked sequence
+	// keeps the turn of its source; a continuation is recognised only
+	// while its previous turn's record is kept (4 per page plus 1024,
+	// oldest forgotten first). Evict and ResetPrefixCache keep their LRU
+	// semantics. On the reference chat trace (block size 16) it hits
+	// 14.6% more tokens than LRU (vLLM) at 128 pages, 15.8% at 256, 5.2%
+	// at 512, 2.5% at 1024 and never fewer from 64 to 4096 pages; on
+	// generated chat traces (kvmesh sim --generate, seeds 1-10) +12.8 to
+	// +19.3% at 128 and +6.0 to +12.2% at 512 pages, one page fewer
+	// (-0.03%) on seed 4 at 64 pages; on other generated shapes it can
+	// lose up to 5% in pools that hold barely one request
+	// (TestLineageBeatsVLLM in pagemanager/sim logs the numbers).
+	EvictLineage
 )
 
 // SharedRateFactor is how many times more often than a private free page
@@ -67,9 +123,9 @@ const (
 const SharedRateFactor = 1.5
 
 // evictionNames are the Eviction names, for String and ParseEviction.
-var evictionNames = [...]string{EvictLRU: "lru", EvictShared: "shared"}
+var evictionNames = [...]string{EvictLRU: "lru", EvictShared: "shared", EvictLineage: "lineage"}
 
-// String returns the policy's name: "lru" or "shared".
+// String returns the policy's name: "lru", "shared" or "lineage".
 func (e Eviction) String() string {
 	if int(e) < len(evictionNames) {
 		return evictionNames[e]
@@ -77,7 +133,8 @@ func (e Eviction) String() string {
 	return fmt.Sprintf("Eviction(%d)", uint8(e))
 }
 
-// ParseEviction returns the policy named name ("lru" or "shared"). An
+// ParseEviction returns the policy named name ("lru", "shared" or
+// "lineage"). An
 // unknown name is an error wrapping ErrInvalidConfig that lists the known
 // ones.
 func ParseEviction(name string) (Eviction, error) {
@@ -132,6 +189,12 @@ type evictor interface {
 	unregistered(pg int32)
 	// reset: every key was dropped.
 	reset()
+	// added: an Add finished (after every registered call of it); pages
+	// are its sequence's pages, the first hit of them hits.
+	added(pages []int32, hit int)
+	// freeing: a sequence holding pages is about to be freed (before the
+	// released calls).
+	freeing(pages []int32)
 	// check returns the violations of the evictor's invariants.
 	check(p *Pool) []error
 }
@@ -246,6 +309,10 @@ func (e *sharedEvictor) released(pg int32) {
 }
 
 func (e *sharedEvictor) taken(pg int32) { e.remove(pg) }
+
+func (e *sharedEvictor) added([]int32, int) {}
+
+func (e *sharedEvictor) freeing([]int32) {}
 
 func (e *sharedEvictor) victim() int32 {
 	if e.n[qEmpty] > 0 {

@@ -12,7 +12,7 @@ func TestParseEviction(t *testing.T) {
 	for _, tt := range []struct {
 		name string
 		want Eviction
-	}{{"lru", EvictLRU}, {"shared", EvictShared}} {
+	}{{"lru", EvictLRU}, {"shared", EvictShared}, {"lineage", EvictLineage}} {
 		got, err := ParseEviction(tt.name)
 		require.NoError(t, err)
 		assert.Equal(t, tt.want, got)
@@ -21,7 +21,7 @@ func TestParseEviction(t *testing.T) {
 	for _, bad := range []string{"", "LRU", "vllm", "lfu"} {
 		_, err := ParseEviction(bad)
 		assert.ErrorIs(t, err, ErrInvalidConfig, bad)
-		assert.ErrorContains(t, err, "want one of lru, shared", bad)
+		assert.ErrorContains(t, err, "want one of lru, shared, lineage", bad)
 	}
 	assert.Equal(t, "Eviction(9)", Eviction(9).String())
 
@@ -45,7 +45,9 @@ func TestEvictionConfigValidate(t *testing.T) {
 		{PoolConfig{NumPages: 4, PageSize: 2, PrefixCaching: true, Eviction: EvictShared}, ""},
 		{PoolConfig{NumPages: 4, PageSize: 2, Eviction: EvictLRU}, ""},
 		{PoolConfig{NumPages: 4, PageSize: 2, Eviction: EvictShared}, "eviction policy shared without PrefixCaching"},
-		{PoolConfig{NumPages: 4, PageSize: 2, PrefixCaching: true, Eviction: 2}, "eviction policy 2, want 0..1"},
+		{PoolConfig{NumPages: 4, PageSize: 2, PrefixCaching: true, Eviction: EvictLineage}, ""},
+		{PoolConfig{NumPages: 4, PageSize: 2, Eviction: EvictLineage}, "eviction policy lineage without PrefixCaching"},
+		{PoolConfig{NumPages: 4, PageSize: 2, PrefixCaching: true, Eviction: 3}, "eviction policy 3, want 0..2"},
 	} {
 		err := tt.cfg.Validate()
 		if tt.want == "" {

@@ -26,14 +26,15 @@ type PoolConfig struct {
 	// PrefixCaching. Without it no events are kept.
 	Events bool
 	// Eviction selects which free page an allocation takes: EvictLRU (the
-	// zero value, vLLM's order) or EvictShared, which needs PrefixCaching.
+	// zero value, vLLM's order), EvictShared or EvictLineage; the last two
+	// need PrefixCaching.
 	Eviction Eviction
 }
 
 // Validate checks that NumPages is in 2..math.MaxInt32 (page 0 is
 // reserved; page indices are int32), that PageSize is positive, that
 // Hybrid and Events come with PrefixCaching, and that Eviction is a known
-// policy (EvictShared with PrefixCaching).
+// policy (EvictShared and EvictLineage with PrefixCaching).
 func (c PoolConfig) Validate() error {
 	if c.NumPages < 2 || c.NumPages > math.MaxInt32 {
 		return fmt.Errorf("%w: %d pages, want 2..%d (page 0 is reserved; page indices are int32)", ErrInvalidConfig, c.NumPages, math.MaxInt32)
@@ -50,7 +51,7 @@ func (c PoolConfig) Validate() error {
 	if int(c.Eviction) >= len(evictionNames) {
 		return fmt.Errorf("%w: eviction policy %d, want %d..%d", ErrInvalidConfig, c.Eviction, EvictLRU, len(evictionNames)-1)
 	}
-	if c.Eviction == EvictShared && !c.PrefixCaching {
+	if c.Eviction != EvictLRU && !c.PrefixCaching {
 		return fmt.Errorf("%w: eviction policy %s without PrefixCaching (it orders cached pages)", ErrInvalidConfig, c.Eviction)
 	}
 	return nil
@@ -207,8 +208,11 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 		table:   make(map[Key]chain),
 		ckpts:   make(map[Key]Checkpoint),
 	}
-	if cfg.Eviction == EvictShared {
+	switch cfg.Eviction {
+	case EvictShared:
 		p.ev = newSharedEvictor(p.hashed, p.key)
+	case EvictLineage:
+		p.ev = newLineageEvictor(p.hashed, p.key)
 	}
 	for i := 1; i < n; i++ {
 		p.free.pushBack(int32(i))
@@ -334,6 +338,9 @@ func (p *Pool) Add(id SeqID, req Request) (Step, error) {
 	p.keyBuf = keys
 	p.flushRemoved() // BlockRemoved for the evictions before BlockStored
 	p.write(s, req.Tokens[hit*ps:], keys[hit:])
+	if p.ev != nil {
+		p.ev.added(s.pages, hit)
+	}
 	p.seqs.put(id, s)
 	p.stats.Requests++
 	p.stats.PromptTokens += int64(n)
@@ -399,6 +406,9 @@ func (p *Pool) Free(id SeqID) error {
 	s := p.seqs.remove(id)
 	if s == nil {
 		return fmt.Errorf("%w: sequence %d", ErrUnknownSequence, id)
+	}
+	if p.ev != nil {
+		p.ev.freeing(s.pages)
 	}
 	for i := len(s.pages) - 1; i >= 0; i-- {
 		p.release(s.pages[i])

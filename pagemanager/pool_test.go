@@ -241,7 +241,7 @@ func TestPoolAccessors(t *testing.T) {
 // sizes of real workloads (the model test uses tiny ones) and checks the
 // invariants after each.
 func TestPoolRandomInvariants(t *testing.T) {
-	for _, ev := range []Eviction{EvictLRU, EvictShared} {
+	for _, ev := range []Eviction{EvictLRU, EvictShared, EvictLineage} {
 		t.Run(ev.String(), func(t *testing.T) { poolRandomInvariants(t, ev) })
 	}
 }

@@ -72,6 +72,10 @@ pages are then freed, last page first, and stay cached until evicted.
 manager exactly. --policy shared (pagemanager.EvictShared) takes pages without
 cached content first and keeps shared prefixes (system prompts: pages after which
 different prompts branch) while they are hit more often than private pages.
+--policy lineage (pagemanager.EvictLineage) tracks conversations through their
+prompts (a prompt that contains the last page of a freed request is its next turn),
+learns how often a turn has a next one and how long it takes, and evicts the pages
+least likely to be hit soon: those of conversations that have probably ended.
 
 --generate writes a seeded synthetic multi-turn chat trace instead (to --out, or
 stdout), shaped by --seed, --systems, --system-len, --zipf, --conversations,
@@ -164,7 +168,7 @@ trace line is named, with the field at fault).`,
 	f.StringVar(&tracePath, "trace", "", "trace `FILE` to replay (JSON lines, gzip accepted)")
 	f.StringVar(&capacities, "capacity", "", "pool sizes to replay at, in usable pages: `N[,N...]`")
 	f.IntVar(&pageSize, "page-size", 16, "tokens per page")
-	f.StringVar(&policyName, "policy", "vllm", "eviction policy: vllm or shared")
+	f.StringVar(&policyName, "policy", "vllm", "eviction policy: vllm, shared or lineage")
 	f.BoolVar(&asJSON, "json", false, "print the results as JSON")
 	f.BoolVar(&generate, "generate", false, "generate a synthetic multi-turn chat trace")
 	f.StringVar(&outPath, "out", "", "with --generate: write the trace to `FILE` instead of stdout")

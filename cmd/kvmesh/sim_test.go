@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -49,6 +50,27 @@ func TestSimVLLMReference(t *testing.T) {
 		assert.Equal(t, want, rows[capacity][:5], "capacity %s", capacity)
 		assert.Regexp(t, `^[0-9.]+(µs|ms|s)$`, rows[capacity][5])
 	}
+}
+
+// TestSimLineage: --policy lineage replays through pagemanager.EvictLineage
+// and prints its own hit tokens, the same as the package's Replay.
+func TestSimLineage(t *testing.T) {
+	code, out, stderr := runCLI("sim", "--trace", referenceTrace, "--capacity", "128,512", "--policy", "lineage")
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, "463 requests; policy lineage, page size 16")
+	rows := simRows(t, out)
+	require.Len(t, rows, 2)
+	reqs, err := sim.ReadTraceFile(referenceTrace)
+	require.NoError(t, err)
+	for _, c := range []int{128, 512} {
+		r, err := sim.Replay(reqs, sim.Config{Capacity: c, PageSize: 16, Policy: sim.Lineage})
+		require.NoError(t, err)
+		row := rows[strconv.Itoa(c)]
+		require.NotNil(t, row, "capacity %d", c)
+		assert.Equal(t, strconv.FormatInt(r.HitTokens, 10), row[1], "capacity %d", c)
+		assert.Equal(t, strconv.FormatInt(r.Evictions, 10), row[3], "capacity %d", c)
+	}
+	assert.Equal(t, "144912", rows["128"][1], "+14.6% over vLLM's 126496")
 }
 
 // TestSimJSON checks the --json shape of the issue, key for key, and that

@@ -19,7 +19,7 @@ func BenchmarkSimReplay(b *testing.B) {
 	for _, q := range reqs {
 		tokens += len(q.Prompt) + len(q.Output) - 1
 	}
-	for _, pol := range []Policy{VLLM, Shared} {
+	for _, pol := range []Policy{VLLM, Shared, Lineage} {
 		b.Run(fmt.Sprintf("blocks=512/policy=%s", pol), func(b *testing.B) {
 			cfg := Config{Capacity: 512, PageSize: 16, Policy: pol}
 			b.ReportAllocs()

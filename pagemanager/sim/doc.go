@@ -39,7 +39,7 @@
 //     queue, keeping their keys until evicted.
 //
 // The pool starts with its pages free in ascending order. With the VLLM
-// policy the free queue is strict LRU; the Shared policy
-// (pagemanager.EvictShared) changes only which free page step 3 and 4
-// take.
+// policy the free queue is strict LRU; the Shared and Lineage policies
+// (pagemanager.EvictShared, pagemanager.EvictLineage) change only which
+// free page steps 3 and 4 take.
 package sim

@@ -30,11 +30,16 @@ const (
 	// private pages and takes keyless pages first
 	// (pagemanager.EvictShared, documented there).
 	Shared
+	// Lineage evicts the pages of conversations least likely to come
+	// back, learning per turn how often a conversation continues and how
+	// long its next turn takes (pagemanager.EvictLineage, documented
+	// there).
+	Lineage
 )
 
-var policyNames = [...]string{VLLM: "vllm", Shared: "shared"}
+var policyNames = [...]string{VLLM: "vllm", Shared: "shared", Lineage: "lineage"}
 
-// String returns the policy's name: "vllm" or "shared".
+// String returns the policy's name: "vllm", "shared" or "lineage".
 func (p Policy) String() string {
 	if int(p) < len(policyNames) {
 		return policyNames[p]
@@ -55,8 +60,11 @@ func ParsePolicy(name string) (Policy, error) {
 
 // Eviction returns the pool eviction policy that implements p.
 func (p Policy) Eviction() pagemanager.Eviction {
-	if p == Shared {
+	switch p {
+	case Shared:
 		return pagemanager.EvictShared
+	case Lineage:
+		return pagemanager.EvictLineage
 	}
 	return pagemanager.EvictLRU
 }
