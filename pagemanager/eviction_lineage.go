@@ -81,8 +81,9 @@ type lineageEvictor struct {
 	expireAt int          // order[head:expireAt] were expired
 	maxRecs  int          // records kept: 4 per page, plus 1024
 
-	cont, ended [LineageClasses]int64 // turns continued / not continued
-	gapSum      int64                 // Adds between a turn and the next, summed
+	cont, ended [LineageClasses]int64    // turns continued / not continued
+	known       *[LineageClasses]float64 // tests: q(t) given, not learned
+	gapSum      int64                    // Adds between a turn and the next, summed
 	gaps        int64
 }
 
@@ -106,6 +107,9 @@ func (e *lineageEvictor) rate() float64 {
 // continues returns the learned probability that turn class t has a next
 // turn.
 func (e *lineageEvictor) continues(t int) float64 {
+	if e.known != nil {
+		return e.known[t]
+	}
 	c, n := float64(e.cont[t]), float64(e.cont[t]+e.ended[t])
 	return (c + lineageContinuePrior*lineageContinueWeight) / (n + lineageContinueWeight)
 }
