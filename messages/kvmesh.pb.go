@@ -3438,8 +3438,12 @@ type GrainWrite struct {
 	// return_view asks for the staged view in the reply (GrainReply.view).
 	ReturnView bool `protobuf:"varint,5,opt,name=return_view,json=returnView,proto3" json:"return_view,omitempty"`
 	// call_id names the call, for fetching the parts of a reply too large
-	// for one message (GrainFetch).
-	CallId        string `protobuf:"bytes,6,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	// for one message (GrainFetch) and for recognising a re-sent write.
+	CallId string `protobuf:"bytes,6,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	// seq is the write's place among the writes of version base_version+1
+	// on this layer: 0 applies it to the committed view, n > 0 to the view
+	// staged by the first n (a transaction may write a layer several times).
+	Seq           uint32 `protobuf:"varint,7,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3514,6 +3518,13 @@ func (x *GrainWrite) GetCallId() string {
 		return x.CallId
 	}
 	return ""
+}
+
+func (x *GrainWrite) GetSeq() uint32 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
 }
 
 // GrainCommit publishes (or, with abort, drops) the staged version.
@@ -4241,7 +4252,7 @@ const file_kvmesh_proto_rawDesc = "" +
 	"\bcache_id\x18\x01 \x01(\tR\acacheId\x12\x14\n" +
 	"\x05layer\x18\x02 \x01(\rR\x05layer\x12\x14\n" +
 	"\x05shard\x18\x03 \x01(\rR\x05shard\x12(\n" +
-	"\x04spec\x18\x04 \x01(\v2\x14.kvmesh.v1.CacheSpecR\x04spec\"\xc7\x01\n" +
+	"\x04spec\x18\x04 \x01(\v2\x14.kvmesh.v1.CacheSpecR\x04spec\"\xd9\x01\n" +
 	"\n" +
 	"GrainWrite\x12\x19\n" +
 	"\bcache_id\x18\x01 \x01(\tR\acacheId\x12\x14\n" +
@@ -4250,7 +4261,8 @@ const file_kvmesh_proto_rawDesc = "" +
 	"\x05write\x18\x04 \x01(\v2\x15.kvmesh.v1.LayerWriteR\x05write\x12\x1f\n" +
 	"\vreturn_view\x18\x05 \x01(\bR\n" +
 	"returnView\x12\x17\n" +
-	"\acall_id\x18\x06 \x01(\tR\x06callId\"n\n" +
+	"\acall_id\x18\x06 \x01(\tR\x06callId\x12\x10\n" +
+	"\x03seq\x18\a \x01(\rR\x03seq\"n\n" +
 	"\vGrainCommit\x12\x19\n" +
 	"\bcache_id\x18\x01 \x01(\tR\acacheId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x18\n" +

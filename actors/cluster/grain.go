@@ -43,6 +43,9 @@ type shardGrain struct {
 	staged    any
 	hasStaged bool
 	stagedVer uint64
+	stagedSeq uint32              // writes applied to staged
+	lastCall  string              // the last write's call id
+	lastReply *messages.GrainReply // and its reply, for a re-sent write
 
 	parts   map[string]*incomingWrite // part-wise writes being received
 	replies map[string][]byte         // marshaled large replies by call id
@@ -164,11 +167,21 @@ func (g *shardGrain) write(m *messages.GrainWrite) *messages.GrainReply {
 	if m.BaseVersion != g.version {
 		return g.reply(fmt.Errorf("%w: cache %s layer %d: base version %d, committed is %d", ErrStale, m.CacheId, g.layer, m.BaseVersion, g.version))
 	}
-	next, res := g.view, actors.Result{}
+	if m.CallId != "" && m.CallId == g.lastCall {
+		return g.lastReply // a re-sent write: applied once
+	}
+	base := g.view
+	if m.Seq > 0 {
+		if !g.hasStaged || g.stagedVer != m.BaseVersion+1 || g.stagedSeq != m.Seq {
+			return g.reply(fmt.Errorf("%w: cache %s layer %d: write %d of version %d, but %d are staged", ErrStale, m.CacheId, g.layer, m.Seq, m.BaseVersion+1, g.stagedSeq))
+		}
+		base = g.staged
+	}
+	next, res := base, actors.Result{}
 	if m.Write.GetWrite() != nil {
 		w, err := writeFromProto(m.Write, g.spec)
 		if err == nil {
-			next, res, err = actors.Apply(g.view, w)
+			next, res, err = actors.Apply(base, w)
 		}
 		if err != nil {
 			return g.reply(fmt.Errorf("cache %s layer %d: %w", m.CacheId, g.layer, err))
@@ -183,7 +196,8 @@ func (g *shardGrain) write(m *messages.GrainWrite) *messages.GrainReply {
 		return g.reply(fmt.Errorf("cache %s layer %d: %w", m.CacheId, g.layer, err))
 	}
 	rep.Result = result
-	g.staged, g.hasStaged, g.stagedVer = next, true, m.BaseVersion+1
+	g.staged, g.hasStaged, g.stagedVer, g.stagedSeq = next, true, m.BaseVersion+1, m.Seq+1
+	g.lastCall, g.lastReply = m.CallId, rep
 	return rep
 }
 

@@ -217,3 +217,41 @@ func TestPageGrainEpochs(t *testing.T) {
 	assert.Contains(t, lost.Status.Message, "cache p")
 	assert.Empty(t, lost.Pages)
 }
+
+// A transaction may write a layer several times: write n applies to the
+// view the first n staged, a re-sent write (same call id) is applied once,
+// and a write out of order is refused.
+func TestShardGrainWritesOnStaged(t *testing.T) {
+	sys := actor.NewActorSystem()
+	defer sys.Shutdown()
+	g := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return newShardGrain() }))
+	ask := func(m any) *messages.GrainReply {
+		res, err := sys.Root.RequestFuture(g, m, 5*time.Second).Result()
+		require.NoError(t, err)
+		return res.(*messages.GrainReply)
+	}
+	spec := &messages.CacheSpec{Metadata: &messages.CacheSpec_Mamba{Mamba: &messages.MambaMetadata{NumHiddenLayers: 1, BatchSize: 1,
+		IntermediateSize: 2, SsmStateSize: 1, ConvKernelSize: 3}}, Storage: &messages.Storage{Dtype: messages.DType_DTYPE_FLOAT64}}
+	init := ask(&messages.GrainInit{CacheId: "c", Spec: spec})
+	require.Equal(t, messages.Code_CODE_OK, init.Status.Code)
+	col := func(a, b float64) *messages.LayerWrite {
+		x := tensor.Must(tensor.FromFloat64s(tensor.Float64, []float64{a, b}, 1, 2))
+		return &messages.LayerWrite{Write: &messages.LayerWrite_ConvSsm{ConvSsm: &messages.ConvSSMWrite{ConvColumn: tensorToProto(x), CachePosition: 2}}}
+	}
+	write := func(seq uint32, call string, w *messages.LayerWrite) *messages.GrainReply {
+		return ask(&messages.GrainWrite{CacheId: "c", Epoch: init.Epoch, Write: w, ReturnView: true, Seq: seq, CallId: call})
+	}
+	conv := func(rep *messages.GrainReply) []float64 {
+		require.Equal(t, messages.Code_CODE_OK, rep.Status.Code, rep.Status.GetMessage())
+		v, err := mamba.UnmarshalView(rep.View)
+		require.NoError(t, err)
+		return v.ConvStates().Float64s()
+	}
+	assert.Equal(t, []float64{0, 0, 1, 0, 0, 2}, conv(write(0, "a", col(1, 2))))
+	assert.Equal(t, []float64{0, 1, 3, 0, 2, 4}, conv(write(1, "b", col(3, 4))), "the second write rolls the first one's column left")
+	assert.Equal(t, []float64{0, 1, 3, 0, 2, 4}, conv(write(1, "b", col(3, 4))), "a re-sent write is applied once")
+	assert.Equal(t, messages.Code_CODE_STALE_VERSION, write(5, "c", col(5, 6)).Status.Code)
+	require.Equal(t, messages.Code_CODE_OK, ask(&messages.GrainCommit{CacheId: "c", Epoch: init.Epoch, Version: 1}).Status.Code)
+	read := ask(&messages.GrainRead{CacheId: "c", Epoch: init.Epoch, Version: 1})
+	assert.Equal(t, []float64{0, 1, 3, 0, 2, 4}, conv(read))
+}

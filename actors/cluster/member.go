@@ -160,6 +160,16 @@ func start(cfg Config, host bool) (m *Member, err error) {
 			err = fmt.Errorf("%w: %v", ErrStart, r)
 		}
 	}()
+	if cfg.Provider != "etcd" {
+		// protoactor's automanaged provider starts an echo server that
+		// prints "http server started on ..." on standard output, where a
+		// command's own output goes (kvmesh run --json): the line goes to
+		// standard error instead (echo takes os.Stdout when it is made,
+		// during StartMember).
+		stdout := os.Stdout
+		os.Stdout = os.Stderr
+		defer func() { os.Stdout = stdout }()
+	}
 	c.StartMember()
 	return &Member{c: c}, nil
 }

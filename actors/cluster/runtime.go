@@ -366,7 +366,8 @@ func sortInts(s []int) []int {
 type Txn struct {
 	c       *Cache
 	base    uint64
-	written []bool
+	mu      sync.Mutex
+	written []int // writes per layer
 	staged  []any
 	done    bool
 }
@@ -382,27 +383,36 @@ func (c *Cache) Begin(ctx context.Context, base uint64) (*Txn, error) {
 	if c.txn != nil {
 		return nil, fmt.Errorf("%w: cache %s: a transaction on version %d is open", actors.ErrBusy, c.id, c.txn.base)
 	}
-	c.txn = &Txn{c: c, base: base, written: make([]bool, len(c.epochs)), staged: make([]any, len(c.epochs))}
+	c.txn = &Txn{c: c, base: base, written: make([]int, len(c.epochs)), staged: make([]any, len(c.epochs))}
 	return c.txn, nil
 }
 
-// WriteLayer stages w on layer's grain; a layer can be written once per
-// transaction.
+// WriteLayer stages w on layer's grain, on top of the layer's earlier
+// writes in this transaction (writes to one layer are applied in the
+// order WriteLayer is called; call it for one layer from one goroutine
+// at a time).
 func (t *Txn) WriteLayer(ctx context.Context, layer int, w actors.Write) (actors.Result, error) {
 	c := t.c
-	if t.done {
+	t.mu.Lock()
+	done := t.done
+	var seq int
+	if !done && layer >= 0 && layer < len(c.epochs) {
+		seq = t.written[layer]
+		t.written[layer]++
+	}
+	t.mu.Unlock()
+	if done {
 		return actors.Result{}, fmt.Errorf("%w: cache %s: the transaction on version %d has ended", ErrInvalid, c.id, t.base)
 	}
-	if layer < 0 || layer >= len(c.epochs) || t.written[layer] {
-		return actors.Result{}, fmt.Errorf("%w: cache %s: layer %d is out of range 0..%d or written twice", ErrInvalid, c.id, layer, len(c.epochs)-1)
+	if layer < 0 || layer >= len(c.epochs) {
+		return actors.Result{}, fmt.Errorf("%w: cache %s: layer %d is out of range 0..%d", ErrInvalid, c.id, layer, len(c.epochs)-1)
 	}
 	pw, err := writeToProto(layer, w)
 	if err != nil {
 		return actors.Result{}, fmt.Errorf("cache %s layer %d: %w", c.id, layer, err)
 	}
-	t.written[layer] = true
 	rep, err := c.rt.call(ctx, c.id, Identity(c.id, layer, 0),
-		&messages.GrainWrite{CacheId: c.id, Epoch: c.epochs[layer], BaseVersion: t.base, Write: pw, ReturnView: true})
+		&messages.GrainWrite{CacheId: c.id, Epoch: c.epochs[layer], BaseVersion: t.base, Write: pw, ReturnView: true, Seq: uint32(seq)})
 	if errors.Is(err, ErrStateLost) {
 		err = c.lostError([]int{layer})
 	}
@@ -416,7 +426,9 @@ func (t *Txn) WriteLayer(ctx context.Context, layer int, w actors.Write) (actors
 	if err != nil {
 		return actors.Result{}, fmt.Errorf("cache %s layer %d: %w", c.id, layer, err)
 	}
+	t.mu.Lock()
 	t.staged[layer] = res.View
+	t.mu.Unlock()
 	return res, nil
 }
 
@@ -431,7 +443,7 @@ func (t *Txn) Commit(ctx context.Context) (uint64, error) {
 	// Unwritten layers advance too (an unchanged view), so every grain
 	// holds the same version number.
 	err := c.each(ctx, func(l int) (any, func(*messages.GrainReply)) {
-		if t.written[l] {
+		if t.written[l] > 0 {
 			return nil, nil
 		}
 		return &messages.GrainWrite{CacheId: c.id, Epoch: c.epochs[l], BaseVersion: t.base, Write: &messages.LayerWrite{Layer: uint32(l)}}, nil
