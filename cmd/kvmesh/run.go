@@ -54,6 +54,7 @@ func newRunCmd() *cobra.Command {
 		asJSON, doVerify     bool
 		doParity, printCfg   bool
 		fault                string
+		cl                   clusterFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -79,6 +80,10 @@ preempted: its pages are freed and it is recomputed later.
 --verify (on by default) re-runs a sample of requests with no cache at all,
 recomputing the whole sequence for each token, and requires the same tokens; the
 golden-vector parity of the caches (kvmesh parity) runs too (--parity).
+
+With --members (or --provider etcd --etcd) the caches' layers live on a kvmesh
+cluster instead (kvmesh node members; the page pool and the scheduler stay in this
+process, as vLLM's scheduler keeps its KV-cache manager): the same report comes out.
 
 Settings come from the defaults, then --config FILE (YAML or JSON: the keys model,
 workload, scheduler and verify, as --print-config prints them), then the flags.
@@ -119,7 +124,21 @@ Exit codes: 0 ok, 1 verification, parity or the run failed, 2 bad flags or confi
 			stop := startProgress(&cfg, mode, cmd.ErrOrStderr())
 			ctx, cancel := signal.NotifyContext(cmd.Context(), os.Interrupt)
 			defer cancel()
-			rep, err := engine.Run(ctx, cfg)
+			var (
+				rep engine.Report
+				err error
+			)
+			if cl.members != "" || cl.etcd != "" {
+				b, closeCluster, cerr := cl.join()
+				if cerr != nil {
+					stop()
+					return cerr
+				}
+				rep, err = engine.RunWith(ctx, cfg, b)
+				closeCluster()
+			} else {
+				rep, err = engine.Run(ctx, cfg)
+			}
 			stop()
 			if err != nil && !errors.Is(err, engine.ErrVerify) {
 				if errors.Is(err, engine.ErrConfig) || errors.Is(err, engine.ErrDoesNotFit) {
@@ -174,6 +193,7 @@ Exit codes: 0 ok, 1 verification, parity or the run failed, 2 bad flags or confi
 	f.BoolVar(&doVerify, "verify", true, "re-run a sample of requests with no cache and require the same tokens")
 	f.IntVar(&cfg.Verify, "verify-requests", cfg.Verify, "how many requests --verify re-runs")
 	f.BoolVar(&doParity, "parity", true, "also run the golden-vector parity checks (kvmesh parity)")
+	cl.register(f)
 	f.StringVar(&fault, "fault", "", "break the cache path on purpose (recurrent-reset, kv-zero), to see --verify fail")
 	_ = f.MarkHidden("fault")
 
