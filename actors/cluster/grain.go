@@ -43,8 +43,8 @@ type shardGrain struct {
 	staged    any
 	hasStaged bool
 	stagedVer uint64
-	stagedSeq uint32              // writes applied to staged
-	lastCall  string              // the last write's call id
+	stagedSeq uint32               // writes applied to staged
+	lastCall  string               // the last write's call id
 	lastReply *messages.GrainReply // and its reply, for a re-sent write
 
 	parts   map[string]*incomingWrite // part-wise writes being received
