@@ -1,0 +1,245 @@
+//go:build !race
+
+package cluster_test
+
+import (
+	"bytes"
+	"context"
+	"encoding"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/kvmesh/kvmesh/actors"
+	"github.com/kvmesh/kvmesh/layers/lightning"
+	"github.com/kvmesh/kvmesh/layers/mamba2"
+	"github.com/kvmesh/kvmesh/layers/paged"
+	"github.com/kvmesh/kvmesh/layers/tensor"
+	"github.com/kvmesh/kvmesh/layers/transformer"
+)
+
+func randTensor(r *rand.Rand, dt tensor.DType, shape ...int) tensor.Tensor {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	v := make([]float64, n)
+	for i := range v {
+		v[i] = r.NormFloat64()
+	}
+	return tensor.Must(tensor.FromFloat64s(dt, v, shape...))
+}
+
+// kindCase is a cache of one kind and the writes of each of its steps
+// (built from the version-0 views, for their shapes).
+type kindCase struct {
+	name   string
+	spec   actors.Spec
+	writes func(r *rand.Rand, step int, v0 []any) []actors.LayerWrite
+}
+
+func kindCases(t *testing.T) []kindCase {
+	tm, err := transformer.NewMetadata(transformer.MetadataConfig{BatchSize: 2, SequenceLength: 12, NumHiddenLayers: 2,
+		NumHeads: transformer.Ptr(2), HeadDim: transformer.Ptr(4)})
+	require.NoError(t, err)
+	pm := paged.Metadata{BatchSize: 2, NumHiddenLayers: 2, NumPagesPerLayer: 9, NumPagesPerSequence: 8, MaxSequences: 32,
+		PageSize: 4, NumKVHeads: 2, KVHeadDimSize: 4, HBMUtilization: 0.5}
+	m2, err := mamba2.NewMetadata(mamba2.MetadataConfig{NumHiddenLayers: 2, BatchSize: 2, IntermediateSize: 8, NumHeads: 2, HeadDim: 4,
+		StateSize: 3, ConvKernelSize: 3, NGroups: 1})
+	require.NoError(t, err)
+	two, four := 2, 4
+	lm, err := lightning.NewMetadata(lightning.MetadataConfig{BatchSize: &two, NumHeads: &two, HeadDim: &four})
+	require.NoError(t, err)
+	table := []int32{1, 2, 3, 0, 0, 0, 0, 0}
+	return []kindCase{
+		{"transformer", actors.Spec{Transformer: &actors.TransformerSpec{Metadata: tm, DType: tensor.BFloat16}},
+			func(r *rand.Rand, step int, _ []any) []actors.LayerWrite {
+				q := 1
+				if step == 0 {
+					q = 3 // a prefill chunk, then decodes
+				}
+				var ws []actors.LayerWrite
+				for l := range 2 {
+					k, v := randTensor(r, tensor.BFloat16, 2, q, 2, 4), randTensor(r, tensor.BFloat16, 2, q, 2, 4)
+					ws = append(ws, actors.LayerWrite{Layer: l, Write: &actors.TransformerWrite{Key: k, Value: v}})
+				}
+				return ws
+			}},
+		{"paged", actors.Spec{Paged: &actors.PagedSpec{Metadata: pm, DType: tensor.Float32}},
+			func(r *rand.Rand, step int, _ []any) []actors.LayerWrite {
+				var ws []actors.LayerWrite
+				for l := range 2 {
+					w := &actors.PagedWrite{}
+					if step == 0 {
+						w.PrefillKey, w.PrefillValue = randTensor(r, tensor.Float32, 6, 2, 4), randTensor(r, tensor.Float32, 6, 2, 4)
+						w.Step = paged.StepMetadata{PrefillLength: 6, PrefillPageTable: table}
+					} else {
+						w.DecodeKey, w.DecodeValue = randTensor(r, tensor.Float32, 1, 2, 4), randTensor(r, tensor.Float32, 1, 2, 4)
+						w.Step = paged.StepMetadata{DecodesPosition: []int32{int32(5 + step)}, DecodesPageTable: [][]int32{table}}
+					}
+					ws = append(ws, actors.LayerWrite{Layer: l, Write: w})
+				}
+				return ws
+			}},
+		{"mamba2", actors.Spec{Mamba2: &actors.Mamba2Spec{Metadata: m2, DType: tensor.Float32}},
+			func(r *rand.Rand, step int, v0 []any) []actors.LayerWrite {
+				v := v0[step%2].(mamba2.View)
+				w := &actors.Mamba2Write{ConvSSM: actors.ConvSSM{ConvWindow: randTensor(r, tensor.Float32, v.ConvStates().Shape()...),
+					SSMState: randTensor(r, tensor.Float32, v.SSMStates().Shape()...)}, AdvanceSeq: 1}
+				return []actors.LayerWrite{{Layer: step % 2, Write: w}} // the other layer is not written
+			}},
+		{"lightning", actors.Spec{Lightning: &actors.LightningSpec{Layers: 2, Metadata: lm, DType: tensor.Float64}},
+			func(r *rand.Rand, step int, _ []any) []actors.LayerWrite {
+				var ws []actors.LayerWrite
+				for l := range 2 {
+					ws = append(ws, actors.LayerWrite{Layer: l, Write: &actors.LightningWrite{Key: randTensor(r, tensor.Float64, 2, 2, 1+step%2, 4),
+						Value: randTensor(r, tensor.Float64, 2, 2, 1+step%2, 4), SlopeRate: []float64{0.5, 0.25}}})
+				}
+				return ws
+			}},
+	}
+}
+
+func marshalViews(t *testing.T, v actors.Version) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for _, view := range v.Views {
+		b, err := view.(encoding.BinaryMarshaler).MarshalBinary()
+		require.NoError(t, err)
+		out = append(out, b)
+	}
+	return out
+}
+
+// Every cache kind runs clustered on three node processes: each step's
+// results (a contiguous cache's key, value and mask) and every version's
+// views are byte-identical to the embedded runtime's, a step that writes
+// some layers only advances the others unchanged, and a transaction that
+// writes a layer twice stages the second write on the first.
+func TestEveryKindMatchesEmbedded(t *testing.T) {
+	rt := newClient(t, startNodes(t, 3))
+	emb, err := actors.NewRuntime()
+	require.NoError(t, err)
+	defer emb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	for _, kc := range kindCases(t) {
+		t.Run(kc.name, func(t *testing.T) {
+			clustered, err := rt.NewCache("k-"+kc.name, kc.spec)
+			require.NoError(t, err)
+			embedded, err := emb.NewCache("k-"+kc.name, kc.spec)
+			require.NoError(t, err)
+			v0, err := embedded.Current(ctx)
+			require.NoError(t, err)
+			c0, err := clustered.Current(ctx)
+			require.NoError(t, err)
+			require.Equal(t, marshalViews(t, v0), marshalViews(t, c0), "version 0")
+			r := rand.New(rand.NewPCG(3, uint64(len(kc.name))))
+			for step := range 4 {
+				ws := kc.writes(r, step, v0.Views)
+				cn, cres, err := clustered.Step(ctx, uint64(step), ws)
+				require.NoError(t, err, "step %d", step)
+				en, eres, err := embedded.Step(ctx, uint64(step), ws)
+				require.NoError(t, err)
+				require.Equal(t, en, cn)
+				require.Len(t, cres, len(eres))
+				for i := range eres {
+					require.True(t, bytes.Equal(eres[i].Key.Bytes(), cres[i].Key.Bytes()), "step %d write %d: key", step, i)
+					require.True(t, bytes.Equal(eres[i].Value.Bytes(), cres[i].Value.Bytes()), "step %d write %d: value", step, i)
+					require.Equal(t, eres[i].Mask, cres[i].Mask, "step %d write %d: mask", step, i)
+				}
+				ev, err := embedded.Current(ctx)
+				require.NoError(t, err)
+				cv, err := clustered.Current(ctx)
+				require.NoError(t, err)
+				require.Equal(t, ev.Number, cv.Number)
+				require.Equal(t, marshalViews(t, ev), marshalViews(t, cv), "step %d", step)
+			}
+			if kc.name == "paged" {
+				// a transaction writes layer 0 twice (two decode tokens):
+				// the second write applies on the first one's staged view
+				ct, err := clustered.Begin(ctx, 4)
+				require.NoError(t, err)
+				et, err := embedded.Begin(ctx, 4)
+				require.NoError(t, err)
+				for pos := range []int32{10, 11} {
+					w := kc.writes(r, 1, nil)[0]
+					w.Write.(*actors.PagedWrite).Step.DecodesPosition = []int32{int32(10 + pos)}
+					cr, err := ct.WriteLayer(ctx, 0, w.Write)
+					require.NoError(t, err)
+					er, err := et.WriteLayer(ctx, 0, w.Write)
+					require.NoError(t, err)
+					cb, err := cr.View.(paged.View).MarshalBinary()
+					require.NoError(t, err)
+					eb, err := er.View.(paged.View).MarshalBinary()
+					require.NoError(t, err)
+					require.True(t, bytes.Equal(eb, cb), "staged view after the write at %d", 10+pos)
+				}
+				_, err = ct.Commit(ctx)
+				require.NoError(t, err)
+				_, err = et.Commit(ctx)
+				require.NoError(t, err)
+				ev, err := embedded.Current(ctx)
+				require.NoError(t, err)
+				cv, err := clustered.Current(ctx)
+				require.NoError(t, err)
+				require.Equal(t, marshalViews(t, ev), marshalViews(t, cv), "after the transaction")
+			}
+			require.NoError(t, clustered.Close())
+		})
+	}
+}
+
+// kvmesh run --members serves the workload with the caches' layers on
+// three node processes and prints the embedded run's report: every field
+// but the timings is the same, verification included.
+func TestRunAgainstCluster(t *testing.T) {
+	nodes := startNodes(t, 3)
+	var members []string
+	for _, n := range nodes {
+		members = append(members, n.addr)
+	}
+	args := []string{"run", "--json", "--progress", "none", "--parity=false", "--requests", "32"}
+	run := func(extra ...string) map[string]any {
+		cmd := exec.Command(kvmeshBin, append(args, extra...)...)
+		cmd.Env = append(os.Environ(), "NO_PROXY=127.0.0.1,localhost", "no_proxy=127.0.0.1,localhost")
+		dieWithParent(cmd)
+		var out, errOut bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		done := make(chan error, 1)
+		require.NoError(t, cmd.Start())
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			require.NoError(t, err, "kvmesh %v: %s", extra, errOut.String())
+		case <-time.After(120 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Fatalf("kvmesh run %v did not finish within 120 s", extra)
+		}
+		var rep map[string]any
+		require.NoError(t, json.Unmarshal(out.Bytes(), &rep), "stdout is the JSON report alone: %q", out.String())
+		return rep
+	}
+	clustered := run("--members", join(members), "--cluster-listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+	embedded := run()
+	timing := map[string]bool{}
+	for k := range embedded {
+		if strings.Contains(k, "second") || strings.HasSuffix(k, "_us") {
+			timing[k] = true
+		}
+	}
+	require.NotEmpty(t, timing)
+	for k, v := range embedded {
+		if !timing[k] {
+			require.Equal(t, v, clustered[k], "report field %s", k)
+		}
+	}
+	require.Equal(t, true, clustered["verified"])
+}
