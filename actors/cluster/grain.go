@@ -299,25 +299,39 @@ func (g *shardGrain) read(m *messages.GrainRead) *messages.GrainReply {
 	return rep
 }
 
-// initView builds layer m.Layer's version-0 view from m.Spec, with the
-// embedded runtime's own code (actors.Spec.LayerViews).
+// initView builds layer m.Layer's (shard m.Shard's) version-0 view from
+// m.Spec, with the embedded runtime's own code (actors.Spec.LayerViews,
+// or ShardedViews when the spec's mesh has more than one device).
 func initView(m *messages.GrainInit) (actors.Spec, any, error) {
 	spec, err := specFromProto(m.Spec)
 	if err != nil {
 		return spec, nil, fmt.Errorf("cache %s: %w", m.CacheId, err)
 	}
-	if m.Shard != 0 {
-		return spec, nil, fmt.Errorf("%w: cache %s: shard %d (clustered caches are not sharded over a mesh yet)", ErrInvalid, m.CacheId, m.Shard)
+	if spec.Mesh == nil || spec.Mesh.NumDevices() <= 1 {
+		if m.Shard != 0 {
+			return spec, nil, fmt.Errorf("%w: cache %s: shard %d of an unsharded cache", ErrInvalid, m.CacheId, m.Shard)
+		}
+		views, err := spec.LayerViews()
+		if err != nil {
+			return spec, nil, fmt.Errorf("cache %s: %w", m.CacheId, err)
+		}
+		if int(m.Layer) >= len(views) {
+			return spec, nil, fmt.Errorf("%w: cache %s: layer %d (the cache has layers 0..%d)", ErrInvalid, m.CacheId, m.Layer, len(views)-1)
+		}
+		return spec, views[m.Layer], nil
 	}
-	spec.Mesh = nil
-	views, err := spec.LayerViews()
+	layout, err := spec.ShardedViews()
 	if err != nil {
 		return spec, nil, fmt.Errorf("cache %s: %w", m.CacheId, err)
 	}
-	if int(m.Layer) >= len(views) {
-		return spec, nil, fmt.Errorf("%w: cache %s: layer %d (the cache has layers 0..%d)", ErrInvalid, m.CacheId, m.Layer, len(views)-1)
+	if int(m.Layer) >= len(layout) {
+		return spec, nil, fmt.Errorf("%w: cache %s: layer %d (the cache has layers 0..%d)", ErrInvalid, m.CacheId, m.Layer, len(layout)-1)
 	}
-	return spec, views[m.Layer], nil
+	parts := layout[m.Layer].Parts()
+	if int(m.Shard) >= len(parts) {
+		return spec, nil, fmt.Errorf("%w: cache %s: shard %d (the mesh has devices 0..%d)", ErrInvalid, m.CacheId, m.Shard, len(parts)-1)
+	}
+	return spec, parts[m.Shard], nil
 }
 
 // kindOf names the kind of cache spec p describes.

@@ -228,8 +228,9 @@ type Cache struct {
 	id     string
 	kind   string
 	batch  int
-	epochs []uint64
-	pool   *localPool // a paged cache's Pool, when its spec has one
+	epochs [][]uint64        // per layer, per shard
+	layout []*actors.Sharded // per layer, when the cache is sharded over a mesh
+	pool   *localPool        // a paged cache's Pool, when its spec has one
 
 	mu      sync.Mutex
 	version uint64
@@ -244,12 +245,17 @@ type Cache struct {
 // actors.KVEvent (the scheduler owns the page table, as in vLLM; the
 // members own the KV).
 func (r *Runtime) NewCache(id string, spec actors.Spec) (*Cache, error) {
-	if spec.Mesh != nil && spec.Mesh.NumDevices() > 1 {
-		return nil, fmt.Errorf("%w: create cache %s: clustered caches are not sharded over a mesh yet (shard 0 only)", ErrInvalid, id)
-	}
 	views, err := spec.LayerViews()
 	if err != nil {
 		return nil, fmt.Errorf("create cache %s: %w", id, err)
+	}
+	shards := 1
+	var layout []*actors.Sharded
+	if spec.Mesh != nil && spec.Mesh.NumDevices() > 1 {
+		if layout, err = spec.ShardedViews(); err != nil {
+			return nil, fmt.Errorf("create cache %s: %w", id, err)
+		}
+		shards = spec.Mesh.NumDevices()
 	}
 	gs := spec // the grains hold the KV; the pool stays here
 	if gs.Paged != nil && gs.Paged.Pool != nil {
@@ -261,14 +267,17 @@ func (r *Runtime) NewCache(id string, spec actors.Spec) (*Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create cache %s: %w", id, err)
 	}
-	c := &Cache{rt: r, id: id, kind: kindOf(ps), batch: batchOf(spec), epochs: make([]uint64, len(views)), views: make([]any, len(views))}
+	c := &Cache{rt: r, id: id, kind: kindOf(ps), batch: batchOf(spec), epochs: make([][]uint64, len(views)), layout: layout, views: make([]any, len(views))}
+	for l := range c.epochs {
+		c.epochs[l] = make([]uint64, shards)
+	}
 	if spec.Paged != nil && spec.Paged.Pool != nil {
 		if c.pool, err = newLocalPool(id, *spec.Paged, r.m.c.ActorSystem); err != nil {
 			return nil, fmt.Errorf("create cache %s: %w", id, err)
 		}
 	}
-	err = c.each(context.Background(), func(l int) (any, func(*messages.GrainReply)) {
-		return &messages.GrainInit{CacheId: id, Layer: uint32(l), Spec: ps}, func(rep *messages.GrainReply) { c.epochs[l] = rep.Epoch }
+	err = c.each(context.Background(), func(l, s int) (any, func(*messages.GrainReply)) {
+		return &messages.GrainInit{CacheId: id, Layer: uint32(l), Shard: uint32(s), Spec: ps}, func(rep *messages.GrainReply) { c.epochs[l][s] = rep.Epoch }
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create cache %s: %w", id, err)
@@ -300,38 +309,44 @@ func (c *Cache) ID() string { return c.id }
 // Layers returns the number of layers.
 func (c *Cache) Layers() int { return len(c.epochs) }
 
-// each calls every layer's grain concurrently with the message build
-// returns, passing OK replies to its callback; it returns the first
-// error, state loss first (naming every lost layer).
-func (c *Cache) each(ctx context.Context, build func(l int) (any, func(*messages.GrainReply))) error {
-	errs := make([]error, len(c.epochs))
-	var lost []int
+// each calls every layer shard's grain concurrently with the message
+// build returns (nil: none), passing OK replies to its callback; it
+// returns the first error, state loss first (naming every lost layer).
+func (c *Cache) each(ctx context.Context, build func(l, s int) (any, func(*messages.GrainReply))) error {
+	var errs []error
+	lost := map[int]bool{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for l := range c.epochs {
-		msg, ok := build(l)
-		if msg == nil {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rep, err := c.rt.call(ctx, c.id, Identity(c.id, l, 0), msg)
-			switch {
-			case errors.Is(err, ErrStateLost):
-				mu.Lock()
-				lost = append(lost, l)
-				mu.Unlock()
-			case err != nil:
-				errs[l] = err
-			case ok != nil:
-				ok(rep)
+		for s := range c.epochs[l] {
+			msg, ok := build(l, s)
+			if msg == nil {
+				continue
 			}
-		}()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rep, err := c.rt.call(ctx, c.id, Identity(c.id, l, s), msg)
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case errors.Is(err, ErrStateLost):
+					lost[l] = true
+				case err != nil:
+					errs = append(errs, err)
+				case ok != nil:
+					ok(rep)
+				}
+			}()
+		}
 	}
 	wg.Wait()
 	if len(lost) > 0 {
-		return c.lostError(lost)
+		var ls []int
+		for l := range lost {
+			ls = append(ls, l)
+		}
+		return c.lostError(ls)
 	}
 	return errors.Join(errs...)
 }
@@ -407,24 +422,55 @@ func (t *Txn) WriteLayer(ctx context.Context, layer int, w actors.Write) (actors
 	if layer < 0 || layer >= len(c.epochs) {
 		return actors.Result{}, fmt.Errorf("%w: cache %s: layer %d is out of range 0..%d", ErrInvalid, c.id, layer, len(c.epochs)-1)
 	}
-	pw, err := writeToProto(layer, w)
-	if err != nil {
-		return actors.Result{}, fmt.Errorf("cache %s layer %d: %w", c.id, layer, err)
+	parts := []actors.Write{w}
+	if c.layout != nil {
+		var err error
+		if parts, err = actors.SplitWrite(w, c.layout[layer]); err != nil {
+			return actors.Result{}, fmt.Errorf("cache %s layer %d: %w", c.id, layer, err)
+		}
 	}
-	rep, err := c.rt.call(ctx, c.id, Identity(c.id, layer, 0),
-		&messages.GrainWrite{CacheId: c.id, Epoch: c.epochs[layer], BaseVersion: t.base, Write: pw, ReturnView: true, Seq: uint32(seq)})
-	if errors.Is(err, ErrStateLost) {
-		err = c.lostError([]int{layer})
+	msgs := make([]*messages.GrainWrite, len(parts))
+	for s, p := range parts {
+		pw, err := writeToProto(layer, p)
+		if err != nil {
+			return actors.Result{}, fmt.Errorf("cache %s layer %d: %w", c.id, layer, err)
+		}
+		msgs[s] = &messages.GrainWrite{CacheId: c.id, Epoch: c.epochs[layer][s], BaseVersion: t.base, Write: pw, ReturnView: true, Seq: uint32(seq)}
 	}
+	results := make([]actors.Result, len(parts))
+	var bad []error
+	err := c.each(ctx, func(l, s int) (any, func(*messages.GrainReply)) {
+		if l != layer {
+			return nil, nil
+		}
+		return msgs[s], func(rep *messages.GrainReply) {
+			res, err := resultFromProto(rep.Result)
+			if err == nil {
+				res.View, err = unmarshalView(c.kind, rep.View)
+			}
+			if err != nil {
+				bad = append(bad, fmt.Errorf("shard %d: %w", s, err))
+			}
+			results[s] = res
+		}
+	})
 	if err != nil {
 		return actors.Result{}, fmt.Errorf("cache %s: write layer %d on version %d: %w", c.id, layer, t.base, err)
 	}
-	res, err := resultFromProto(rep.Result)
-	if err == nil {
-		res.View, err = unmarshalView(c.kind, rep.View)
-	}
-	if err != nil {
+	if err := errors.Join(bad...); err != nil {
 		return actors.Result{}, fmt.Errorf("cache %s layer %d: %w", c.id, layer, err)
+	}
+	res := results[0]
+	if c.layout != nil {
+		views := make([]any, len(results))
+		for s, r := range results {
+			views[s] = r.View
+		}
+		sh, err := c.layout[layer].WithParts(views)
+		if err != nil {
+			return actors.Result{}, fmt.Errorf("cache %s layer %d: %w", c.id, layer, err)
+		}
+		res = actors.Result{Parts: results, View: sh}
 	}
 	t.mu.Lock()
 	t.staged[layer] = res.View
@@ -442,15 +488,15 @@ func (t *Txn) Commit(ctx context.Context) (uint64, error) {
 	defer t.end()
 	// Unwritten layers advance too (an unchanged view), so every grain
 	// holds the same version number.
-	err := c.each(ctx, func(l int) (any, func(*messages.GrainReply)) {
+	err := c.each(ctx, func(l, s int) (any, func(*messages.GrainReply)) {
 		if t.written[l] > 0 {
 			return nil, nil
 		}
-		return &messages.GrainWrite{CacheId: c.id, Epoch: c.epochs[l], BaseVersion: t.base, Write: &messages.LayerWrite{Layer: uint32(l)}}, nil
+		return &messages.GrainWrite{CacheId: c.id, Epoch: c.epochs[l][s], BaseVersion: t.base, Write: &messages.LayerWrite{Layer: uint32(l)}}, nil
 	})
 	if err == nil {
-		err = c.each(ctx, func(l int) (any, func(*messages.GrainReply)) {
-			return &messages.GrainCommit{CacheId: c.id, Epoch: c.epochs[l], Version: t.base + 1}, nil
+		err = c.each(ctx, func(l, s int) (any, func(*messages.GrainReply)) {
+			return &messages.GrainCommit{CacheId: c.id, Epoch: c.epochs[l][s], Version: t.base + 1}, nil
 		})
 	}
 	if err != nil {
@@ -479,8 +525,8 @@ func (t *Txn) Abort(ctx context.Context) error {
 
 func (t *Txn) abort(ctx context.Context) error {
 	c := t.c
-	return c.each(ctx, func(l int) (any, func(*messages.GrainReply)) {
-		return &messages.GrainCommit{CacheId: c.id, Epoch: c.epochs[l], Version: t.base + 1, Abort: true}, nil
+	return c.each(ctx, func(l, s int) (any, func(*messages.GrainReply)) {
+		return &messages.GrainCommit{CacheId: c.id, Epoch: c.epochs[l][s], Version: t.base + 1, Abort: true}, nil
 	})
 }
 
@@ -539,24 +585,36 @@ func (c *Cache) Current(ctx context.Context) (actors.Version, error) {
 	views := append([]any(nil), c.views...)
 	c.mu.Unlock()
 	var bad []error
-	var mu sync.Mutex
-	err := c.each(ctx, func(l int) (any, func(*messages.GrainReply)) {
-		msg := &messages.GrainRead{CacheId: c.id, Epoch: c.epochs[l], Version: n, CheckOnly: views[l] != nil}
+	parts := make([][]any, len(c.epochs))
+	for l := range parts {
+		parts[l] = make([]any, len(c.epochs[l]))
+	}
+	err := c.each(ctx, func(l, s int) (any, func(*messages.GrainReply)) {
+		msg := &messages.GrainRead{CacheId: c.id, Epoch: c.epochs[l][s], Version: n, CheckOnly: views[l] != nil}
 		return msg, func(rep *messages.GrainReply) {
 			if msg.CheckOnly {
 				return
 			}
 			v, err := unmarshalView(c.kind, rep.View)
-			mu.Lock()
-			defer mu.Unlock()
 			if err != nil {
-				bad = append(bad, fmt.Errorf("layer %d: %w", l, err))
+				bad = append(bad, fmt.Errorf("layer %d shard %d: %w", l, s, err))
 			}
-			views[l] = v
+			parts[l][s] = v
 		}
 	})
 	if err = errors.Join(append([]error{err}, bad...)...); err != nil {
 		return actors.Version{}, fmt.Errorf("cache %s: read version %d: %w", c.id, n, err)
+	}
+	for l := range views {
+		switch {
+		case views[l] != nil:
+		case c.layout != nil:
+			if views[l], err = c.layout[l].WithParts(parts[l]); err != nil {
+				return actors.Version{}, fmt.Errorf("cache %s: read version %d: layer %d: %w", c.id, n, l, err)
+			}
+		default:
+			views[l] = parts[l][0]
+		}
 	}
 	c.mu.Lock()
 	if c.version == n {
@@ -572,8 +630,8 @@ func (c *Cache) Current(ctx context.Context) (actors.Version, error) {
 
 // Close drops the cache's state on its grains.
 func (c *Cache) Close() error {
-	return c.each(context.Background(), func(l int) (any, func(*messages.GrainReply)) {
-		return &messages.GrainClose{CacheId: c.id, Epoch: c.epochs[l]}, nil
+	return c.each(context.Background(), func(l, s int) (any, func(*messages.GrainReply)) {
+		return &messages.GrainClose{CacheId: c.id, Epoch: c.epochs[l][s]}, nil
 	})
 }
 
