@@ -23,6 +23,7 @@ import (
 	"github.com/kvmesh/kvmesh/layers/paged"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 	"github.com/kvmesh/kvmesh/layers/transformer"
+	"github.com/kvmesh/kvmesh/sharding"
 )
 
 func randTensor(r *rand.Rand, dt tensor.DType, shape ...int) tensor.Tensor {
@@ -52,7 +53,7 @@ func kindCases(t *testing.T) []kindCase {
 	pm := paged.Metadata{BatchSize: 2, NumHiddenLayers: 2, NumPagesPerLayer: 9, NumPagesPerSequence: 8, MaxSequences: 32,
 		PageSize: 4, NumKVHeads: 2, KVHeadDimSize: 4, HBMUtilization: 0.5}
 	m2, err := mamba2.NewMetadata(mamba2.MetadataConfig{NumHiddenLayers: 2, BatchSize: 2, IntermediateSize: 8, NumHeads: 2, HeadDim: 4,
-		StateSize: 3, ConvKernelSize: 3, NGroups: 1})
+		StateSize: 3, ConvKernelSize: 3, NGroups: 2})
 	require.NoError(t, err)
 	two, four := 2, 4
 	lm, err := lightning.NewMetadata(lightning.MetadataConfig{BatchSize: &two, NumHeads: &two, HeadDim: &four})
@@ -111,14 +112,29 @@ func marshalViews(t *testing.T, v actors.Version) [][]byte {
 	t.Helper()
 	var out [][]byte
 	for _, view := range v.Views {
-		b, err := view.(encoding.BinaryMarshaler).MarshalBinary()
-		require.NoError(t, err)
-		out = append(out, b)
+		parts := []any{view}
+		if sh, ok := view.(*actors.Sharded); ok {
+			parts = sh.Parts()
+		}
+		for _, p := range parts {
+			b, err := p.(encoding.BinaryMarshaler).MarshalBinary()
+			require.NoError(t, err)
+			out = append(out, b)
+		}
 	}
 	return out
 }
 
-// Every cache kind runs clustered on three node processes: each step's
+// resultParts is a step result's per-device parts (itself when unsharded).
+func resultParts(r actors.Result) []actors.Result {
+	if r.Parts != nil {
+		return r.Parts
+	}
+	return []actors.Result{r}
+}
+
+// Every cache kind runs clustered on three node processes, unsharded and
+// cut over a dp 2 x tp 2 mesh (a grain per layer and device): each step's
 // results (a contiguous cache's key, value and mask) and every version's
 // views are byte-identical to the embedded runtime's, a step that writes
 // some layers only advances the others unchanged, and a transaction that
@@ -130,20 +146,40 @@ func TestEveryKindMatchesEmbedded(t *testing.T) {
 	defer emb.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
+	mesh, err := sharding.NewMesh(sharding.MeshConfig{Sizes: map[string]int{sharding.DP: 2, sharding.FSDP: 1, sharding.TP: 2},
+		Devices: sharding.UniformDevices(4, 1<<30)})
+	require.NoError(t, err)
+	var cases []kindCase
 	for _, kc := range kindCases(t) {
+		cases = append(cases, kc)
+		// the same cache cut over dp 2 x tp 2: 4 shard grains per layer
+		kc.name += "/dp2tp2"
+		kc.spec.Mesh = &mesh
+		cases = append(cases, kc)
+	}
+	for _, kc := range cases {
 		t.Run(kc.name, func(t *testing.T) {
-			clustered, err := rt.NewCache("k-"+kc.name, kc.spec)
+			id := "k-" + strings.ReplaceAll(kc.name, "/", "-")
+			clustered, err := rt.NewCache(id, kc.spec)
 			require.NoError(t, err)
-			embedded, err := emb.NewCache("k-"+kc.name, kc.spec)
+			embedded, err := emb.NewCache(id, kc.spec)
 			require.NoError(t, err)
 			v0, err := embedded.Current(ctx)
 			require.NoError(t, err)
+			full := make([]any, len(v0.Views)) // the writes are built on full views' shapes
+			for l, v := range v0.Views {
+				full[l] = v
+				if sh, ok := v.(*actors.Sharded); ok {
+					full[l], err = sh.Join()
+					require.NoError(t, err)
+				}
+			}
 			c0, err := clustered.Current(ctx)
 			require.NoError(t, err)
 			require.Equal(t, marshalViews(t, v0), marshalViews(t, c0), "version 0")
 			r := rand.New(rand.NewPCG(3, uint64(len(kc.name))))
 			for step := range 4 {
-				ws := kc.writes(r, step, v0.Views)
+				ws := kc.writes(r, step, full)
 				cn, cres, err := clustered.Step(ctx, uint64(step), ws)
 				require.NoError(t, err, "step %d", step)
 				en, eres, err := embedded.Step(ctx, uint64(step), ws)
@@ -151,9 +187,13 @@ func TestEveryKindMatchesEmbedded(t *testing.T) {
 				require.Equal(t, en, cn)
 				require.Len(t, cres, len(eres))
 				for i := range eres {
-					require.True(t, bytes.Equal(eres[i].Key.Bytes(), cres[i].Key.Bytes()), "step %d write %d: key", step, i)
-					require.True(t, bytes.Equal(eres[i].Value.Bytes(), cres[i].Value.Bytes()), "step %d write %d: value", step, i)
-					require.Equal(t, eres[i].Mask, cres[i].Mask, "step %d write %d: mask", step, i)
+					ep, cp := resultParts(eres[i]), resultParts(cres[i])
+					require.Len(t, cp, len(ep))
+					for d := range ep {
+						require.True(t, bytes.Equal(ep[d].Key.Bytes(), cp[d].Key.Bytes()), "step %d write %d device %d: key", step, i, d)
+						require.True(t, bytes.Equal(ep[d].Value.Bytes(), cp[d].Value.Bytes()), "step %d write %d device %d: value", step, i, d)
+						require.Equal(t, ep[d].Mask, cp[d].Mask, "step %d write %d device %d: mask", step, i, d)
+					}
 				}
 				ev, err := embedded.Current(ctx)
 				require.NoError(t, err)
@@ -162,7 +202,7 @@ func TestEveryKindMatchesEmbedded(t *testing.T) {
 				require.Equal(t, ev.Number, cv.Number)
 				require.Equal(t, marshalViews(t, ev), marshalViews(t, cv), "step %d", step)
 			}
-			if kc.name == "paged" {
+			if strings.HasPrefix(kc.name, "paged") {
 				// a transaction writes layer 0 twice (two decode tokens):
 				// the second write applies on the first one's staged view
 				ct, err := clustered.Begin(ctx, 4)
@@ -176,11 +216,9 @@ func TestEveryKindMatchesEmbedded(t *testing.T) {
 					require.NoError(t, err)
 					er, err := et.WriteLayer(ctx, 0, w.Write)
 					require.NoError(t, err)
-					cb, err := cr.View.(paged.View).MarshalBinary()
-					require.NoError(t, err)
-					eb, err := er.View.(paged.View).MarshalBinary()
-					require.NoError(t, err)
-					require.True(t, bytes.Equal(eb, cb), "staged view after the write at %d", 10+pos)
+					cb := marshalViews(t, actors.Version{Views: []any{cr.View}})
+					eb := marshalViews(t, actors.Version{Views: []any{er.View}})
+					require.Equal(t, eb, cb, "staged view after the write at %d", 10+pos)
 				}
 				_, err = ct.Commit(ctx)
 				require.NoError(t, err)
