@@ -36,9 +36,11 @@
 //
 // Deviations and limits: EasyDeL has no transfer (it is JAX-local); this
 // is kvmesh's own. A quantized paged view is sent dequantized (Gather) and
-// re-quantized by the receiving cache's writes. Recurrent states travel in
-// the bundle, but ApplyPaged writes only the paged layers; the handler
-// writes states into a Mamba/Mamba2 cache itself. The receiver keeps the
+// re-quantized by the receiving cache's writes. A hybrid sequence's
+// recurrent states travel in the same bundle: RecurrentRow packs a batch
+// row of every layer of a Mamba, Mamba2 or lightning cache, and
+// ApplyRecurrent writes them into a row of the receiving state cache as
+// one step, as ApplyPaged writes the pages. The receiver keeps the
 // outcome of every committed transfer (a few bytes each) for the node's
 // lifetime so that re-sent commits stay idempotent. On the bulk path a
 // failed stream is re-sent whole on a new connection; bytes the receiver
