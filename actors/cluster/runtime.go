@@ -584,6 +584,25 @@ func (c *Cache) Current(ctx context.Context) (actors.Version, error) {
 	n := c.version
 	views := append([]any(nil), c.views...)
 	c.mu.Unlock()
+	return c.read(ctx, n, views)
+}
+
+// Snapshot returns version number if the grains still hold it: the
+// current version or the one before it (a grain keeps the version a
+// commit replaced, for readers that started before it); older versions
+// are ErrNotFound. The embedded runtime keeps a longer history.
+func (c *Cache) Snapshot(ctx context.Context, number uint64) (actors.Version, error) {
+	c.mu.Lock()
+	views := make([]any, len(c.views))
+	if number == c.version {
+		copy(views, c.views)
+	}
+	c.mu.Unlock()
+	return c.read(ctx, number, views)
+}
+
+// read returns version n, reading from the grains the views not given.
+func (c *Cache) read(ctx context.Context, n uint64, views []any) (actors.Version, error) {
 	var bad []error
 	parts := make([][]any, len(c.epochs))
 	for l := range parts {
