@@ -6,14 +6,34 @@
 //
 // StartMember runs a member that hosts shard and page-manager grains
 // (kvmesh node). NewRuntime joins the cluster as a client and gives the
-// embedded runtime's Go API: NewCache, Cache.Step, Cache.Current and
-// Close, with byte-identical results. A step stages the write on every
-// layer's grain and commits all of them only when every one staged it.
+// embedded runtime's Go API for every cache kind (transformer, paged,
+// Mamba, Mamba2, lightning), unsharded or cut over a mesh (a grain per
+// layer and device): NewCache, Cache.Step, Begin/WriteLayer/Commit/Abort,
+// Current, Snapshot, Close, and a paged cache's pool (AddSequence,
+// AppendTokens, ForkSequence, FreeSequence), with byte-identical results.
+// The grains apply writes with actors.Apply and cut them with
+// actors.SplitWrite, the embedded runtime's own code. A step or a
+// transaction stages its writes on every layer's grains and commits all
+// of them only when every one staged them; a transaction may write a layer
+// several times (each write applies on the view the earlier ones staged).
+//
+// EasyDeL's HBMPageManager also runs as a grain (NewPageManager, identity
+// cache/<id>/pages), for paged caches allocated the EasyDeL way. A paged
+// cache's Pool stays with the coordinating client (the scheduler
+// keeps the page table and the prefix cache, as vLLM's does; the members
+// keep the KV), its KV events published on the client's event stream.
+// actors/engine serves through either runtime (kvmesh run --members).
+//
+// Every grain message's payload stays within 1 MiB: a larger write goes
+// in GrainParts, and a larger reply (a write's staged view, a read) is
+// fetched in parts (GrainFetch). The client keeps the views its writes
+// returned, so reading the current version asks each grain only to
+// confirm it holds it.
 //
 // Grain state lives in memory: when a member dies, protoactor re-activates
 // its grains elsewhere, empty. Every grain draws a random epoch when it
-// activates, the client keeps the epoch each layer had when the cache was
-// created, and a grain asked for another epoch's state answers
+// activates, the client keeps the epoch each layer shard had when the
+// cache was created, and a grain asked for another epoch's state answers
 // CODE_STATE_LOST: the client returns ErrStateLost naming the cache, the
 // lost layers and the sequences, never zeros. Re-creating the cache
 // (NewCache with the same id) starts it again at version 0.
@@ -21,9 +41,11 @@
 // Remote traffic uses transfer.RemoteOptions: gRPC limits raised the same
 // way on both sides, and optional mutual TLS.
 //
-// Limits (next steps): only Mamba caches run clustered, unsharded (shard
-// 0); a paged cache's page manager runs as a grain (NewPageManager,
-// identity cache/<id>/pages), but paged layers do not run clustered yet;
-// views travel in one message per layer rather than in 1 MiB chunks;
-// Results are empty (Mamba steps return nothing).
+// Limits: a grain keeps the current version and the one before it
+// (Snapshot of older versions is ErrNotFound); InsertWrite (a transformer
+// cache's insert of another cache's view) cannot be sent to a grain; a
+// spec's PartitionAxis and Mode must be the defaults (the wire carries
+// mesh axis sizes only); the automanaged provider's health endpoint is
+// plain HTTP even with mutual TLS (protoactor's provider has no TLS
+// option), it carries membership only.
 package cluster

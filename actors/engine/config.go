@@ -80,8 +80,9 @@ type Scheduler struct {
 	// model, the recurrent-state checkpoints) of earlier ones.
 	PrefixCaching bool `json:"prefix_caching"`
 	// Eviction is the pool's eviction policy: "lru" (vLLM's order, the
-	// default) or "shared" (keeps shared prefixes while they out-hit private
-	// pages; see pagemanager.EvictShared).
+	// default), "shared" (keeps shared prefixes while they out-hit private
+	// pages; pagemanager.EvictShared) or "lineage" (evicts the pages of
+	// conversations that have probably ended; pagemanager.EvictLineage).
 	Eviction pagemanager.Eviction `json:"eviction"`
 }
 

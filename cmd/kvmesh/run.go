@@ -218,7 +218,7 @@ Exit codes: 0 ok, 1 verification, parity or the run failed, 2 bad flags or confi
 	f.IntVar(&s.PageSize, "page-size", s.PageSize, "tokens per page")
 	f.IntVar(&s.Pages, "pages", s.Pages, "usable pages in the pool")
 	f.BoolVar(&s.PrefixCaching, "prefix-caching", s.PrefixCaching, "reuse cached prefixes")
-	f.TextVar(&s.Eviction, "eviction", s.Eviction, "page pool eviction policy: lru (vLLM's) or shared")
+	f.TextVar(&s.Eviction, "eviction", s.Eviction, "page pool eviction policy: lru (vLLM's), shared or lineage (see kvmesh sim)")
 
 	m := &cfg.Model
 	f.Uint64Var(&m.Seed, "model-seed", m.Seed, "seed of the model's weights")
