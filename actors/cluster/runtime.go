@@ -292,7 +292,7 @@ func batchOf(spec actors.Spec) int {
 	case spec.Transformer != nil:
 		return spec.Transformer.Metadata.BatchSize
 	case spec.Paged != nil:
-		return spec.Paged.Metadata.MaxSequences
+		return spec.Paged.Metadata.BatchSize
 	case spec.Mamba != nil:
 		return spec.Mamba.Metadata.BatchSize
 	case spec.Mamba2 != nil:
@@ -355,8 +355,14 @@ func (c *Cache) each(ctx context.Context, build func(l, s int) (any, func(*messa
 // is gone.
 func (c *Cache) lostError(lost []int) error {
 	seqs := "every sequence"
-	if c.batch > 0 {
-		seqs = fmt.Sprintf("sequences 0..%d", c.batch-1)
+	switch {
+	case c.pool != nil:
+		c.pool.mu.Lock()
+		ids := c.pool.p.Sequences()
+		c.pool.mu.Unlock()
+		seqs = fmt.Sprintf("the %d sequences in its pool %v", len(ids), ids)
+	case c.batch > 0:
+		seqs = fmt.Sprintf("sequences 0..%d (batch rows)", c.batch-1)
 	}
 	return fmt.Errorf("%w: cache %s: layers %v re-activated empty after their member was lost: %s of cache %s have no state; re-create the cache",
 		ErrStateLost, c.id, sortInts(lost), seqs, c.id)

@@ -337,6 +337,25 @@ func TestNodeLossStateLost(t *testing.T) {
 		}
 	}
 	require.NotNil(t, victim, "layer 0 of seqs0 is on %s, not a node", victimAddr)
+	// a paged cache with a pool and two sequences, its layer 0 there too
+	pagedSpec := kindCases(t)[1].spec
+	ps := *pagedSpec.Paged
+	ps.Pool = &pagemanager.PoolConfig{PrefixCaching: true}
+	pagedSpec.Paged = &ps
+	var pagedID string
+	for i := 0; pagedID == ""; i++ {
+		require.Less(t, i, 200, "no paged cache id placed on the victim")
+		id := fmt.Sprintf("pages%d", i)
+		if h, err := rt.Placement(id, 0, 0); err == nil && h == victimAddr {
+			pagedID = id
+		}
+	}
+	pc, err := rt.NewCache(pagedID, pagedSpec)
+	require.NoError(t, err)
+	for _, seq := range []pagemanager.SeqID{7, 9} {
+		_, _, err := pc.AddSequence(ctx, seq, pagemanager.Request{Tokens: []int32{1, 2, 3, int32(seq)}})
+		require.NoError(t, err)
+	}
 	killed := time.Now()
 	require.NoError(t, victim.cmd.Process.Signal(syscall.SIGKILL))
 
@@ -367,6 +386,10 @@ func TestNodeLossStateLost(t *testing.T) {
 		require.ErrorIs(t, err, cluster.ErrStateLost, "a lost cache never reads as zeros")
 	}
 	t.Logf("state loss detected %v after the kill", time.Since(killed).Round(time.Millisecond))
+	_, err = pc.Current(ctx)
+	require.ErrorIs(t, err, cluster.ErrStateLost)
+	assert.Contains(t, err.Error(), "cache "+pagedID)
+	assert.Contains(t, err.Error(), "sequences in its pool [7 9]")
 	for _, e := range kept {
 		v, _, err := e.c.Step(ctx, e.version, stepWrites(r, layers, int(e.version)))
 		require.NoError(t, err, "cache %s had no layer on the killed member", e.c.ID())
