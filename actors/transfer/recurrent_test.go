@@ -15,18 +15,6 @@ import (
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
 
-func randomOf(r *rand.Rand, dt tensor.DType, shape ...int) tensor.Tensor {
-	n := 1
-	for _, d := range shape {
-		n *= d
-	}
-	v := make([]float64, n)
-	for i := range v {
-		v[i] = r.NormFloat64()
-	}
-	return tensor.Must(tensor.FromFloat64s(dt, v, shape...))
-}
-
 func rowValues(t *testing.T, x tensor.Tensor, row int) []float64 {
 	t.Helper()
 	r, err := rowOf(x, row)
@@ -66,9 +54,9 @@ func TestRecurrentRowMoves(t *testing.T) {
 			switch v := view.(type) {
 			case mamba2.View:
 				ws = append(ws, actors.LayerWrite{Layer: l, Write: &actors.Mamba2Write{ConvSSM: actors.ConvSSM{
-					ConvWindow: randomOf(r, tensor.Float32, v.ConvStates().Shape()...), SSMState: randomOf(r, tensor.Float32, v.SSMStates().Shape()...)}}})
+					ConvWindow: randomTensor(r, tensor.Float32, v.ConvStates().Shape()...), SSMState: randomTensor(r, tensor.Float32, v.SSMStates().Shape()...)}}})
 			case lightning.View:
-				ws = append(ws, actors.LayerWrite{Layer: l, Write: &actors.LightningWrite{KeyValue: randomOf(r, tensor.Float64, 3, 2, 4, 4)}})
+				ws = append(ws, actors.LayerWrite{Layer: l, Write: &actors.LightningWrite{KeyValue: randomTensor(r, tensor.Float64, 3, 2, 4, 4)}})
 			}
 		}
 		_, _, err = c.Step(ctx, 0, ws)
@@ -139,7 +127,7 @@ func TestRecurrentRowMoves(t *testing.T) {
 	bad := Bundle{Names: append([]string(nil), b.Names...), Tensors: append([]tensor.Tensor(nil), b.Tensors...)}
 	for i, n := range bad.Names {
 		if n == RecurrentName("mamba2", 1, "ssm") {
-			bad.Tensors[i] = randomOf(r, tensor.Float32, 1, 7)
+			bad.Tensors[i] = randomTensor(r, tensor.Float32, 1, 7)
 		}
 	}
 	_, err = ApplyRecurrent(ctx, c, before.Number, 0, "mamba2", bad)

@@ -63,18 +63,6 @@ func pagedMeta(layers, pages int) paged.Metadata {
 		MaxSequences: 4 * (pages - 1), PageSize: 4, NumKVHeads: 2, KVHeadDimSize: 8, HBMUtilization: 0.5}
 }
 
-func randomTensor(r *mrand.Rand, dt tensor.DType, shape ...int) tensor.Tensor {
-	n := 1
-	for _, d := range shape {
-		n *= d
-	}
-	x := make([]float64, n)
-	for i := range x {
-		x[i] = r.NormFloat64()
-	}
-	return tensor.Must(tensor.FromFloat64s(dt, x, shape...))
-}
-
 // prefill creates a paged cache on rt, skips `skip` pages (so the
 // sequence's pages differ between caches), and prefills one sequence of
 // length tokens; it returns the cache, its version and the page table.
