@@ -77,19 +77,25 @@ func TestShardGrainEpochs(t *testing.T) {
 	assert.Contains(t, bad.Status.Message, "spec.storage.dtype")
 }
 
+// newGrain spawns a shard grain on an actor system of its own (shut down
+// when t ends) and returns a function that asks it.
+func newGrain(t *testing.T) func(m any) *messages.GrainReply {
+	sys := actor.NewActorSystem()
+	t.Cleanup(sys.Shutdown)
+	g := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return newShardGrain() }))
+	return func(m any) *messages.GrainReply {
+		res, err := sys.Root.RequestFuture(g, m, 5*time.Second).Result()
+		require.NoError(t, err)
+		return res.(*messages.GrainReply)
+	}
+}
+
 // A write larger than a part arrives in GrainParts (in any order, a part
 // re-sent), its reply and a read larger than a part come back in parts
 // fetched by call id, and the reassembled view is the one the core
 // computes.
 func TestShardGrainParts(t *testing.T) {
-	sys := actor.NewActorSystem()
-	defer sys.Shutdown()
-	g := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return newShardGrain() }))
-	ask := func(m any) *messages.GrainReply {
-		res, err := sys.Root.RequestFuture(g, m, 5*time.Second).Result()
-		require.NoError(t, err)
-		return res.(*messages.GrainReply)
-	}
+	ask := newGrain(t)
 	// 1 layer, 64 pages of 16 tokens, 4 kv heads of 64 dims, float32:
 	// 1 MiB of K and 1 MiB of V.
 	meta := paged.Metadata{BatchSize: 1, NumHiddenLayers: 1, NumPagesPerLayer: 64, NumPagesPerSequence: 64, MaxSequences: 1024,
@@ -222,14 +228,7 @@ func TestPageGrainEpochs(t *testing.T) {
 // view the first n staged, a re-sent write (same call id) is applied once,
 // and a write out of order is refused.
 func TestShardGrainWritesOnStaged(t *testing.T) {
-	sys := actor.NewActorSystem()
-	defer sys.Shutdown()
-	g := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return newShardGrain() }))
-	ask := func(m any) *messages.GrainReply {
-		res, err := sys.Root.RequestFuture(g, m, 5*time.Second).Result()
-		require.NoError(t, err)
-		return res.(*messages.GrainReply)
-	}
+	ask := newGrain(t)
 	spec := &messages.CacheSpec{Metadata: &messages.CacheSpec_Mamba{Mamba: &messages.MambaMetadata{NumHiddenLayers: 1, BatchSize: 1,
 		IntermediateSize: 2, SsmStateSize: 1, ConvKernelSize: 3}}, Storage: &messages.Storage{Dtype: messages.DType_DTYPE_FLOAT64}}
 	init := ask(&messages.GrainInit{CacheId: "c", Spec: spec})
