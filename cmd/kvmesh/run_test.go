@@ -123,6 +123,10 @@ func TestRunBadInput(t *testing.T) {
 		{[]string{"--config", badType}, "cannot unmarshal"},
 		{[]string{"--config", badValue}, "arrival_rate is 0"},
 		{[]string{"extra"}, "unknown command"},
+		{[]string{"--members", "nope"}, `member "nope"`},
+		{[]string{"--members", "127.0.0.1:47101", "--tls-cert", "c.pem"}, "go together (got 1 of 3)"},
+		{[]string{"--members", "127.0.0.1:47101", "--provider", "consul"}, `provider "consul"`},
+		{[]string{"--members", "127.0.0.1:47101", "--cluster-listen", "here"}, `listen "here"`},
 	} {
 		code, _, errOut := runCLI(runArgs(tc.args...)...)
 		assert.Equal(t, 2, code, "%v: %s", tc.args, errOut)
