@@ -21,19 +21,29 @@ type Backend interface {
 	EventStream() *eventstream.EventStream
 }
 
-// Cache is what the engine uses of a cache.
+// Cache is what the engine uses of a cache (actors.Cache and
+// cluster.Cache both have it).
 type Cache interface {
+	// Current returns the current version.
 	Current(ctx context.Context) (actors.Version, error)
+	// Begin opens a transaction on version base.
 	Begin(ctx context.Context, base uint64) (Txn, error)
+	// AddSequence admits a sequence to a paged cache's pool.
 	AddSequence(ctx context.Context, seq pagemanager.SeqID, req pagemanager.Request) (pagemanager.Step, []int32, error)
+	// AppendTokens extends a sequence in the pool.
 	AppendTokens(ctx context.Context, seq pagemanager.SeqID, tokens []int32) (pagemanager.Step, []int32, error)
+	// FreeSequence releases a sequence's pages.
 	FreeSequence(ctx context.Context, seq pagemanager.SeqID) error
 }
 
 // Txn is what the engine uses of a transaction.
 type Txn interface {
+	// WriteLayer stages a write of one layer and returns its result,
+	// with the staged view.
 	WriteLayer(ctx context.Context, layer int, w actors.Write) (actors.Result, error)
+	// Commit publishes the transaction's version.
 	Commit(ctx context.Context) (uint64, error)
+	// Abort drops the staged writes.
 	Abort(ctx context.Context) error
 }
 
