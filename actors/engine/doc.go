@@ -56,4 +56,12 @@
 // in float64 on float64 caches, so both paths agree exactly. The sample
 // prefers preempted requests and prefix hits. After the run the engine
 // checks, through the page-manager actor, that every page is free again.
+//
+// # Backends
+//
+// Run serves on a fresh embedded runtime. RunWith serves through any
+// Backend: Embedded(rt) for an actors.Runtime, Clustered(rt) for a
+// cluster.Runtime, whose layers are grains on cluster members while the
+// pool stays in this process (kvmesh run --members). The report is the
+// same but for the timings.
 package engine
