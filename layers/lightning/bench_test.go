@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/kvmesh/kvmesh/layers/internal/testkit"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
 
@@ -16,7 +17,7 @@ func BenchmarkUpdate(b *testing.B) {
 		b.Run(fmt.Sprintf("B%d_H%d_D%d", sz.b, sz.h, sz.d), func(b *testing.B) {
 			v, err := NewView(testMeta(b, sz.b, sz.h, sz.d), tensor.Float32, nil)
 			require.NoError(b, err)
-			k := constant(b, tensor.Float32, 0.5, sz.b, sz.h, 1, sz.d)
+			k := testkit.Constant(tensor.Float32, 0.5, sz.b, sz.h, 1, sz.d)
 			slopes, err := SlopeRates(sz.h, 0, 2)
 			require.NoError(b, err)
 			if v, err = v.Update(k, k, slopes); err != nil {

@@ -6,6 +6,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kvmesh/kvmesh/layers/internal/testkit"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
 
@@ -52,7 +53,7 @@ func TestCacheUpdate(t *testing.T) {
 	assert.False(t, view(t, c, 1).HasKeyValue(), "original cache unchanged")
 	assert.Equal(t, view(t, c, 0), view(t, u, 0))
 
-	u2, err := u.UpdateKeyValue(0, constant(t, tensor.Float64, 3, 1, 1, 1, 1))
+	u2, err := u.UpdateKeyValue(0, testkit.Constant(tensor.Float64, 3, 1, 1, 1, 1))
 	require.NoError(t, err)
 	assert.Equal(t, []float64{3}, view(t, u2, 0).KeyValue().Float64s())
 	assert.False(t, view(t, u, 0).HasKeyValue())
@@ -110,7 +111,7 @@ func TestCacheInsert(t *testing.T) {
 	require.NoError(t, err)
 	src, err := Init(2, testMeta(t, 1, 1, 1), tensor.Float32)
 	require.NoError(t, err)
-	src, err = src.UpdateKeyValue(1, constant(t, tensor.Float32, 7, 1, 1, 1, 1))
+	src, err = src.UpdateKeyValue(1, testkit.Constant(tensor.Float32, 7, 1, 1, 1, 1))
 	require.NoError(t, err)
 	got, err := dst.Insert(src, 1)
 	require.NoError(t, err)
@@ -127,7 +128,7 @@ func TestCacheInsert(t *testing.T) {
 func TestCacheString(t *testing.T) {
 	c, err := Init(2, testMeta(t, 1, 1, 1), tensor.Float32)
 	require.NoError(t, err)
-	c, err = c.UpdateKeyValue(1, constant(t, tensor.Float32, 1, 1, 1, 1, 1))
+	c, err = c.UpdateKeyValue(1, testkit.Constant(tensor.Float32, 1, 1, 1, 1, 1))
 	require.NoError(t, err)
 	c, err = c.WithView(0, View{})
 	require.NoError(t, err)

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kvmesh/kvmesh/layers/internal/testkit"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
 
@@ -19,14 +20,14 @@ func snapshotCache(t testing.TB, dtype tensor.DType) Cache {
 	require.NoError(t, err)
 	c, err := Init(3, m, dtype)
 	require.NoError(t, err)
-	kv := build(t, tensor.Float64, []int{2, 2, 3, 2}, func(i []int) float64 { return 0.1*float64(i[0]+2*i[1]) - float64(i[2]*i[3]) })
+	kv := testkit.Build(tensor.Float64, []int{2, 2, 3, 2}, func(i []int) float64 { return 0.1*float64(i[0]+2*i[1]) - float64(i[2]*i[3]) })
 	c, err = c.UpdateKeyValue(0, kv)
 	require.NoError(t, err)
 	c, err = c.WithView(1, View{})
 	require.NoError(t, err)
 	v, err := NewView(Metadata{}, dtype, nil)
 	require.NoError(t, err)
-	v, err = v.UpdateKeyValue(constant(t, tensor.Float64, 1.5, 1, 1, 1, 1))
+	v, err = v.UpdateKeyValue(testkit.Constant(tensor.Float64, 1.5, 1, 1, 1, 1))
 	require.NoError(t, err)
 	c, err = c.WithView(2, v)
 	require.NoError(t, err)
@@ -71,7 +72,7 @@ func TestCacheSnapshotRoundTrip(t *testing.T) {
 	// A decoded absent state still checks the metadata on its first update.
 	back, err := UnmarshalCache(must(mustInit(t, 1, tensor.Float32).MarshalBinary()))
 	require.NoError(t, err)
-	_, err = back.Update(0, constant(t, tensor.Float32, 1, 3, 2, 1, 3), constant(t, tensor.Float32, 1, 3, 2, 1, 2), []float64{0, 0})
+	_, err = back.Update(0, testkit.Constant(tensor.Float32, 1, 3, 2, 1, 3), testkit.Constant(tensor.Float32, 1, 3, 2, 1, 2), []float64{0, 0})
 	require.ErrorIs(t, err, ErrIncompatible)
 }
 
@@ -134,12 +135,16 @@ func TestSnapshotErrors(t *testing.T) {
 		{"missing dtype", mutate(func(s *tensor.Snapshot) { delete(s.Metadata, "views.2.dtype") }), "views.2.dtype"},
 		{"dtype mismatch", mutate(func(s *tensor.Snapshot) { s.Metadata["views.0.dtype"] = "float16" }), "key_value is float32, the view's dtype is float16"},
 		{"shape vs metadata", mutate(func(s *tensor.Snapshot) {
-			s.Tensors["views.0.key_value"] = constant(t, tensor.Float32, 0, 2, 2, 3, 3)
+			s.Tensors["views.0.key_value"] = testkit.Constant(tensor.Float32, 0, 2, 2, 3, 3)
 		}), "value dim 3"},
-		{"rank", mutate(func(s *tensor.Snapshot) { s.Tensors["views.2.key_value"] = constant(t, tensor.Float32, 0, 1, 1, 1) }), "key_value has shape [1 1 1]"},
+		{"rank", mutate(func(s *tensor.Snapshot) {
+			s.Tensors["views.2.key_value"] = testkit.Constant(tensor.Float32, 0, 1, 1, 1)
+		}), "key_value has shape [1 1 1]"},
 		{"invalid metadata", mutate(func(s *tensor.Snapshot) { s.Metadata["views.0.metadata"] = `{"num_heads":-1}` }), "num_heads must be positive"},
 		{"bad layer", mutate(func(s *tensor.Snapshot) { s.Metadata["views.0.layer_index"] = "1.5" }), "layer_index"},
-		{"stray tensor", mutate(func(s *tensor.Snapshot) { s.Tensors["views.1.key_value"] = constant(t, tensor.Float32, 0, 1, 1, 1, 1) }), "unexpected tensor"},
+		{"stray tensor", mutate(func(s *tensor.Snapshot) {
+			s.Tensors["views.1.key_value"] = testkit.Constant(tensor.Float32, 0, 1, 1, 1, 1)
+		}), "unexpected tensor"},
 		{"missing view", mutate(func(s *tensor.Snapshot) { s.Metadata["views"] = "4" }), "view 3 has neither metadata nor an empty mark"},
 	}
 	for _, tc := range cases {

@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kvmesh/kvmesh/layers/internal/testkit"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
 
@@ -92,8 +93,8 @@ func TestUpdatePerHeadDecayAndOuterProductByHand(t *testing.T) {
 // tokens returns key (b,h,t,dk) and value (b,h,t,dv) with wave values.
 func tokens(t *testing.T, seed, b, h, tok, dk, dv int) (tensor.Tensor, tensor.Tensor) {
 	t.Helper()
-	k := build(t, tensor.Float64, []int{b, h, tok, dk}, func(i []int) float64 { return wave(seed, ((i[0]*h+i[1])*tok+i[2])*dk+i[3]) })
-	v := build(t, tensor.Float64, []int{b, h, tok, dv}, func(i []int) float64 { return wave(seed+1, ((i[0]*h+i[1])*tok+i[2])*dv+i[3]) })
+	k := testkit.Build(tensor.Float64, []int{b, h, tok, dk}, func(i []int) float64 { return wave(seed, ((i[0]*h+i[1])*tok+i[2])*dk+i[3]) })
+	v := testkit.Build(tensor.Float64, []int{b, h, tok, dv}, func(i []int) float64 { return wave(seed+1, ((i[0]*h+i[1])*tok+i[2])*dv+i[3]) })
 	return k, v
 }
 
@@ -101,7 +102,7 @@ func tokens(t *testing.T, seed, b, h, tok, dk, dv int) (tensor.Tensor, tensor.Te
 func slice(t *testing.T, x tensor.Tensor, from, to int) tensor.Tensor {
 	t.Helper()
 	b, h, d := x.Dim(0), x.Dim(1), x.Dim(3)
-	return build(t, tensor.Float64, []int{b, h, to - from, d}, func(i []int) float64 { return x.At(i[0], i[1], from+i[2], i[3]) })
+	return testkit.Build(tensor.Float64, []int{b, h, to - from, d}, func(i []int) float64 { return x.At(i[0], i[1], from+i[2], i[3]) })
 }
 
 func TestSingleTokenEqualsMultiToken(t *testing.T) {
@@ -208,7 +209,7 @@ func TestUpdateErrors(t *testing.T) {
 		{"absent key", func() (View, error) { return v.Update(tensor.Tensor{}, val, []float64{1, 2, 3}) }, ErrShape, "key <absent>"},
 		{"token counts differ", func() (View, error) { return v.Update(k2, val, []float64{1, 2, 3}) }, ErrShape, "key [2 3 2 4] and value [2 3 1 4]"},
 		{"rank", func() (View, error) {
-			return v.Update(constant(t, tensor.Float32, 1, 2, 3, 4), val, []float64{1, 2, 3})
+			return v.Update(testkit.Constant(tensor.Float32, 1, 2, 3, 4), val, []float64{1, 2, 3})
 		}, ErrShape, "key [2 3 4]"},
 		{"no tokens", func() (View, error) { return v.Update(k0, v0, []float64{1, 2, 3}) }, ErrShape, "want at least one token"},
 		{"key dim vs metadata", func() (View, error) { return v.Update(k5, val, []float64{1, 2, 3}) }, ErrIncompatible, "key/value has key dim 5, the metadata has 4"},
@@ -219,8 +220,8 @@ func TestUpdateErrors(t *testing.T) {
 		{"slope NaN", func() (View, error) { return v.Update(key, val, []float64{1, math.NaN(), 3}) }, ErrSlope, "slope rate of head 1 is NaN"},
 		{"slope Inf", func() (View, error) { return v.Update(key, val, []float64{math.Inf(1), 2, 3}) }, ErrSlope, "head 0 is +Inf"},
 		{"empty", func() (View, error) { return View{}.Update(key, val, []float64{1, 2, 3}) }, ErrEmpty, "Update on an empty view"},
-		{"assign wrong shape", func() (View, error) { return present.UpdateKeyValue(constant(t, tensor.Float32, 1, 2, 3, 4, 5)) }, ErrIncompatible, "key_value has value dim 5"},
-		{"assign rank", func() (View, error) { return v.UpdateKeyValue(constant(t, tensor.Float32, 1, 2, 3)) }, ErrShape, "key_value has shape [2 3]"},
+		{"assign wrong shape", func() (View, error) { return present.UpdateKeyValue(testkit.Constant(tensor.Float32, 1, 2, 3, 4, 5)) }, ErrIncompatible, "key_value has value dim 5"},
+		{"assign rank", func() (View, error) { return v.UpdateKeyValue(testkit.Constant(tensor.Float32, 1, 2, 3)) }, ErrShape, "key_value has shape [2 3]"},
 		{"assign absent", func() (View, error) { return v.UpdateKeyValue(tensor.Tensor{}) }, ErrShape, "<absent>"},
 		{"assign empty view", func() (View, error) { return View{}.UpdateKeyValue(key) }, ErrEmpty, "UpdateKeyValue"},
 		{"reset rows range", func() (View, error) { return present.ResetRows(2) }, ErrOutOfRange, "row 2 (batch has rows 0..1)"},
@@ -237,11 +238,11 @@ func TestUpdateErrors(t *testing.T) {
 
 func TestUpdateKeyValue(t *testing.T) {
 	v := newView(t, testMeta(t, 1, 2, 2), tensor.BFloat16)
-	kv := build(t, tensor.Float64, []int{1, 2, 2, 2}, func(i []int) float64 { return 1 + float64(i[3])/1024 })
+	kv := testkit.Build(tensor.Float64, []int{1, 2, 2, 2}, func(i []int) float64 { return 1 + float64(i[3])/1024 })
 	got, err := v.UpdateKeyValue(kv)
 	require.NoError(t, err)
 	assert.Equal(t, tensor.BFloat16, got.KeyValue().DType())
-	assert.Equal(t, filled(8, 1), got.KeyValue().Float64s(), "converted to bfloat16")
+	assert.Equal(t, testkit.Filled(8, 1), got.KeyValue().Float64s(), "converted to bfloat16")
 	assert.False(t, v.HasKeyValue())
 	// The assigned state continues the recurrence: decay 1, add 1·1.
 	got, err = got.Update(kv4(t, []float64{1, 0, 1, 0}, 1, 2, 1, 2), kv4(t, []float64{1, 0, 1, 0}, 1, 2, 1, 2), []float64{0, 0})
@@ -263,7 +264,7 @@ func TestResetResetRowsAndInsert(t *testing.T) {
 
 	rr, err := v.ResetRows(0)
 	require.NoError(t, err)
-	assert.Equal(t, append(filled(4, 0), state[4:]...), rr.KeyValue().Float64s())
+	assert.Equal(t, append(testkit.Filled(4, 0), state[4:]...), rr.KeyValue().Float64s())
 	assert.True(t, rr.KeyValue().SharesChunk(1, v.KeyValue(), 1), "row 1 shared")
 	assert.Equal(t, state, v.KeyValue().Float64s())
 	same, err := r.ResetRows(1)
@@ -274,12 +275,12 @@ func TestResetResetRowsAndInsert(t *testing.T) {
 	k1, v1 := tokens(t, 5, 1, 1, 2, 2, 2)
 	one1, err := newView(t, testMeta(t, 1, 1, 2), tensor.Float32).Update(k1, v1, []float64{0})
 	require.NoError(t, err)
-	one, err := newView(t, testMeta(t, 1, 1, 2), tensor.Float32).UpdateKeyValue(build(t, tensor.Float64, []int{1, 1, 2, 2}, func(i []int) float64 { return 5 }))
+	one, err := newView(t, testMeta(t, 1, 1, 2), tensor.Float32).UpdateKeyValue(testkit.Build(tensor.Float64, []int{1, 1, 2, 2}, func(i []int) float64 { return 5 }))
 	require.NoError(t, err)
 	dst := newView(t, testMeta(t, 3, 1, 2), tensor.Float32)
 	got, err := dst.Insert(one, 2)
 	require.NoError(t, err)
-	assert.Equal(t, append(filled(8, 0), filled(4, 5)...), got.KeyValue().Float64s())
+	assert.Equal(t, append(testkit.Filled(8, 0), testkit.Filled(4, 5)...), got.KeyValue().Float64s())
 	assert.True(t, got.KeyValue().SharesChunk(2, one.KeyValue(), 0))
 	got, err = got.Insert(one1, 0)
 	require.NoError(t, err)
@@ -287,7 +288,7 @@ func TestResetResetRowsAndInsert(t *testing.T) {
 	// Inserting an absent state zeroes the slot.
 	got, err = got.Insert(newView(t, testMeta(t, 1, 1, 2), tensor.Float32), 2)
 	require.NoError(t, err)
-	assert.Equal(t, filled(4, 0), got.KeyValue().Float64s()[8:])
+	assert.Equal(t, testkit.Filled(4, 0), got.KeyValue().Float64s()[8:])
 	// Absent into absent stays absent.
 	got, err = dst.Insert(newView(t, testMeta(t, 1, 1, 2), tensor.Float32), 0)
 	require.NoError(t, err)
@@ -300,7 +301,7 @@ func TestResetResetRowsAndInsert(t *testing.T) {
 	assert.Contains(t, err.Error(), "batch size is unknown")
 	_, err = dst.Insert(newView(t, testMeta(t, 1, 1, 2), tensor.Float16), 0)
 	require.ErrorIs(t, err, ErrIncompatible)
-	wide, err := newView(t, testMeta(t, 1, 1, 3), tensor.Float32).UpdateKeyValue(constant(t, tensor.Float32, 1, 1, 1, 3, 3))
+	wide, err := newView(t, testMeta(t, 1, 1, 3), tensor.Float32).UpdateKeyValue(testkit.Constant(tensor.Float32, 1, 1, 1, 3, 3))
 	require.NoError(t, err)
 	_, err = dst.Insert(wide, 0)
 	require.ErrorIs(t, err, ErrIncompatible)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/kvmesh/kvmesh/layers/internal/testkit"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
 
@@ -18,7 +19,7 @@ func BenchmarkUpdateConvState(b *testing.B) {
 		b.Run(fmt.Sprintf("B%d_I%d", sz.b, sz.i), func(b *testing.B) {
 			v, err := NewView(testMeta(b, 1, sz.b, sz.i, 16, 4), tensor.BFloat16, nil)
 			require.NoError(b, err)
-			x := constant(b, tensor.BFloat16, 1, sz.b, sz.i)
+			x := testkit.Constant(tensor.BFloat16, 1, sz.b, sz.i)
 			b.SetBytes(int64(v.ConvStates().NumBytes()))
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -36,7 +37,7 @@ func BenchmarkUpdateSSMState(b *testing.B) {
 		b.Run(fmt.Sprintf("B%d_I%d", sz.b, sz.i), func(b *testing.B) {
 			v, err := NewView(testMeta(b, 1, sz.b, sz.i, 16, 4), tensor.BFloat16, nil)
 			require.NoError(b, err)
-			h := constant(b, tensor.BFloat16, 1, sz.b, sz.i, 16)
+			h := testkit.Constant(tensor.BFloat16, 1, sz.b, sz.i, 16)
 			b.SetBytes(int64(v.SSMStates().NumBytes()))
 			b.ReportAllocs()
 			b.ResetTimer()

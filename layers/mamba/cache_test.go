@@ -6,6 +6,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kvmesh/kvmesh/layers/internal/testkit"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
 
@@ -60,58 +61,58 @@ func TestCacheDTypes(t *testing.T) {
 func TestCacheUpdateConvState(t *testing.T) {
 	// EasyDeL's test_update_conv_state: cp=1 on a zero cache.
 	c := basicCache(t)
-	u, err := c.UpdateConvState(0, constant(t, tensor.Float32, 1, 2, 64), 1)
+	u, err := c.UpdateConvState(0, testkit.Constant(tensor.Float32, 1, 2, 64), 1)
 	require.NoError(t, err)
-	assert.Equal(t, filled(512, 0), view(t, c, 0).ConvStates().Float64s(), "original cache unchanged")
-	assert.Equal(t, filled(128, 1), column(t, view(t, u, 0).ConvStates(), 1))
+	assert.Equal(t, testkit.Filled(512, 0), view(t, c, 0).ConvStates().Float64s(), "original cache unchanged")
+	assert.Equal(t, testkit.Filled(128, 1), testkit.Column(view(t, u, 0).ConvStates(), 1))
 	for _, k := range []int{0, 2, 3} {
-		assert.Equal(t, filled(128, 0), column(t, view(t, u, 0).ConvStates(), k))
+		assert.Equal(t, testkit.Filled(128, 0), testkit.Column(view(t, u, 0).ConvStates(), k))
 	}
-	assert.Equal(t, filled(512, 0), view(t, u, 1).ConvStates().Float64s(), "other layer unchanged")
+	assert.Equal(t, testkit.Filled(512, 0), view(t, u, 1).ConvStates().Float64s(), "other layer unchanged")
 	assert.Equal(t, view(t, c, 1), view(t, u, 1), "other layer is the same view")
 
-	u, err = c.UpdateConvStatePositions(1, constant(t, tensor.Float32, 2, 2, 64, 1), []int32{2})
+	u, err = c.UpdateConvStatePositions(1, testkit.Constant(tensor.Float32, 2, 2, 64, 1), []int32{2})
 	require.NoError(t, err)
-	assert.Equal(t, filled(128, 2), column(t, view(t, u, 1).ConvStates(), 2))
-	assert.Equal(t, filled(512, 0), view(t, u, 0).ConvStates().Float64s())
+	assert.Equal(t, testkit.Filled(128, 2), testkit.Column(view(t, u, 1).ConvStates(), 2))
+	assert.Equal(t, testkit.Filled(512, 0), view(t, u, 0).ConvStates().Float64s())
 }
 
 func TestCacheUpdateSSMState(t *testing.T) {
 	c := basicCache(t)
-	u, err := c.UpdateSSMState(0, constant(t, tensor.Float32, 1, 2, 64, 16))
+	u, err := c.UpdateSSMState(0, testkit.Constant(tensor.Float32, 1, 2, 64, 16))
 	require.NoError(t, err)
-	assert.Equal(t, filled(2048, 0), view(t, c, 0).SSMStates().Float64s(), "original unchanged")
-	assert.Equal(t, filled(2048, 1), view(t, u, 0).SSMStates().Float64s())
-	assert.Equal(t, filled(2048, 0), view(t, u, 1).SSMStates().Float64s(), "other layer unchanged")
+	assert.Equal(t, testkit.Filled(2048, 0), view(t, c, 0).SSMStates().Float64s(), "original unchanged")
+	assert.Equal(t, testkit.Filled(2048, 1), view(t, u, 0).SSMStates().Float64s())
+	assert.Equal(t, testkit.Filled(2048, 0), view(t, u, 1).SSMStates().Float64s(), "other layer unchanged")
 }
 
 func TestCacheReset(t *testing.T) {
 	c := basicCache(t)
-	u, err := c.UpdateConvState(0, constant(t, tensor.Float32, 1, 2, 64), 0)
+	u, err := c.UpdateConvState(0, testkit.Constant(tensor.Float32, 1, 2, 64), 0)
 	require.NoError(t, err)
-	u, err = u.UpdateSSMState(0, constant(t, tensor.Float32, 1, 2, 64, 16))
+	u, err = u.UpdateSSMState(0, testkit.Constant(tensor.Float32, 1, 2, 64, 16))
 	require.NoError(t, err)
-	u, err = u.UpdateSSMState(1, constant(t, tensor.Float32, 2, 2, 64, 16))
+	u, err = u.UpdateSSMState(1, testkit.Constant(tensor.Float32, 2, 2, 64, 16))
 	require.NoError(t, err)
 
 	r, err := u.Reset()
 	require.NoError(t, err)
 	require.Equal(t, 2, r.Len())
 	for l := 0; l < 2; l++ {
-		assert.Equal(t, filled(512, 0), view(t, r, l).ConvStates().Float64s())
-		assert.Equal(t, filled(2048, 0), view(t, r, l).SSMStates().Float64s())
+		assert.Equal(t, testkit.Filled(512, 0), view(t, r, l).ConvStates().Float64s())
+		assert.Equal(t, testkit.Filled(2048, 0), view(t, r, l).SSMStates().Float64s())
 		assert.Equal(t, []int{2, 64, 16}, view(t, r, l).SSMStates().Shape())
 	}
-	assert.Equal(t, filled(128, 1), column(t, view(t, u, 0).ConvStates(), 0), "reset does not change its receiver")
+	assert.Equal(t, testkit.Filled(128, 1), testkit.Column(view(t, u, 0).ConvStates(), 0), "reset does not change its receiver")
 
 	one, err := u.ResetLayer(1)
 	require.NoError(t, err)
-	assert.Equal(t, filled(2048, 0), view(t, one, 1).SSMStates().Float64s())
-	assert.Equal(t, filled(2048, 1), view(t, one, 0).SSMStates().Float64s())
+	assert.Equal(t, testkit.Filled(2048, 0), view(t, one, 1).SSMStates().Float64s())
+	assert.Equal(t, testkit.Filled(2048, 1), view(t, one, 0).SSMStates().Float64s())
 
 	rows, err := u.ResetRows(0)
 	require.NoError(t, err)
-	assert.Equal(t, append(filled(1024, 0), filled(1024, 2)...), view(t, rows, 1).SSMStates().Float64s())
+	assert.Equal(t, append(testkit.Filled(1024, 0), testkit.Filled(1024, 2)...), view(t, rows, 1).SSMStates().Float64s())
 	assert.True(t, view(t, rows, 1).SSMStates().SharesChunk(1, view(t, u, 1).SSMStates(), 1))
 
 	// Empty views stay empty.
@@ -120,7 +121,7 @@ func TestCacheReset(t *testing.T) {
 	r, err = mixed.Reset()
 	require.NoError(t, err)
 	assert.True(t, view(t, r, 1).IsEmpty())
-	assert.Equal(t, filled(2048, 0), view(t, r, 0).SSMStates().Float64s())
+	assert.Equal(t, testkit.Filled(2048, 0), view(t, r, 0).SSMStates().Float64s())
 	r, err = InitEmpty(2).Reset()
 	require.NoError(t, err)
 	assert.Equal(t, 2, r.Len())
@@ -128,8 +129,8 @@ func TestCacheReset(t *testing.T) {
 
 func TestCacheLayerErrors(t *testing.T) {
 	c := basicCache(t)
-	ones := constant(t, tensor.Float32, 1, 2, 64)
-	ssm := constant(t, tensor.Float32, 1, 2, 64, 16)
+	ones := testkit.Constant(tensor.Float32, 1, 2, 64)
+	ssm := testkit.Constant(tensor.Float32, 1, 2, 64, 16)
 	for _, layer := range []int{2, -1, 100} {
 		_, err := c.UpdateConvState(layer, ones, 0)
 		require.ErrorIs(t, err, ErrOutOfRange, "layer %d", layer)
@@ -163,11 +164,11 @@ func TestEmptyCache(t *testing.T) {
 		name string
 		fn   func() (Cache, error)
 	}{
-		{"conv", func() (Cache, error) { return e.UpdateConvState(0, constant(t, tensor.Float32, 1, 2, 64), 0) }},
+		{"conv", func() (Cache, error) { return e.UpdateConvState(0, testkit.Constant(tensor.Float32, 1, 2, 64), 0) }},
 		{"conv positions", func() (Cache, error) {
-			return e.UpdateConvStatePositions(0, constant(t, tensor.Float32, 1, 2, 64, 1), []int32{0})
+			return e.UpdateConvStatePositions(0, testkit.Constant(tensor.Float32, 1, 2, 64, 1), []int32{0})
 		}},
-		{"ssm", func() (Cache, error) { return e.UpdateSSMState(0, constant(t, tensor.Float32, 1, 2, 4, 16)) }},
+		{"ssm", func() (Cache, error) { return e.UpdateSSMState(0, testkit.Constant(tensor.Float32, 1, 2, 4, 16)) }},
 		{"reset layer", func() (Cache, error) { return e.ResetLayer(0) }},
 	}
 	for _, tc := range cases {
@@ -188,7 +189,7 @@ func TestCacheWithViewDoesNotChangeReceiver(t *testing.T) {
 	assert.Equal(t, v0, view(t, c, 0))
 	w, err := u.WithView(0, v0)
 	require.NoError(t, err)
-	_, err = w.UpdateConvState(0, constant(t, tensor.Float32, 1, 2, 64), 3)
+	_, err = w.UpdateConvState(0, testkit.Constant(tensor.Float32, 1, 2, 64), 3)
 	require.NoError(t, err)
 }
 
@@ -197,13 +198,13 @@ func TestCacheInsert(t *testing.T) {
 	require.NoError(t, err)
 	src, err := Init(testMeta(t, 2, 1, 3, 2, 4), tensor.Float32)
 	require.NoError(t, err)
-	src, err = src.UpdateSSMState(1, constant(t, tensor.Float32, 5, 1, 3, 2))
+	src, err = src.UpdateSSMState(1, testkit.Constant(tensor.Float32, 5, 1, 3, 2))
 	require.NoError(t, err)
 	got, err := dst.Insert(src, 2)
 	require.NoError(t, err)
-	assert.Equal(t, append(append(filled(12, 0), filled(6, 5)...), filled(6, 0)...), view(t, got, 1).SSMStates().Float64s())
+	assert.Equal(t, append(append(testkit.Filled(12, 0), testkit.Filled(6, 5)...), testkit.Filled(6, 0)...), view(t, got, 1).SSMStates().Float64s())
 	assert.True(t, view(t, got, 1).SSMStates().SharesChunk(2, view(t, src, 1).SSMStates(), 0))
-	assert.Equal(t, filled(24, 0), view(t, dst, 1).SSMStates().Float64s())
+	assert.Equal(t, testkit.Filled(24, 0), view(t, dst, 1).SSMStates().Float64s())
 
 	_, err = dst.Insert(InitEmpty(3), 0)
 	require.ErrorIs(t, err, ErrIncompatible)

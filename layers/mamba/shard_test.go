@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kvmesh/kvmesh/layers/internal/testkit"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 	"github.com/kvmesh/kvmesh/sharding"
 )
@@ -46,7 +47,7 @@ func shardPrior(t testing.TB, r *rand.Rand, meta Metadata, dtype tensor.DType) V
 	m := meta
 	v, err := NewView(meta, dtype, func() *int { l := 2; return &l }())
 	require.NoError(t, err)
-	v, err = v.UpdateConvStatePositions(shardRand(r, m.BatchSize, m.IntermediateSize, m.ConvKernelSize), arange(m.ConvKernelSize))
+	v, err = v.UpdateConvStatePositions(shardRand(r, m.BatchSize, m.IntermediateSize, m.ConvKernelSize), testkit.Arange(m.ConvKernelSize))
 	require.NoError(t, err)
 	v, err = v.UpdateSSMState(shardRand(r, m.BatchSize, m.IntermediateSize, m.SSMStateSize))
 	require.NoError(t, err)

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kvmesh/kvmesh/layers/internal/testkit"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
 
@@ -20,15 +21,15 @@ func snapshotCache(t testing.TB, dtype tensor.DType) Cache {
 	require.NoError(t, err)
 	c, err := Init(m, dtype)
 	require.NoError(t, err)
-	c, err = c.UpdateConvState(0, build(t, tensor.Float64, []int{2, 3}, func(i []int) float64 { return 0.1 + float64(i[0]+i[1]) }), 3)
+	c, err = c.UpdateConvState(0, testkit.Build(tensor.Float64, []int{2, 3}, func(i []int) float64 { return 0.1 + float64(i[0]+i[1]) }), 3)
 	require.NoError(t, err)
-	c, err = c.UpdateSSMState(0, build(t, tensor.Float64, []int{2, 3, 2}, func(i []int) float64 { return float64(i[0]) - 0.3*float64(i[2]) }))
+	c, err = c.UpdateSSMState(0, testkit.Build(tensor.Float64, []int{2, 3, 2}, func(i []int) float64 { return float64(i[0]) - 0.3*float64(i[2]) }))
 	require.NoError(t, err)
 	c, err = c.WithView(1, View{})
 	require.NoError(t, err)
 	v, err := NewView(m, dtype, nil)
 	require.NoError(t, err)
-	v, err = v.UpdateSSMState(constant(t, tensor.Float64, 1.5, 2, 3, 2))
+	v, err = v.UpdateSSMState(testkit.Constant(tensor.Float64, 1.5, 2, 3, 2))
 	require.NoError(t, err)
 	c, err = c.WithView(2, v)
 	require.NoError(t, err)
@@ -68,9 +69,9 @@ func TestCacheSnapshotRoundTrip(t *testing.T) {
 		assert.Equal(t, b, b2, "encoding is deterministic")
 
 		// The decoded cache works like the original.
-		u, err := back.UpdateConvState(0, constant(t, tensor.Float32, 2, 2, 3), 3)
+		u, err := back.UpdateConvState(0, testkit.Constant(tensor.Float32, 2, 2, 3), 3)
 		require.NoError(t, err)
-		assert.Equal(t, filled(6, 2), column(t, view(t, u, 0).ConvStates(), 3))
+		assert.Equal(t, testkit.Filled(6, 2), testkit.Column(view(t, u, 0).ConvStates(), 3))
 	}
 }
 
@@ -134,17 +135,17 @@ func TestSnapshotErrors(t *testing.T) {
 			s.Metadata["views.0.metadata"] = `{"num_hidden_layers":3,"batch_size":2,"intermediate_size":3,"ssm_state_size":2,"conv_kernel_size":0}`
 		}), "conv_kernel_size must be positive"},
 		{"wrong conv shape", mutate(func(s *tensor.Snapshot) {
-			s.Tensors["views.0.conv_states"] = constant(t, tensor.Float32, 0, 2, 3, 3)
+			s.Tensors["views.0.conv_states"] = testkit.Constant(tensor.Float32, 0, 2, 3, 3)
 		}), "conv_states"},
 		{"missing ssm", mutate(func(s *tensor.Snapshot) { delete(s.Tensors, "views.0.ssm_states") }), "ssm_states"},
 		{"mixed dtypes", mutate(func(s *tensor.Snapshot) {
-			s.Tensors["views.0.ssm_states"] = constant(t, tensor.Float16, 0, 2, 3, 2)
+			s.Tensors["views.0.ssm_states"] = testkit.Constant(tensor.Float16, 0, 2, 3, 2)
 		}), "want one dtype"},
 		{"positions length", mutate(func(s *tensor.Snapshot) { s.Int32s["views.0.positions"] = []int32{0} }), "positions has 1 values"},
 		{"bad layer index", mutate(func(s *tensor.Snapshot) { s.Metadata["views.0.layer_index"] = "x" }), "layer_index"},
 		{"bad empty mark", mutate(func(s *tensor.Snapshot) { s.Metadata["views.1.empty"] = "yes" }), "views.1.empty"},
 		{"extra metadata", mutate(func(s *tensor.Snapshot) { s.Metadata["views.9.metadata"] = "{}" }), "unexpected metadata entry"},
-		{"extra tensor", mutate(func(s *tensor.Snapshot) { s.Tensors["views.1.conv_states"] = constant(t, tensor.Float32, 0, 1) }), "unexpected tensor"},
+		{"extra tensor", mutate(func(s *tensor.Snapshot) { s.Tensors["views.1.conv_states"] = testkit.Constant(tensor.Float32, 0, 1) }), "unexpected tensor"},
 		{"extra ints", mutate(func(s *tensor.Snapshot) { s.Int32s["x"] = []int32{1} }), "unexpected int32 array"},
 	}
 	for _, tc := range cases {

@@ -6,6 +6,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kvmesh/kvmesh/layers/internal/testkit"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
 
@@ -16,7 +17,7 @@ func testView(t *testing.T) View {
 	t.Helper()
 	v, err := NewView(testMeta(t, 1, 2, 3, 2, 4), tensor.Float32, nil)
 	require.NoError(t, err)
-	v, err = v.UpdateConvStatePositions(build(t, tensor.Float64, []int{2, 3, 4}, func(i []int) float64 {
+	v, err = v.UpdateConvStatePositions(testkit.Build(tensor.Float64, []int{2, 3, 4}, func(i []int) float64 {
 		return float64(100*i[0] + 10*i[1] + i[2] + 1)
 	}), []int32{0, 1, 2, 3})
 	require.NoError(t, err)
@@ -42,8 +43,8 @@ func TestNewViewShapesAndZeros(t *testing.T) {
 		assert.Equal(t, []int{tc.b, tc.i, tc.k}, v.ConvStates().Shape())
 		assert.Equal(t, []int{tc.b, tc.i, tc.n}, v.SSMStates().Shape())
 		assert.Equal(t, make([]int32, tc.b), v.Positions())
-		assert.Equal(t, filled(tc.b*tc.i*tc.k, 0), v.ConvStates().Float64s())
-		assert.Equal(t, filled(tc.b*tc.i*tc.n, 0), v.SSMStates().Float64s())
+		assert.Equal(t, testkit.Filled(tc.b*tc.i*tc.k, 0), v.ConvStates().Float64s())
+		assert.Equal(t, testkit.Filled(tc.b*tc.i*tc.n, 0), v.SSMStates().Float64s())
 		_, ok := v.LayerIndex()
 		assert.False(t, ok)
 		assert.False(t, v.IsEmpty())
@@ -77,7 +78,7 @@ func TestUpdateConvStateRollAndWrite(t *testing.T) {
 	for _, tc := range cases {
 		v := testView(t)
 		before := v.ConvStates().Float64s()
-		col := build(t, tensor.Float64, []int{2, 3}, func(i []int) float64 { return -float64(100*i[0] + 10*i[1]) })
+		col := testkit.Build(tensor.Float64, []int{2, 3}, func(i []int) float64 { return -float64(100*i[0] + 10*i[1]) })
 		next, err := v.UpdateConvState(col, tc.cp)
 		require.NoError(t, err, "cp=%d", tc.cp)
 		var want [][]float64
@@ -102,14 +103,14 @@ func TestUpdateConvStateClippingFromZero(t *testing.T) {
 	for _, tc := range cases {
 		v, err := NewView(testMeta(t, 1, 2, 64, 16, 4), tensor.Float32, nil)
 		require.NoError(t, err)
-		next, err := v.UpdateConvState(constant(t, tensor.Float32, 1, 2, 64), tc.cp)
+		next, err := v.UpdateConvState(testkit.Constant(tensor.Float32, 1, 2, 64), tc.cp)
 		require.NoError(t, err)
 		for k := 0; k < 4; k++ {
 			want := 0.0
 			if k == tc.onesAt {
 				want = 1
 			}
-			assert.Equal(t, filled(128, want), column(t, next.ConvStates(), k), "cp=%d column %d", tc.cp, k)
+			assert.Equal(t, testkit.Filled(128, want), testkit.Column(next.ConvStates(), k), "cp=%d column %d", tc.cp, k)
 		}
 	}
 }
@@ -129,7 +130,7 @@ func TestUpdateConvStatePositions(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			v := testView(t)
-			cols := build(t, tensor.Float32, []int{2, 3, 2}, func(i []int) float64 { return -float64(100*i[0]+10*i[1]) - float64(i[2]) })
+			cols := testkit.Build(tensor.Float32, []int{2, 3, 2}, func(i []int) float64 { return -float64(100*i[0]+10*i[1]) - float64(i[2]) })
 			next, err := v.UpdateConvStatePositions(cols, tc.cps)
 			require.NoError(t, err)
 			var want [][]float64
@@ -144,7 +145,7 @@ func TestUpdateConvStatePositions(t *testing.T) {
 	}
 	t.Run("full window", func(t *testing.T) {
 		v := testView(t)
-		cols := build(t, tensor.Float32, []int{2, 3, 4}, func(i []int) float64 { return float64(7 * (i[0] + i[1] + i[2])) })
+		cols := testkit.Build(tensor.Float32, []int{2, 3, 4}, func(i []int) float64 { return float64(7 * (i[0] + i[1] + i[2])) })
 		next, err := v.UpdateConvStatePositions(cols, []int32{0, 1, 2, 3})
 		require.NoError(t, err)
 		assert.Equal(t, cols.Float64s(), next.ConvStates().Float64s())
@@ -166,7 +167,7 @@ func TestConvStateIsLastKInputs(t *testing.T) {
 		require.NoError(t, err)
 		input := func(tok, b, c int) float64 { return float64(1000*(tok+1) + 10*b + c) }
 		for tok := 0; tok < p; tok++ {
-			x := build(t, tensor.Float64, []int{2, 3}, func(i []int) float64 { return input(tok, i[0], i[1]) })
+			x := testkit.Build(tensor.Float64, []int{2, 3}, func(i []int) float64 { return input(tok, i[0], i[1]) })
 			v, err = v.UpdateConvState(x, k-1)
 			require.NoError(t, err)
 		}
@@ -203,14 +204,14 @@ func TestUpdateConvStateConvertsDType(t *testing.T) {
 	for _, tc := range cases {
 		v, err := NewView(testMeta(t, 1, 1, 2, 2, 2), tc.dtype, nil)
 		require.NoError(t, err)
-		next, err := v.UpdateConvState(constant(t, tensor.Float64, tc.in, 1, 2), 1)
+		next, err := v.UpdateConvState(testkit.Constant(tensor.Float64, tc.in, 1, 2), 1)
 		require.NoError(t, err)
 		assert.Equal(t, tc.dtype, next.ConvStates().DType())
 		assert.Equal(t, []float64{0, tc.want, 0, tc.want}, next.ConvStates().Float64s(), "%s", tc.dtype)
-		next, err = next.UpdateSSMState(constant(t, tensor.Float64, tc.in, 1, 2, 2))
+		next, err = next.UpdateSSMState(testkit.Constant(tensor.Float64, tc.in, 1, 2, 2))
 		require.NoError(t, err)
 		assert.Equal(t, tc.dtype, next.SSMStates().DType())
-		assert.Equal(t, filled(4, tc.want), next.SSMStates().Float64s(), "%s", tc.dtype)
+		assert.Equal(t, testkit.Filled(4, tc.want), next.SSMStates().Float64s(), "%s", tc.dtype)
 	}
 }
 
@@ -223,21 +224,21 @@ func TestViewUpdateErrors(t *testing.T) {
 		is   error
 		msg  string
 	}{
-		{"conv wrong channels", func() (View, error) { return v.UpdateConvState(constant(t, tensor.Float32, 1, 2, 63), 0) },
+		{"conv wrong channels", func() (View, error) { return v.UpdateConvState(testkit.Constant(tensor.Float32, 1, 2, 63), 0) },
 			ErrShape, "new_conv_state has shape [2 63], want (batch 2, intermediate_size 64)"},
-		{"conv wrong batch", func() (View, error) { return v.UpdateConvState(constant(t, tensor.Float32, 1, 3, 64), 0) }, ErrShape, "[3 64]"},
+		{"conv wrong batch", func() (View, error) { return v.UpdateConvState(testkit.Constant(tensor.Float32, 1, 3, 64), 0) }, ErrShape, "[3 64]"},
 		{"conv absent", func() (View, error) { return v.UpdateConvState(tensor.Tensor{}, 0) }, ErrShape, "<absent>"},
-		{"conv 3-D for scalar position", func() (View, error) { return v.UpdateConvState(constant(t, tensor.Float32, 1, 2, 64, 1), 0) }, ErrShape, "[2 64 1]"},
+		{"conv 3-D for scalar position", func() (View, error) { return v.UpdateConvState(testkit.Constant(tensor.Float32, 1, 2, 64, 1), 0) }, ErrShape, "[2 64 1]"},
 		{"positions count", func() (View, error) {
-			return v.UpdateConvStatePositions(constant(t, tensor.Float32, 1, 2, 64, 4), []int32{0, 1, 2})
+			return v.UpdateConvStatePositions(testkit.Constant(tensor.Float32, 1, 2, 64, 4), []int32{0, 1, 2})
 		}, ErrShape, "want (batch 2, intermediate_size 64, positions 3)"},
-		{"ssm shape", func() (View, error) { return v.UpdateSSMState(constant(t, tensor.Float32, 1, 2, 64, 15)) },
+		{"ssm shape", func() (View, error) { return v.UpdateSSMState(testkit.Constant(tensor.Float32, 1, 2, 64, 15)) },
 			ErrShape, "new_ssm_state has shape [2 64 15], want (batch 2, intermediate_size 64, ssm_state_size 16)"},
 		{"reset rows out of range", func() (View, error) { return v.ResetRows(2) }, ErrOutOfRange, "row 2 (batch has rows 0..1)"},
 		{"reset rows negative", func() (View, error) { return v.ResetRows(-1) }, ErrOutOfRange, "row -1"},
 		{"reset rows twice", func() (View, error) { return v.ResetRows(1, 1) }, ErrOutOfRange, "row 1 listed twice"},
-		{"empty conv", func() (View, error) { return View{}.UpdateConvState(constant(t, tensor.Float32, 1, 2, 64), 0) }, ErrEmpty, "UpdateConvState"},
-		{"empty ssm", func() (View, error) { return View{}.UpdateSSMState(constant(t, tensor.Float32, 1, 2, 64, 16)) }, ErrEmpty, "UpdateSSMState"},
+		{"empty conv", func() (View, error) { return View{}.UpdateConvState(testkit.Constant(tensor.Float32, 1, 2, 64), 0) }, ErrEmpty, "UpdateConvState"},
+		{"empty ssm", func() (View, error) { return View{}.UpdateSSMState(testkit.Constant(tensor.Float32, 1, 2, 64, 16)) }, ErrEmpty, "UpdateSSMState"},
 		{"empty reset", func() (View, error) { return View{}.Reset() }, ErrEmpty, "Reset"},
 	}
 	for _, tc := range cases {
@@ -254,37 +255,37 @@ func TestVersionsAreIndependent(t *testing.T) {
 	// other's writes, and the base keeps its bytes.
 	base := testView(t)
 	baseConv := base.ConvStates().Float64s()
-	a, err := base.UpdateConvState(constant(t, tensor.Float32, 5, 2, 3), 3)
+	a, err := base.UpdateConvState(testkit.Constant(tensor.Float32, 5, 2, 3), 3)
 	require.NoError(t, err)
-	b, err := base.UpdateConvState(constant(t, tensor.Float32, 6, 2, 3), 3)
+	b, err := base.UpdateConvState(testkit.Constant(tensor.Float32, 6, 2, 3), 3)
 	require.NoError(t, err)
-	a2, err := a.UpdateConvState(constant(t, tensor.Float32, 7, 2, 3), 3)
+	a2, err := a.UpdateConvState(testkit.Constant(tensor.Float32, 7, 2, 3), 3)
 	require.NoError(t, err)
 	assert.Equal(t, baseConv, base.ConvStates().Float64s())
 	assert.Equal(t, []float64{2, 3, 4, 5}, windows(a.ConvStates())[0])
 	assert.Equal(t, []float64{2, 3, 4, 6}, windows(b.ConvStates())[0])
 	assert.Equal(t, []float64{3, 4, 5, 7}, windows(a2.ConvStates())[0])
 
-	s1, err := base.UpdateSSMState(constant(t, tensor.Float32, 1, 2, 3, 2))
+	s1, err := base.UpdateSSMState(testkit.Constant(tensor.Float32, 1, 2, 3, 2))
 	require.NoError(t, err)
-	s2, err := s1.UpdateSSMState(constant(t, tensor.Float32, 2, 2, 3, 2))
+	s2, err := s1.UpdateSSMState(testkit.Constant(tensor.Float32, 2, 2, 3, 2))
 	require.NoError(t, err)
-	assert.Equal(t, filled(12, 0), base.SSMStates().Float64s())
-	assert.Equal(t, filled(12, 1), s1.SSMStates().Float64s())
-	assert.Equal(t, filled(12, 2), s2.SSMStates().Float64s())
+	assert.Equal(t, testkit.Filled(12, 0), base.SSMStates().Float64s())
+	assert.Equal(t, testkit.Filled(12, 1), s1.SSMStates().Float64s())
+	assert.Equal(t, testkit.Filled(12, 2), s2.SSMStates().Float64s())
 	assert.True(t, s2.ConvStates().SharesChunk(0, base.ConvStates(), 0), "an SSM update shares the conv state")
 }
 
 func TestResetAndResetRows(t *testing.T) {
 	v := testView(t)
-	v, err := v.UpdateSSMState(build(t, tensor.Float32, []int{2, 3, 2}, func(i []int) float64 { return float64(1 + i[0]) }))
+	v, err := v.UpdateSSMState(testkit.Build(tensor.Float32, []int{2, 3, 2}, func(i []int) float64 { return float64(1 + i[0]) }))
 	require.NoError(t, err)
 	conv, ssm := v.ConvStates().Float64s(), v.SSMStates().Float64s()
 
 	z, err := v.Reset()
 	require.NoError(t, err)
-	assert.Equal(t, filled(24, 0), z.ConvStates().Float64s())
-	assert.Equal(t, filled(12, 0), z.SSMStates().Float64s())
+	assert.Equal(t, testkit.Filled(24, 0), z.ConvStates().Float64s())
+	assert.Equal(t, testkit.Filled(12, 0), z.SSMStates().Float64s())
 	assert.Equal(t, v.ConvStates().Shape(), z.ConvStates().Shape())
 	assert.Equal(t, tensor.Float32, z.DType())
 	assert.Equal(t, conv, v.ConvStates().Float64s(), "receiver unchanged")
@@ -292,39 +293,39 @@ func TestResetAndResetRows(t *testing.T) {
 
 	r, err := v.ResetRows(1)
 	require.NoError(t, err)
-	assert.Equal(t, append(conv[:12:12], filled(12, 0)...), r.ConvStates().Float64s())
-	assert.Equal(t, append(filled(6, 1), filled(6, 0)...), r.SSMStates().Float64s())
+	assert.Equal(t, append(conv[:12:12], testkit.Filled(12, 0)...), r.ConvStates().Float64s())
+	assert.Equal(t, append(testkit.Filled(6, 1), testkit.Filled(6, 0)...), r.SSMStates().Float64s())
 	assert.True(t, r.ConvStates().SharesChunk(0, v.ConvStates(), 0), "row 0 shared, not copied")
 	assert.True(t, r.SSMStates().SharesChunk(0, v.SSMStates(), 0), "row 0 shared, not copied")
 	assert.Equal(t, conv, v.ConvStates().Float64s(), "receiver unchanged")
 
 	// A zeroed row takes new writes; the receiver still does not change.
-	r2, err := r.UpdateConvState(constant(t, tensor.Float32, 9, 2, 3), 3)
+	r2, err := r.UpdateConvState(testkit.Constant(tensor.Float32, 9, 2, 3), 3)
 	require.NoError(t, err)
 	assert.Equal(t, []float64{0, 0, 0, 9}, windows(r2.ConvStates())[3])
-	assert.Equal(t, filled(12, 0), r.ConvStates().Float64s()[12:])
+	assert.Equal(t, testkit.Filled(12, 0), r.ConvStates().Float64s()[12:])
 }
 
 func TestViewInsert(t *testing.T) {
 	dst, err := NewView(testMeta(t, 1, 4, 3, 2, 4), tensor.Float32, nil)
 	require.NoError(t, err)
-	src, err := testView(t).UpdateSSMState(constant(t, tensor.Float32, 3, 2, 3, 2)) // batch 2
+	src, err := testView(t).UpdateSSMState(testkit.Constant(tensor.Float32, 3, 2, 3, 2)) // batch 2
 	require.NoError(t, err)
 	got, err := dst.Insert(src, 1)
 	require.NoError(t, err)
 	conv := got.ConvStates().Float64s()
-	assert.Equal(t, filled(12, 0), conv[:12])
+	assert.Equal(t, testkit.Filled(12, 0), conv[:12])
 	assert.Equal(t, src.ConvStates().Float64s(), conv[12:36])
-	assert.Equal(t, filled(12, 0), conv[36:])
+	assert.Equal(t, testkit.Filled(12, 0), conv[36:])
 	assert.True(t, got.ConvStates().SharesChunk(1, src.ConvStates(), 0))
 	assert.True(t, got.ConvStates().SharesChunk(2, src.ConvStates(), 1))
 	assert.True(t, got.SSMStates().SharesChunk(2, src.SSMStates(), 1))
-	assert.Equal(t, append(append(filled(6, 0), filled(12, 3)...), filled(6, 0)...), got.SSMStates().Float64s())
-	assert.Equal(t, filled(48, 0), dst.ConvStates().Float64s(), "receiver unchanged")
+	assert.Equal(t, append(append(testkit.Filled(6, 0), testkit.Filled(12, 3)...), testkit.Filled(6, 0)...), got.SSMStates().Float64s())
+	assert.Equal(t, testkit.Filled(48, 0), dst.ConvStates().Float64s(), "receiver unchanged")
 
 	// Writing the inserted rows does not change src.
 	srcConv := src.ConvStates().Float64s()
-	_, err = got.UpdateConvState(constant(t, tensor.Float32, 1, 4, 3), 3)
+	_, err = got.UpdateConvState(testkit.Constant(tensor.Float32, 1, 4, 3), 3)
 	require.NoError(t, err)
 	assert.Equal(t, srcConv, src.ConvStates().Float64s())
 
@@ -370,10 +371,10 @@ func TestConcurrentVersionsFromOneBase(t *testing.T) {
 			v := base
 			for step := 0; step < 5; step++ {
 				var err error
-				if v, err = v.UpdateConvState(constant(t, tensor.Float32, float64(w), 2, 3), 3); err != nil {
+				if v, err = v.UpdateConvState(testkit.Constant(tensor.Float32, float64(w), 2, 3), 3); err != nil {
 					panic(err)
 				}
-				if v, err = v.UpdateSSMState(constant(t, tensor.Float32, float64(w), 2, 3, 2)); err != nil {
+				if v, err = v.UpdateSSMState(testkit.Constant(tensor.Float32, float64(w), 2, 3, 2)); err != nil {
 					panic(err)
 				}
 			}
@@ -384,8 +385,8 @@ func TestConcurrentVersionsFromOneBase(t *testing.T) {
 		<-done
 	}
 	for w := 0; w < n; w++ {
-		assert.Equal(t, filled(24, float64(w)), got[w].ConvStates().Float64s(), "writer %d", w)
-		assert.Equal(t, filled(12, float64(w)), got[w].SSMStates().Float64s(), "writer %d", w)
+		assert.Equal(t, testkit.Filled(24, float64(w)), got[w].ConvStates().Float64s(), "writer %d", w)
+		assert.Equal(t, testkit.Filled(12, float64(w)), got[w].SSMStates().Float64s(), "writer %d", w)
 	}
 	assert.Equal(t, baseConv, base.ConvStates().Float64s())
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/kvmesh/kvmesh/layers/internal/testkit"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
 
@@ -22,7 +23,7 @@ func BenchmarkUpdateConvState(b *testing.B) {
 			m := testMeta(b, d)
 			v, err := NewView(m, tensor.BFloat16, nil)
 			require.NoError(b, err)
-			x := constant(b, tensor.BFloat16, 1, d.b, m.ConvDim())
+			x := testkit.Constant(tensor.BFloat16, 1, d.b, m.ConvDim())
 			b.SetBytes(int64(v.ConvStates().NumBytes()))
 			b.ReportAllocs()
 			for b.Loop() {
@@ -39,7 +40,7 @@ func BenchmarkUpdateSSMState(b *testing.B) {
 		b.Run(fmt.Sprintf("B%d_H%d", d.b, d.h), func(b *testing.B) {
 			v, err := NewView(testMeta(b, d), tensor.BFloat16, nil)
 			require.NoError(b, err)
-			s := constant(b, tensor.BFloat16, 1, d.b, d.h, d.p, d.n)
+			s := testkit.Constant(tensor.BFloat16, 1, d.b, d.h, d.p, d.n)
 			b.SetBytes(int64(v.SSMStates().NumBytes()))
 			b.ReportAllocs()
 			for b.Loop() {

@@ -6,6 +6,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kvmesh/kvmesh/layers/internal/testkit"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
 
@@ -56,24 +57,24 @@ func TestCacheUpdates(t *testing.T) {
 	// EasyDeL's test_mamba2_cache_updates, plus: the original cache and the
 	// other layers are unchanged.
 	c := easyCache(t)
-	u, err := c.UpdateConvState(0, constant(t, tensor.Float32, 1, 2, 96), 1)
+	u, err := c.UpdateConvState(0, testkit.Constant(tensor.Float32, 1, 2, 96), 1)
 	require.NoError(t, err)
-	assert.Equal(t, filled(192, 1), column(t, view(t, u, 0).ConvStates(), 1))
-	assert.Equal(t, filled(192, 0), column(t, view(t, u, 0).ConvStates(), 0))
-	assert.Equal(t, filled(768, 0), view(t, c, 0).ConvStates().Float64s(), "original unchanged")
-	assert.Equal(t, filled(768, 0), view(t, u, 1).ConvStates().Float64s(), "other layer unchanged")
+	assert.Equal(t, testkit.Filled(192, 1), testkit.Column(view(t, u, 0).ConvStates(), 1))
+	assert.Equal(t, testkit.Filled(192, 0), testkit.Column(view(t, u, 0).ConvStates(), 0))
+	assert.Equal(t, testkit.Filled(768, 0), view(t, c, 0).ConvStates().Float64s(), "original unchanged")
+	assert.Equal(t, testkit.Filled(768, 0), view(t, u, 1).ConvStates().Float64s(), "other layer unchanged")
 
-	u, err = c.UpdateSSMState(0, constant(t, tensor.Float32, 1, 2, 4, 16, 16))
+	u, err = c.UpdateSSMState(0, testkit.Constant(tensor.Float32, 1, 2, 4, 16, 16))
 	require.NoError(t, err)
-	assert.Equal(t, filled(2048, 1), view(t, u, 0).SSMStates().Float64s())
-	assert.Equal(t, filled(2048, 0), view(t, c, 0).SSMStates().Float64s(), "original unchanged")
-	assert.Equal(t, filled(2048, 0), view(t, u, 2).SSMStates().Float64s(), "other layer unchanged")
+	assert.Equal(t, testkit.Filled(2048, 1), view(t, u, 0).SSMStates().Float64s())
+	assert.Equal(t, testkit.Filled(2048, 0), view(t, c, 0).SSMStates().Float64s(), "original unchanged")
+	assert.Equal(t, testkit.Filled(2048, 0), view(t, u, 2).SSMStates().Float64s(), "other layer unchanged")
 
-	u, err = c.UpdateConvStatePositions(2, constant(t, tensor.Float32, 3, 2, 96, 4), arange(4))
+	u, err = c.UpdateConvStatePositions(2, testkit.Constant(tensor.Float32, 3, 2, 96, 4), testkit.Arange(4))
 	require.NoError(t, err)
-	assert.Equal(t, filled(768, 3), view(t, u, 2).ConvStates().Float64s())
+	assert.Equal(t, testkit.Filled(768, 3), view(t, u, 2).ConvStates().Float64s())
 
-	_, err = c.UpdateSSMState(1, constant(t, tensor.Float32, 1, 2, 4, 16))
+	_, err = c.UpdateSSMState(1, testkit.Constant(tensor.Float32, 1, 2, 4, 16))
 	require.ErrorIs(t, err, ErrShape)
 	assert.Contains(t, err.Error(), "layer 1:")
 }
@@ -81,30 +82,30 @@ func TestCacheUpdates(t *testing.T) {
 func TestCacheReset(t *testing.T) {
 	// EasyDeL's test_mamba2_cache_reset.
 	c := easyCache(t)
-	c, err := c.UpdateConvState(0, constant(t, tensor.Float32, 1, 2, 96), 1)
+	c, err := c.UpdateConvState(0, testkit.Constant(tensor.Float32, 1, 2, 96), 1)
 	require.NoError(t, err)
-	c, err = c.UpdateSSMState(0, constant(t, tensor.Float32, 1, 2, 4, 16, 16))
+	c, err = c.UpdateSSMState(0, testkit.Constant(tensor.Float32, 1, 2, 4, 16, 16))
 	require.NoError(t, err)
 	c, err = c.UpdateSeq(1)
 	require.NoError(t, err)
 	r, err := c.Reset()
 	require.NoError(t, err)
 	for l := 0; l < 3; l++ {
-		assert.Equal(t, filled(768, 0), view(t, r, l).ConvStates().Float64s())
-		assert.Equal(t, filled(2048, 0), view(t, r, l).SSMStates().Float64s())
+		assert.Equal(t, testkit.Filled(768, 0), view(t, r, l).ConvStates().Float64s())
+		assert.Equal(t, testkit.Filled(2048, 0), view(t, r, l).SSMStates().Float64s())
 		assert.Equal(t, 0, view(t, r, l).SeqlenOffset())
 	}
-	assert.Equal(t, filled(2048, 1), view(t, c, 0).SSMStates().Float64s(), "receiver unchanged")
+	assert.Equal(t, testkit.Filled(2048, 1), view(t, c, 0).SSMStates().Float64s(), "receiver unchanged")
 	assert.Equal(t, 1, c.SeqlenOffset())
 
 	one, err := c.ResetLayer(0)
 	require.NoError(t, err)
-	assert.Equal(t, filled(2048, 0), view(t, one, 0).SSMStates().Float64s())
+	assert.Equal(t, testkit.Filled(2048, 0), view(t, one, 0).SSMStates().Float64s())
 	assert.Equal(t, 1, view(t, one, 1).SeqlenOffset())
 
 	rows, err := c.ResetRows(1)
 	require.NoError(t, err)
-	assert.Equal(t, append(filled(1024, 1), filled(1024, 0)...), view(t, rows, 0).SSMStates().Float64s())
+	assert.Equal(t, append(testkit.Filled(1024, 1), testkit.Filled(1024, 0)...), view(t, rows, 0).SSMStates().Float64s())
 	assert.Equal(t, []int32{1, 0}, view(t, rows, 2).Positions())
 
 	mixed, err := c.WithView(2, View{})
@@ -144,30 +145,30 @@ func TestEmptyCacheAndLayerErrors(t *testing.T) {
 	for l := 0; l < 3; l++ {
 		assert.True(t, view(t, e, l).IsEmpty())
 	}
-	_, err := e.UpdateConvState(0, constant(t, tensor.Float32, 1, 2, 64), 1)
+	_, err := e.UpdateConvState(0, testkit.Constant(tensor.Float32, 1, 2, 64), 1)
 	require.ErrorIs(t, err, ErrEmpty)
 	assert.Contains(t, err.Error(), "Cache view for layer 0 is None")
-	_, err = e.UpdateSSMState(0, constant(t, tensor.Float32, 1, 2, 4, 16, 16))
+	_, err = e.UpdateSSMState(0, testkit.Constant(tensor.Float32, 1, 2, 4, 16, 16))
 	require.ErrorIs(t, err, ErrEmpty)
 	assert.Contains(t, err.Error(), "Cache view for layer 0 is None")
-	_, err = e.UpdateConvStatePositions(2, constant(t, tensor.Float32, 1, 2, 64, 1), []int32{0})
+	_, err = e.UpdateConvStatePositions(2, testkit.Constant(tensor.Float32, 1, 2, 64, 1), []int32{0})
 	assert.Contains(t, err.Error(), "Cache view for layer 2 is None")
 	_, err = e.ResetLayer(1)
 	require.ErrorIs(t, err, ErrEmpty)
 
 	c := easyCache(t)
 	for _, layer := range []int{3, -1} {
-		_, err = c.UpdateConvState(layer, constant(t, tensor.Float32, 1, 2, 96), 1)
+		_, err = c.UpdateConvState(layer, testkit.Constant(tensor.Float32, 1, 2, 96), 1)
 		require.ErrorIs(t, err, ErrOutOfRange)
 		assert.Contains(t, err.Error(), "list index out of range")
-		_, err = c.UpdateSSMState(layer, constant(t, tensor.Float32, 1, 2, 4, 16, 16))
+		_, err = c.UpdateSSMState(layer, testkit.Constant(tensor.Float32, 1, 2, 4, 16, 16))
 		require.ErrorIs(t, err, ErrOutOfRange)
 		_, err = c.View(layer)
 		require.ErrorIs(t, err, ErrOutOfRange)
 		_, err = c.WithView(layer, View{})
 		require.ErrorIs(t, err, ErrOutOfRange)
 	}
-	_, err = c.UpdateConvState(3, constant(t, tensor.Float32, 1, 2, 96), 1)
+	_, err = c.UpdateConvState(3, testkit.Constant(tensor.Float32, 1, 2, 96), 1)
 	assert.Contains(t, err.Error(), "layer 3 (cache has layers 0..2)")
 	assert.Panics(t, func() { InitEmpty(-1) })
 }
@@ -181,7 +182,7 @@ func TestCacheInsert(t *testing.T) {
 	s.layers, s.b = 2, 1
 	src, err := Init(testMeta(t, s), tensor.Float32)
 	require.NoError(t, err)
-	src, err = src.UpdateSSMState(1, constant(t, tensor.Float32, 4, 1, 1, 2, 1))
+	src, err = src.UpdateSSMState(1, testkit.Constant(tensor.Float32, 4, 1, 1, 2, 1))
 	require.NoError(t, err)
 	got, err := dst.Insert(src, 1)
 	require.NoError(t, err)

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kvmesh/kvmesh/layers/internal/testkit"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 	"github.com/kvmesh/kvmesh/sharding"
 )
@@ -48,7 +49,7 @@ func shardFill(t testing.TB, r *rand.Rand, meta Metadata, dtype tensor.DType, se
 	layer := 2
 	v, err := NewView(meta, dtype, &layer)
 	require.NoError(t, err)
-	v, err = v.UpdateConvStatePositions(shardRand(r, m.BatchSize, m.ConvDim(), m.ConvKernelSize), arange(m.ConvKernelSize))
+	v, err = v.UpdateConvStatePositions(shardRand(r, m.BatchSize, m.ConvDim(), m.ConvKernelSize), testkit.Arange(m.ConvKernelSize))
 	require.NoError(t, err)
 	v, err = v.UpdateSSMState(shardRand(r, m.BatchSize, m.NumHeads, m.HeadDim, m.StateSize))
 	require.NoError(t, err)

@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kvmesh/kvmesh/layers/internal/testkit"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
 
@@ -17,9 +18,9 @@ func testView(t *testing.T) View {
 	t.Helper()
 	v, err := NewView(testMeta(t, small), tensor.Float32, nil)
 	require.NoError(t, err)
-	v, err = v.UpdateConvStatePositions(build(t, tensor.Float64, []int{2, 3, 4}, func(i []int) float64 {
+	v, err = v.UpdateConvStatePositions(testkit.Build(tensor.Float64, []int{2, 3, 4}, func(i []int) float64 {
 		return float64(100*i[0] + 10*i[1] + i[2] + 1)
-	}), arange(4))
+	}), testkit.Arange(4))
 	require.NoError(t, err)
 	return v
 }
@@ -51,8 +52,8 @@ func TestNewView(t *testing.T) {
 		li, ok := v.LayerIndex()
 		assert.True(t, ok)
 		assert.Equal(t, 0, li)
-		assert.Equal(t, filled(b*96*4, 0), v.ConvStates().Float64s())
-		assert.Equal(t, filled(b*4*16*16, 0), v.SSMStates().Float64s())
+		assert.Equal(t, testkit.Filled(b*96*4, 0), v.ConvStates().Float64s())
+		assert.Equal(t, testkit.Filled(b*4*16*16, 0), v.SSMStates().Float64s())
 		assert.Equal(t, b, v.ConvStates().NumChunks(), "one chunk per batch row")
 		assert.Equal(t, b, v.SSMStates().NumChunks(), "one chunk per batch row")
 	}
@@ -74,20 +75,20 @@ func TestViewUpdates(t *testing.T) {
 	// SSM update of ones.
 	v, err := NewView(testMeta(t, easy), tensor.Float32, nil)
 	require.NoError(t, err)
-	u, err := v.UpdateConvState(constant(t, tensor.Float32, 1, 2, 96), 1)
+	u, err := v.UpdateConvState(testkit.Constant(tensor.Float32, 1, 2, 96), 1)
 	require.NoError(t, err)
 	for k := 0; k < 4; k++ {
 		want := 0.0
 		if k == 1 {
 			want = 1
 		}
-		assert.Equal(t, filled(192, want), column(t, u.ConvStates(), k), "column %d", k)
+		assert.Equal(t, testkit.Filled(192, want), testkit.Column(u.ConvStates(), k), "column %d", k)
 	}
-	assert.Equal(t, filled(768, 0), v.ConvStates().Float64s(), "receiver unchanged")
-	u, err = v.UpdateSSMState(constant(t, tensor.Float32, 1, 2, 4, 16, 16))
+	assert.Equal(t, testkit.Filled(768, 0), v.ConvStates().Float64s(), "receiver unchanged")
+	u, err = v.UpdateSSMState(testkit.Constant(tensor.Float32, 1, 2, 4, 16, 16))
 	require.NoError(t, err)
-	assert.Equal(t, filled(2048, 1), u.SSMStates().Float64s())
-	assert.Equal(t, filled(2048, 0), v.SSMStates().Float64s(), "receiver unchanged")
+	assert.Equal(t, testkit.Filled(2048, 1), u.SSMStates().Float64s())
+	assert.Equal(t, testkit.Filled(2048, 0), v.SSMStates().Float64s(), "receiver unchanged")
 }
 
 func TestUpdateConvStateRollAndWrite(t *testing.T) {
@@ -106,7 +107,7 @@ func TestUpdateConvStateRollAndWrite(t *testing.T) {
 	for _, tc := range cases {
 		v := testView(t)
 		before := v.ConvStates().Float64s()
-		col := build(t, tensor.Float64, []int{2, 3}, func(i []int) float64 { return -float64(100*i[0] + 10*i[1]) })
+		col := testkit.Build(tensor.Float64, []int{2, 3}, func(i []int) float64 { return -float64(100*i[0] + 10*i[1]) })
 		next, err := v.UpdateConvState(col, tc.cp)
 		require.NoError(t, err, "cp=%d", tc.cp)
 		var want [][]float64
@@ -128,21 +129,21 @@ func TestUpdateConvStateClipping(t *testing.T) {
 	for _, tc := range cases {
 		v, err := NewView(testMeta(t, easy), tensor.Float32, nil)
 		require.NoError(t, err)
-		next, err := v.UpdateConvState(constant(t, tensor.Float32, 1, 2, 96), tc.cp)
+		next, err := v.UpdateConvState(testkit.Constant(tensor.Float32, 1, 2, 96), tc.cp)
 		require.NoError(t, err)
 		for k := 0; k < 4; k++ {
 			want := 0.0
 			if k == tc.onesAt {
 				want = 1
 			}
-			assert.Equal(t, filled(192, want), column(t, next.ConvStates(), k), "cp=%d column %d", tc.cp, k)
+			assert.Equal(t, testkit.Filled(192, want), testkit.Column(next.ConvStates(), k), "cp=%d column %d", tc.cp, k)
 		}
 	}
 }
 
 func TestUpdateConvStatePositions(t *testing.T) {
 	v := testView(t)
-	cols := build(t, tensor.Float32, []int{2, 3, 2}, func(i []int) float64 { return -float64(100*i[0]+10*i[1]) - float64(i[2]) })
+	cols := testkit.Build(tensor.Float32, []int{2, 3, 2}, func(i []int) float64 { return -float64(100*i[0]+10*i[1]) - float64(i[2]) })
 	// Row 0, channel 1: [11 12 13 14] rolls to [12 13 14 11]; 5 clips to 3
 	// and takes p0 = -10, -2 clips to 0 and takes p1 = -11.
 	next, err := v.UpdateConvStatePositions(cols, []int32{5, -2})
@@ -163,7 +164,7 @@ func TestConvStateIsLastKInputs(t *testing.T) {
 		require.NoError(t, err)
 		input := func(tok, b, c int) float64 { return float64(1000*(tok+1) + 10*b + c) }
 		for tok := 0; tok < p; tok++ {
-			x := build(t, tensor.Float64, []int{2, 3}, func(i []int) float64 { return input(tok, i[0], i[1]) })
+			x := testkit.Build(tensor.Float64, []int{2, 3}, func(i []int) float64 { return input(tok, i[0], i[1]) })
 			v, err = v.UpdateConvState(x, k-1)
 			require.NoError(t, err)
 		}
@@ -197,12 +198,12 @@ func TestUpdatesConvertDType(t *testing.T) {
 	for _, tc := range cases {
 		v, err := NewView(testMeta(t, small), tc.dtype, nil)
 		require.NoError(t, err)
-		v, err = v.UpdateConvState(constant(t, tensor.Float64, tc.in, 2, 3), 3)
+		v, err = v.UpdateConvState(testkit.Constant(tensor.Float64, tc.in, 2, 3), 3)
 		require.NoError(t, err)
-		assert.Equal(t, filled(6, tc.want), column(t, v.ConvStates(), 3))
-		v, err = v.UpdateSSMState(constant(t, tensor.Float64, tc.in, 2, 1, 2, 1))
+		assert.Equal(t, testkit.Filled(6, tc.want), testkit.Column(v.ConvStates(), 3))
+		v, err = v.UpdateSSMState(testkit.Constant(tensor.Float64, tc.in, 2, 1, 2, 1))
 		require.NoError(t, err)
-		assert.Equal(t, filled(4, tc.want), v.SSMStates().Float64s())
+		assert.Equal(t, testkit.Filled(4, tc.want), v.SSMStates().Float64s())
 		assert.Equal(t, tc.dtype, v.SSMStates().DType())
 		assert.Equal(t, tc.dtype, v.ConvStates().DType())
 	}
@@ -237,7 +238,7 @@ func TestUpdateSeq(t *testing.T) {
 
 func TestResetAndResetRows(t *testing.T) {
 	v := testView(t)
-	v, err := v.UpdateSSMState(build(t, tensor.Float32, []int{2, 1, 2, 1}, func(i []int) float64 { return float64(1 + i[0]) }))
+	v, err := v.UpdateSSMState(testkit.Build(tensor.Float32, []int{2, 1, 2, 1}, func(i []int) float64 { return float64(1 + i[0]) }))
 	require.NoError(t, err)
 	v, err = v.UpdateSeq(3)
 	require.NoError(t, err)
@@ -245,8 +246,8 @@ func TestResetAndResetRows(t *testing.T) {
 
 	z, err := v.Reset()
 	require.NoError(t, err)
-	assert.Equal(t, filled(24, 0), z.ConvStates().Float64s())
-	assert.Equal(t, filled(4, 0), z.SSMStates().Float64s())
+	assert.Equal(t, testkit.Filled(24, 0), z.ConvStates().Float64s())
+	assert.Equal(t, testkit.Filled(4, 0), z.SSMStates().Float64s())
 	assert.Equal(t, []int32{0, 0}, z.Positions())
 	assert.Equal(t, 0, z.SeqlenOffset())
 	assert.Equal(t, v.SSMStates().Shape(), z.SSMStates().Shape())
@@ -255,7 +256,7 @@ func TestResetAndResetRows(t *testing.T) {
 
 	r, err := v.ResetRows(0)
 	require.NoError(t, err)
-	assert.Equal(t, append(filled(12, 0), conv[12:]...), r.ConvStates().Float64s())
+	assert.Equal(t, append(testkit.Filled(12, 0), conv[12:]...), r.ConvStates().Float64s())
 	assert.Equal(t, []float64{0, 0, 2, 2}, r.SSMStates().Float64s())
 	assert.Equal(t, []int32{0, 3}, r.Positions())
 	assert.Equal(t, 3, r.SeqlenOffset())
@@ -274,11 +275,11 @@ func TestViewInsert(t *testing.T) {
 	require.NoError(t, err)
 	src, err := testView(t).UpdateSeq(7)
 	require.NoError(t, err)
-	src, err = src.UpdateSSMState(constant(t, tensor.Float32, 2, 2, 1, 2, 1))
+	src, err = src.UpdateSSMState(testkit.Constant(tensor.Float32, 2, 2, 1, 2, 1))
 	require.NoError(t, err)
 	got, err := dst.Insert(src, 2)
 	require.NoError(t, err)
-	assert.Equal(t, append(filled(24, 0), src.ConvStates().Float64s()...), got.ConvStates().Float64s())
+	assert.Equal(t, append(testkit.Filled(24, 0), src.ConvStates().Float64s()...), got.ConvStates().Float64s())
 	assert.Equal(t, []float64{0, 0, 0, 0, 2, 2, 2, 2}, got.SSMStates().Float64s())
 	assert.Equal(t, []int32{0, 0, 7, 7}, got.Positions())
 	assert.Equal(t, 0, got.SeqlenOffset(), "the receiver's offset is kept")
@@ -306,15 +307,15 @@ func TestViewUpdateErrors(t *testing.T) {
 		is   error
 		msg  string
 	}{
-		{"conv width without B and C", func() (View, error) { return v.UpdateConvState(constant(t, tensor.Float32, 1, 2, 64), 1) },
+		{"conv width without B and C", func() (View, error) { return v.UpdateConvState(testkit.Constant(tensor.Float32, 1, 2, 64), 1) },
 			ErrShape, "new_conv_state has shape [2 64], want (batch 2, conv_dim 96)"},
 		{"conv absent", func() (View, error) { return v.UpdateConvState(tensor.Tensor{}, 1) }, ErrShape, "<absent>"},
 		{"positions count", func() (View, error) {
-			return v.UpdateConvStatePositions(constant(t, tensor.Float32, 1, 2, 96, 2), []int32{1})
+			return v.UpdateConvStatePositions(testkit.Constant(tensor.Float32, 1, 2, 96, 2), []int32{1})
 		}, ErrShape, "want (batch 2, conv_dim 96, positions 1)"},
-		{"ssm shape", func() (View, error) { return v.UpdateSSMState(constant(t, tensor.Float32, 1, 2, 4, 16, 15)) },
+		{"ssm shape", func() (View, error) { return v.UpdateSSMState(testkit.Constant(tensor.Float32, 1, 2, 4, 16, 15)) },
 			ErrShape, "new_ssm_state has shape [2 4 16 15], want (batch 2, num_heads 4, head_dim 16, state_size 16)"},
-		{"empty conv", func() (View, error) { return View{}.UpdateConvState(constant(t, tensor.Float32, 1, 2, 96), 0) }, ErrEmpty, "UpdateConvState"},
+		{"empty conv", func() (View, error) { return View{}.UpdateConvState(testkit.Constant(tensor.Float32, 1, 2, 96), 0) }, ErrEmpty, "UpdateConvState"},
 		{"empty ssm", func() (View, error) { return View{}.UpdateSSMState(tensor.Tensor{}) }, ErrEmpty, "UpdateSSMState"},
 		{"empty reset", func() (View, error) { return View{}.Reset() }, ErrEmpty, "Reset"},
 	}
