@@ -276,11 +276,16 @@ func (r *Runtime) NewCache(id string, spec actors.Spec) (*Cache, error) {
 			return nil, fmt.Errorf("create cache %s: %w", id, err)
 		}
 	}
-	err = c.each(context.Background(), func(l, s int) (any, func(*messages.GrainReply)) {
-		return &messages.GrainInit{CacheId: id, Layer: uint32(l), Shard: uint32(s), Spec: ps}, func(rep *messages.GrainReply) { c.epochs[l][s] = rep.Epoch }
+	reps, err := c.each(context.Background(), func(l, s int) any {
+		return &messages.GrainInit{CacheId: id, Layer: uint32(l), Shard: uint32(s), Spec: ps}
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create cache %s: %w", id, err)
+	}
+	for l := range reps {
+		for s, rep := range reps[l] {
+			c.epochs[l][s] = rep.Epoch
+		}
 	}
 	return c, nil
 }
@@ -309,46 +314,48 @@ func (c *Cache) ID() string { return c.id }
 // Layers returns the number of layers.
 func (c *Cache) Layers() int { return len(c.epochs) }
 
-// each calls every layer shard's grain concurrently with the message
-// build returns (nil: none), passing OK replies to its callback; it
-// returns the first error, state loss first (naming every lost layer).
-func (c *Cache) each(ctx context.Context, build func(l, s int) (any, func(*messages.GrainReply))) error {
-	var errs []error
-	lost := map[int]bool{}
-	var mu sync.Mutex
+// each sends every layer shard's grain, concurrently, the message build
+// returns for it (nil: none) and returns the OK replies by layer and
+// shard (nil where nothing was sent); it returns the first error, state
+// loss first (naming every lost layer).
+func (c *Cache) each(ctx context.Context, build func(l, s int) any) ([][]*messages.GrainReply, error) {
+	reps := make([][]*messages.GrainReply, len(c.epochs))
+	errs := make([][]error, len(c.epochs))
 	var wg sync.WaitGroup
 	for l := range c.epochs {
+		reps[l] = make([]*messages.GrainReply, len(c.epochs[l]))
+		errs[l] = make([]error, len(c.epochs[l]))
 		for s := range c.epochs[l] {
-			msg, ok := build(l, s)
+			msg := build(l, s)
 			if msg == nil {
 				continue
 			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				rep, err := c.rt.call(ctx, c.id, Identity(c.id, l, s), msg)
-				mu.Lock()
-				defer mu.Unlock()
-				switch {
-				case errors.Is(err, ErrStateLost):
-					lost[l] = true
-				case err != nil:
-					errs = append(errs, err)
-				case ok != nil:
-					ok(rep)
-				}
+				reps[l][s], errs[l][s] = c.rt.call(ctx, c.id, Identity(c.id, l, s), msg)
 			}()
 		}
 	}
 	wg.Wait()
-	if len(lost) > 0 {
-		var ls []int
-		for l := range lost {
-			ls = append(ls, l)
+	var lost []int
+	var other []error
+	for l := range errs {
+		for _, err := range errs[l] {
+			switch {
+			case errors.Is(err, ErrStateLost):
+				if len(lost) == 0 || lost[len(lost)-1] != l {
+					lost = append(lost, l)
+				}
+			case err != nil:
+				other = append(other, err)
+			}
 		}
-		return c.lostError(ls)
 	}
-	return errors.Join(errs...)
+	if len(lost) > 0 {
+		return nil, c.lostError(lost)
+	}
+	return reps, errors.Join(other...)
 }
 
 // lostError names the cache, its lost layers and the sequences whose state
@@ -443,28 +450,25 @@ func (t *Txn) WriteLayer(ctx context.Context, layer int, w actors.Write) (actors
 		}
 		msgs[s] = &messages.GrainWrite{CacheId: c.id, Epoch: c.epochs[layer][s], BaseVersion: t.base, Write: pw, ReturnView: true, Seq: uint32(seq)}
 	}
-	results := make([]actors.Result, len(parts))
-	var bad []error
-	err := c.each(ctx, func(l, s int) (any, func(*messages.GrainReply)) {
+	reps, err := c.each(ctx, func(l, s int) any {
 		if l != layer {
-			return nil, nil
+			return nil
 		}
-		return msgs[s], func(rep *messages.GrainReply) {
-			res, err := resultFromProto(rep.Result)
-			if err == nil {
-				res.View, err = unmarshalView(c.kind, rep.View)
-			}
-			if err != nil {
-				bad = append(bad, fmt.Errorf("shard %d: %w", s, err))
-			}
-			results[s] = res
-		}
+		return msgs[s]
 	})
 	if err != nil {
 		return actors.Result{}, fmt.Errorf("cache %s: write layer %d on version %d: %w", c.id, layer, t.base, err)
 	}
-	if err := errors.Join(bad...); err != nil {
-		return actors.Result{}, fmt.Errorf("cache %s layer %d: %w", c.id, layer, err)
+	results := make([]actors.Result, len(parts))
+	for s, rep := range reps[layer] {
+		res, err := resultFromProto(rep.Result)
+		if err == nil {
+			res.View, err = unmarshalView(c.kind, rep.View)
+		}
+		if err != nil {
+			return actors.Result{}, fmt.Errorf("cache %s layer %d shard %d: %w", c.id, layer, s, err)
+		}
+		results[s] = res
 	}
 	res := results[0]
 	if c.layout != nil {
@@ -494,20 +498,20 @@ func (t *Txn) Commit(ctx context.Context) (uint64, error) {
 	defer t.end()
 	// Unwritten layers advance too (an unchanged view), so every grain
 	// holds the same version number.
-	err := c.each(ctx, func(l, s int) (any, func(*messages.GrainReply)) {
+	_, err := c.each(ctx, func(l, s int) any {
 		if t.written[l] > 0 {
-			return nil, nil
+			return nil
 		}
-		return &messages.GrainWrite{CacheId: c.id, Epoch: c.epochs[l][s], BaseVersion: t.base, Write: &messages.LayerWrite{Layer: uint32(l)}}, nil
+		return &messages.GrainWrite{CacheId: c.id, Epoch: c.epochs[l][s], BaseVersion: t.base, Write: &messages.LayerWrite{Layer: uint32(l)}}
 	})
 	if err == nil {
-		err = c.each(ctx, func(l, s int) (any, func(*messages.GrainReply)) {
-			return &messages.GrainCommit{CacheId: c.id, Epoch: c.epochs[l][s], Version: t.base + 1}, nil
+		_, err = c.each(ctx, func(l, s int) any {
+			return &messages.GrainCommit{CacheId: c.id, Epoch: c.epochs[l][s], Version: t.base + 1}
 		})
 	}
 	if err != nil {
 		_ = t.abort(ctx)
-		return c.version, fmt.Errorf("cache %s: commit of version %d: %w", c.id, t.base+1, err)
+		return t.base, fmt.Errorf("cache %s: commit of version %d: %w", c.id, t.base+1, err)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -531,9 +535,10 @@ func (t *Txn) Abort(ctx context.Context) error {
 
 func (t *Txn) abort(ctx context.Context) error {
 	c := t.c
-	return c.each(ctx, func(l, s int) (any, func(*messages.GrainReply)) {
-		return &messages.GrainCommit{CacheId: c.id, Epoch: c.epochs[l][s], Version: t.base + 1, Abort: true}, nil
+	_, err := c.each(ctx, func(l, s int) any {
+		return &messages.GrainCommit{CacheId: c.id, Epoch: c.epochs[l][s], Version: t.base + 1, Abort: true}
 	})
+	return err
 }
 
 func (t *Txn) end() {
@@ -609,36 +614,27 @@ func (c *Cache) Snapshot(ctx context.Context, number uint64) (actors.Version, er
 
 // read returns version n, reading from the grains the views not given.
 func (c *Cache) read(ctx context.Context, n uint64, views []any) (actors.Version, error) {
-	var bad []error
-	parts := make([][]any, len(c.epochs))
-	for l := range parts {
-		parts[l] = make([]any, len(c.epochs[l]))
-	}
-	err := c.each(ctx, func(l, s int) (any, func(*messages.GrainReply)) {
-		msg := &messages.GrainRead{CacheId: c.id, Epoch: c.epochs[l][s], Version: n, CheckOnly: views[l] != nil}
-		return msg, func(rep *messages.GrainReply) {
-			if msg.CheckOnly {
-				return
-			}
-			v, err := unmarshalView(c.kind, rep.View)
-			if err != nil {
-				bad = append(bad, fmt.Errorf("layer %d shard %d: %w", l, s, err))
-			}
-			parts[l][s] = v
-		}
+	reps, err := c.each(ctx, func(l, s int) any {
+		return &messages.GrainRead{CacheId: c.id, Epoch: c.epochs[l][s], Version: n, CheckOnly: views[l] != nil}
 	})
-	if err = errors.Join(append([]error{err}, bad...)...); err != nil {
+	if err != nil {
 		return actors.Version{}, fmt.Errorf("cache %s: read version %d: %w", c.id, n, err)
 	}
 	for l := range views {
-		switch {
-		case views[l] != nil:
-		case c.layout != nil:
-			if views[l], err = c.layout[l].WithParts(parts[l]); err != nil {
+		if views[l] != nil {
+			continue
+		}
+		parts := make([]any, len(reps[l]))
+		for s, rep := range reps[l] {
+			if parts[s], err = unmarshalView(c.kind, rep.View); err != nil {
+				return actors.Version{}, fmt.Errorf("cache %s: read version %d: layer %d shard %d: %w", c.id, n, l, s, err)
+			}
+		}
+		views[l] = parts[0]
+		if c.layout != nil {
+			if views[l], err = c.layout[l].WithParts(parts); err != nil {
 				return actors.Version{}, fmt.Errorf("cache %s: read version %d: layer %d: %w", c.id, n, l, err)
 			}
-		default:
-			views[l] = parts[l][0]
 		}
 	}
 	c.mu.Lock()
@@ -655,9 +651,10 @@ func (c *Cache) read(ctx context.Context, n uint64, views []any) (actors.Version
 
 // Close drops the cache's state on its grains.
 func (c *Cache) Close() error {
-	return c.each(context.Background(), func(l, s int) (any, func(*messages.GrainReply)) {
-		return &messages.GrainClose{CacheId: c.id, Epoch: c.epochs[l][s]}, nil
+	_, err := c.each(context.Background(), func(l, s int) any {
+		return &messages.GrainClose{CacheId: c.id, Epoch: c.epochs[l][s]}
 	})
+	return err
 }
 
 // unmarshalView decodes a view snapshot of a cache of kind.
