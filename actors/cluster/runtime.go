@@ -171,7 +171,10 @@ func (r *Runtime) fetchParts(ctx context.Context, id, identity, callID string, f
 			return nil, err
 		}
 		if rep.Parts != first.Parts {
-			return rep, nil // an error status
+			if rep.Status.GetCode() != messages.Code_CODE_OK {
+				return rep, nil // e.g. the grain no longer keeps the reply
+			}
+			return nil, fmt.Errorf("%w: %s: part %d of the reply to call %s says %d parts, the first said %d", ErrUnreachable, identity, i, callID, rep.Parts, first.Parts)
 		}
 		data = append(data, rep.Part...)
 	}
