@@ -7,12 +7,20 @@ import (
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
 
+// The "format" metadata of the snapshots View.MarshalBinary and
+// Cache.MarshalBinary write; UnmarshalView and UnmarshalCache accept only
+// their own.
+const (
+	ViewSnapshotFormat  = "kvmesh.lightning.View/v1"
+	CacheSnapshotFormat = "kvmesh.lightning.Cache/v1"
+)
+
 // snap is the snapshot codec: package viewsnap's view-list format, formats
 // "kvmesh.lightning.View/v1" and "kvmesh.lightning.Cache/v1", with each
 // view's dtype and, when present, key_value.
 var snap = viewsnap.Codec[View]{
-	ViewFormat:  "kvmesh.lightning.View/v1",
-	CacheFormat: "kvmesh.lightning.Cache/v1",
+	ViewFormat:  ViewSnapshotFormat,
+	CacheFormat: CacheSnapshotFormat,
 	Err:         ErrSnapshot,
 	Fields:      []string{"metadata", "dtype", "layer_index", "key_value"},
 	Put:         putView,

@@ -5,12 +5,20 @@ import (
 	"github.com/kvmesh/kvmesh/layers/internal/viewsnap"
 )
 
+// The "format" metadata of the snapshots View.MarshalBinary and
+// Cache.MarshalBinary write; UnmarshalView and UnmarshalCache accept only
+// their own.
+const (
+	ViewSnapshotFormat  = "kvmesh.mamba.View/v1"
+	CacheSnapshotFormat = "kvmesh.mamba.Cache/v1"
+)
+
 // snap is the snapshot codec: package viewsnap's view-list format, formats
 // "kvmesh.mamba.View/v1" and "kvmesh.mamba.Cache/v1", with each view's
 // conv_states, ssm_states and positions.
 var snap = viewsnap.Codec[View]{
-	ViewFormat:  "kvmesh.mamba.View/v1",
-	CacheFormat: "kvmesh.mamba.Cache/v1",
+	ViewFormat:  ViewSnapshotFormat,
+	CacheFormat: CacheSnapshotFormat,
 	Err:         ErrSnapshot,
 	Fields:      []string{"metadata", "layer_index", "conv_states", "ssm_states", "positions"},
 	Put:         putView,

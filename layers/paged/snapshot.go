@@ -10,6 +10,15 @@ import (
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
 
+// The "format" metadata of the snapshots View.MarshalBinary and
+// Cache.MarshalBinary write; UnmarshalView and UnmarshalCache accept only
+// their own. (Lower case, unlike the other kinds' formats: the names are
+// kept as first written, so older snapshots still decode.)
+const (
+	ViewSnapshotFormat  = "kvmesh.paged.view/v1"
+	CacheSnapshotFormat = "kvmesh.paged.cache/v1"
+)
+
 // Snapshot metadata keys and format names. A view snapshot holds the
 // tensors "key_pages" and "value_pages"; a cache snapshot holds
 // "layers.<i>.key_pages" and "layers.<i>.value_pages" for each present
@@ -18,8 +27,8 @@ import (
 // codes), with its scales in "key_scales" and "value_scales" and, for NF4,
 // its block size under "block_size" in the string metadata.
 const (
-	viewFormat  = "kvmesh.paged.view/v1"
-	cacheFormat = "kvmesh.paged.cache/v1"
+	viewFormat  = ViewSnapshotFormat
+	cacheFormat = CacheSnapshotFormat
 	// maxSnapshotLayers bounds the layer count a decoder accepts, so a
 	// corrupt count cannot make it allocate without limit.
 	maxSnapshotLayers = 1 << 16

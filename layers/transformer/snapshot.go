@@ -7,13 +7,21 @@ import (
 	"github.com/kvmesh/kvmesh/layers/internal/viewsnap"
 )
 
+// The "format" metadata of the snapshots View.MarshalBinary and
+// Cache.MarshalBinary write; UnmarshalView and UnmarshalCache accept only
+// their own.
+const (
+	ViewSnapshotFormat  = "kvmesh.transformer.View/v1"
+	CacheSnapshotFormat = "kvmesh.transformer.Cache/v1"
+)
+
 // snap is the snapshot codec: package viewsnap's view-list format, formats
 // "kvmesh.transformer.View/v1" and "kvmesh.transformer.Cache/v1", with each
 // view's key, value, index and starts, and for a quantized view its key and
 // value scales and (NF4) block size.
 var snap = viewsnap.Codec[View]{
-	ViewFormat:  "kvmesh.transformer.View/v1",
-	CacheFormat: "kvmesh.transformer.Cache/v1",
+	ViewFormat:  ViewSnapshotFormat,
+	CacheFormat: CacheSnapshotFormat,
 	Err:         ErrSnapshot,
 	Fields:      []string{"metadata", "layer_index", "key", "value", "index", "starts", "key_scales", "value_scales", "block_size"},
 	Put:         putView,
