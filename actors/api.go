@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -270,7 +271,8 @@ func (c *Cache) request(ctx context.Context, pid *actor.PID, op string, msg any)
 // returns the new version number and one Result per write, in order. If any
 // layer fails, the step fails as a whole and base stays current; if another
 // step published first, it fails with ErrStale (never merged).
-func (c *Cache) Step(ctx context.Context, base uint64, writes []LayerWrite) (uint64, []Result, error) {
+func (c *Cache) Step(ctx context.Context, base uint64, writes []LayerWrite) (_ uint64, _ []Result, err error) {
+	defer c.observe("step", time.Now(), &err)
 	res, err := c.request(ctx, c.pid, "step", &stepRequest{base: base, writes: writes})
 	if err != nil {
 		return 0, nil, err
@@ -284,16 +286,17 @@ func (c *Cache) Step(ctx context.Context, base uint64, writes []LayerWrite) (uin
 
 // Snapshot returns published version number, if the cache still keeps it.
 func (c *Cache) Snapshot(ctx context.Context, number uint64) (Version, error) {
-	return c.version(ctx, &snapshotRequest{number: number})
+	return c.version(ctx, "snapshot", &snapshotRequest{number: number})
 }
 
 // Current returns the current version.
 func (c *Cache) Current(ctx context.Context) (Version, error) {
-	return c.version(ctx, &snapshotRequest{latest: true})
+	return c.version(ctx, "current", &snapshotRequest{latest: true})
 }
 
-func (c *Cache) version(ctx context.Context, msg any) (Version, error) {
-	res, err := c.request(ctx, c.pid, "snapshot", msg)
+func (c *Cache) version(ctx context.Context, op string, msg any) (_ Version, err error) {
+	defer c.observe(op, time.Now(), &err)
+	res, err := c.request(ctx, c.pid, op, msg)
 	if err != nil {
 		return Version{}, err
 	}
@@ -327,7 +330,17 @@ func (c *Cache) Close() error {
 		return errorf(ErrNotFound, "cache %s is not open", c.id)
 	}
 	_ = c.rt.sys.Root.StopFuture(pid).Wait()
+	c.rt.meters.Forget(c.id)
 	return nil
+}
+
+// observe records an API call's duration and outcome, with op's spaces
+// as underscores ("write layer" → "write_layer").
+func (c *Cache) observe(op string, start time.Time, err *error) {
+	if c.rt.meters == nil {
+		return
+	}
+	c.rt.meters.Request(c.id, strings.ReplaceAll(op, " ", "_"), start, Code(*err))
 }
 
 // Txn is a per-layer transaction: a model that produces K/V layer by layer
@@ -340,7 +353,8 @@ type Txn struct {
 }
 
 // Begin opens a transaction on version base.
-func (c *Cache) Begin(ctx context.Context, base uint64) (*Txn, error) {
+func (c *Cache) Begin(ctx context.Context, base uint64) (_ *Txn, err error) {
+	defer c.observe("begin", time.Now(), &err)
 	res, err := c.request(ctx, c.pid, "begin", &beginRequest{base: base})
 	if err != nil {
 		return nil, err
@@ -355,7 +369,8 @@ func (c *Cache) Begin(ctx context.Context, base uint64) (*Txn, error) {
 // WriteLayer stages one layer's write and returns its Result (for a
 // contiguous cache the full key, value and mask). Writing a layer again
 // builds on the staged view.
-func (t *Txn) WriteLayer(ctx context.Context, layer int, w Write) (Result, error) {
+func (t *Txn) WriteLayer(ctx context.Context, layer int, w Write) (_ Result, err error) {
+	defer t.c.observe("write layer", time.Now(), &err)
 	res, err := t.c.request(ctx, t.c.pid, "write layer", &stepRequest{txn: t.id, writes: []LayerWrite{{Layer: layer, Write: w}}})
 	if err != nil {
 		return Result{}, err
@@ -371,12 +386,12 @@ func (t *Txn) WriteLayer(ctx context.Context, layer int, w Write) (Result, error
 // keep their views); it fails with ErrStale if another version was
 // published since Begin.
 func (t *Txn) Commit(ctx context.Context) (uint64, error) {
-	v, err := t.c.version(ctx, &commitRequest{txn: t.id})
+	v, err := t.c.version(ctx, "commit", &commitRequest{txn: t.id})
 	return v.Number, err
 }
 
 // Abort drops the staged layers.
 func (t *Txn) Abort(ctx context.Context) error {
-	_, err := t.c.version(ctx, &abortRequest{txn: t.id})
+	_, err := t.c.version(ctx, "abort", &abortRequest{txn: t.id})
 	return err
 }

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -47,7 +48,8 @@ func (a *pageActor) Receive(c actor.Context) {
 	c.Respond(&pagesReply{pages: pages, free: a.pm.NumFree(), status: statusOf(err)})
 }
 
-func (c *Cache) pagesRequest(ctx context.Context, op string, msg any) ([]int32, int, error) {
+func (c *Cache) pagesRequest(ctx context.Context, op string, msg any) (_ []int32, _ int, err error) {
+	defer c.observe(op, time.Now(), &err)
 	res, err := c.request(ctx, c.pid, op, msg) // the cache actor forwards it to its page-manager child
 	if err != nil {
 		return nil, 0, err

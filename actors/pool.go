@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -34,6 +35,7 @@ type (
 	poolReply struct {
 		step   pagemanager.Step
 		pages  []int32
+		free   int // pages in the free queue after the operation
 		status *messages.Status
 	}
 )
@@ -69,7 +71,7 @@ func (a *poolActor) Receive(c actor.Context) {
 	for _, e := range a.pool.TakeEvents() {
 		c.ActorSystem().EventStream.Publish(&KVEvent{Cache: a.id, Event: e})
 	}
-	reply := &poolReply{step: step}
+	reply := &poolReply{step: step, free: a.pool.NumFree()}
 	if err != nil {
 		reply.status = statusOf(errorf(err, "cache %s", a.id))
 	} else {
@@ -81,14 +83,23 @@ func (a *poolActor) Receive(c actor.Context) {
 	c.Respond(reply)
 }
 
-func (c *Cache) poolRequest(ctx context.Context, op string, msg any) (pagemanager.Step, []int32, error) {
+func (c *Cache) poolRequest(ctx context.Context, op string, msg any) (_ pagemanager.Step, _ []int32, err error) {
+	defer c.observe(op, time.Now(), &err)
 	res, err := c.request(ctx, c.pid, op, msg)
 	if err != nil {
 		return pagemanager.Step{}, nil, err
 	}
 	switch r := res.(type) {
 	case *poolReply:
-		return r.step, r.pages, errorOf(r.status)
+		if err := errorOf(r.status); err != nil {
+			return r.step, r.pages, err
+		}
+		prompt := 0
+		if add, ok := msg.(*poolAdd); ok {
+			prompt = len(add.req.Tokens)
+		}
+		c.rt.meters.Pool(c.id, prompt, r.step.HitTokens, r.step.Evicted, r.free)
+		return r.step, r.pages, nil
 	case *pagesReply: // the cache has no pool
 		return pagemanager.Step{}, nil, errorOf(r.status)
 	}

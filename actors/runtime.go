@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/kvmesh/kvmesh/actors/internal/meters"
 )
 
 // config holds the runtime's settings.
@@ -16,6 +19,7 @@ type config struct {
 	timeout     time.Duration
 	maxInFlight int
 	history     int
+	meter       metric.MeterProvider
 }
 
 // Option configures a Runtime (protoactor's With… idiom).
@@ -37,12 +41,23 @@ func WithMaxInFlight(n int) Option { return func(c *config) { c.maxInFlight = n 
 // Snapshot, the current one included (default 16).
 func WithHistory(n int) Option { return func(c *config) { c.history = n } }
 
+// WithMeterProvider records the runtime's metrics on mp (OpenTelemetry):
+// kvmesh.cache.request.duration (seconds, by cache, op and status code) for
+// every API call, and for caches with a page pool kvmesh.pool.prompt.tokens,
+// kvmesh.pool.hit.tokens, kvmesh.pool.evictions and kvmesh.pool.free.pages.
+// When the runtime creates its own actor system it also turns on
+// protoactor's instruments, which report to OpenTelemetry's global meter
+// provider (set it with otel.SetMeterProvider to export them). Without
+// this option nothing is recorded.
+func WithMeterProvider(mp metric.MeterProvider) Option { return func(c *config) { c.meter = mp } }
+
 // Runtime is kvmesh's embedded actor runtime: it hosts caches as actors in
 // one process. It is safe for concurrent use.
 type Runtime struct {
-	cfg   config
-	sys   *actor.ActorSystem
-	owned bool
+	cfg    config
+	sys    *actor.ActorSystem
+	owned  bool
+	meters *meters.Set // nil without WithMeterProvider
 
 	mu     sync.Mutex
 	caches map[string]*actor.PID // protected by mu
@@ -59,8 +74,17 @@ func NewRuntime(opts ...Option) (*Runtime, error) {
 		return nil, fmt.Errorf("%w: timeout %v, max in flight %d and history %d must be positive", ErrInvalid, cfg.timeout, cfg.maxInFlight, cfg.history)
 	}
 	r := &Runtime{cfg: cfg, sys: cfg.system, caches: map[string]*actor.PID{}}
+	sysOpts := []actor.ConfigOption{actor.WithLoggerFactory(quietLogger)}
+	if cfg.meter != nil {
+		m, err := meters.New(cfg.meter)
+		if err != nil {
+			return nil, fmt.Errorf("%w: meters: %v", ErrInvalid, err)
+		}
+		r.meters = m
+		sysOpts = append(sysOpts, actor.WithMetricProviders(cfg.meter))
+	}
 	if r.sys == nil {
-		r.sys, r.owned = actor.NewActorSystem(actor.WithLoggerFactory(quietLogger)), true
+		r.sys, r.owned = actor.NewActorSystem(sysOpts...), true
 	}
 	return r, nil
 }
@@ -95,7 +119,7 @@ func (r *Runtime) Close() error {
 	if r.owned {
 		r.sys.Shutdown()
 	}
-	return nil
+	return r.meters.Close()
 }
 
 // spawn registers a cache actor under id.

@@ -1,8 +1,10 @@
 package actors
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/kvmesh/kvmesh/layers/lightning"
 	"github.com/kvmesh/kvmesh/layers/mamba"
@@ -105,4 +107,20 @@ func errorOf(s *messages.Status) error {
 
 func errorf(sentinel error, format string, a ...any) error {
 	return fmt.Errorf("%w: %s", sentinel, fmt.Sprintf(format, a...))
+}
+
+// Code names err's status code as the metrics label it: "ok" for nil,
+// "canceled" and "deadline_exceeded" for a done context, otherwise the
+// wire code in lower case without its prefix ("stale_version", "busy",
+// "no_free_pages", ...).
+func Code(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "deadline_exceeded"
+	}
+	return strings.ToLower(strings.TrimPrefix(statusOf(err).Code.String(), "CODE_"))
 }
