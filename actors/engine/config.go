@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/kvmesh/kvmesh/actors"
 	"github.com/kvmesh/kvmesh/layers/reference"
 	"github.com/kvmesh/kvmesh/pagemanager"
 )
@@ -102,6 +103,27 @@ type Config struct {
 	Fault Fault `json:"-"`
 	// Progress, when set, is called after every step.
 	Progress func(Progress) `json:"-"`
+	// Snapshot, when set, is called once the last step has committed, once
+	// per cache in the order of CacheIDs, with the cache's id and its final
+	// committed version (MarshalVersion encodes it as a snapshot file). It
+	// runs before the verification, so a run that fails verification has
+	// called it too, and its time is not part of the report's timings. An
+	// error it returns ends the run with that error, naming the cache.
+	Snapshot func(id string, v actors.Version) error `json:"-"`
+}
+
+// CacheIDs returns the ids of the caches a run of c creates, in creation
+// order: "kv" (the paged KV cache of the attention layers), then "mamba2"
+// and "lightning" when the model has layers of that kind.
+func (c Config) CacheIDs() []string {
+	ids := []string{"kv"}
+	if c.Model.Count(reference.LayerMamba2) > 0 {
+		ids = append(ids, "mamba2")
+	}
+	if c.Model.Count(reference.LayerLightning) > 0 {
+		ids = append(ids, "lightning")
+	}
+	return ids
 }
 
 // Fault is a deliberate defect of the cache path (for tests and demos of

@@ -64,4 +64,12 @@
 // cluster.Runtime, whose layers are grains on cluster members while the
 // pool stays in this process (kvmesh run --members). The report is the
 // same but for the timings.
+//
+// # Snapshots
+//
+// Config.Snapshot, when set, receives each cache's final committed version
+// once the last step has committed, on either backend (a clustered cache's
+// Current reads its views from the grains); MarshalVersion encodes one as
+// its kind's cache snapshot, the file `kvmesh run --snapshot DIR` writes
+// and `kvmesh inspect` reads.
 package engine

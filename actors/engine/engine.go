@@ -149,6 +149,11 @@ func runOn(ctx context.Context, cfg Config, rt Backend) (*engine, Report, error)
 		return nil, Report{}, err
 	}
 	elapsed := time.Since(began)
+	if cfg.Snapshot != nil {
+		if err := e.snapshot(ctx); err != nil {
+			return nil, Report{}, err
+		}
+	}
 	held := len(e.ckpts)
 	free, err := e.freePagesAtEnd(ctx) // evicts every cached page
 	if err != nil {
