@@ -17,6 +17,7 @@ import (
 	"github.com/asynkron/protoactor-go/cluster/identitylookup/disthash"
 	"github.com/asynkron/protoactor-go/remote"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/kvmesh/kvmesh/actors/transfer"
 )
@@ -62,6 +63,13 @@ type Config struct {
 	RequestTimeout time.Duration
 	// Logger receives protoactor's logs (nil: errors only, to stderr).
 	Logger *slog.Logger
+	// Meter, when set, turns metrics on (OpenTelemetry). A Runtime records
+	// the embedded runtime's instruments on it (see
+	// actors.WithMeterProvider), with the codes of Code; a member turns on
+	// protoactor's instruments (message receive durations by actor and
+	// message type, spawns, futures), which report to OpenTelemetry's
+	// global meter provider: set that one to export them.
+	Meter metric.MeterProvider
 }
 
 // Validate reports a bad field, naming it and its value.
@@ -145,7 +153,11 @@ func start(cfg Config, host bool) (m *Member, err error) {
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	}
-	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logger }))
+	sysOpts := []actor.ConfigOption{actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logger })}
+	if cfg.Meter != nil {
+		sysOpts = append(sysOpts, actor.WithMetricProviders(cfg.Meter))
+	}
+	sys := actor.NewActorSystem(sysOpts...)
 	var kinds []*cluster.Kind
 	if host {
 		kinds = append(kinds,

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kvmesh/kvmesh/actors"
+	"github.com/kvmesh/kvmesh/actors/internal/meters"
 	"github.com/kvmesh/kvmesh/layers/lightning"
 	"github.com/kvmesh/kvmesh/layers/mamba"
 	"github.com/kvmesh/kvmesh/layers/mamba2"
@@ -65,19 +66,48 @@ type Runtime struct {
 	m       *Member
 	timeout time.Duration
 	calls   atomic.Uint64
+	meters  *meters.Set // nil without Config.Meter
 }
 
 // NewRuntime joins the cluster described by cfg as a client.
 func NewRuntime(cfg Config) (*Runtime, error) {
+	var set *meters.Set
+	if cfg.Meter != nil {
+		var err error
+		if set, err = meters.New(cfg.Meter); err != nil {
+			return nil, fmt.Errorf("%w: meters: %v", ErrConfig, err)
+		}
+	}
 	m, err := start(cfg, false)
 	if err != nil {
+		_ = set.Close()
 		return nil, err
 	}
 	t := cfg.RequestTimeout
 	if t == 0 {
 		t = 5 * time.Second
 	}
-	return &Runtime{m: m, timeout: t}, nil
+	return &Runtime{m: m, timeout: t, meters: set}, nil
+}
+
+// Code names err's status code as the metrics label it, as actors.Code
+// does, plus "state_lost" and "unreachable".
+func Code(err error) string {
+	switch {
+	case errors.Is(err, ErrStateLost):
+		return "state_lost"
+	case errors.Is(err, ErrUnreachable):
+		return "unreachable"
+	}
+	return actors.Code(err)
+}
+
+// observe records a cache API call's duration and outcome.
+func (c *Cache) observe(op string, start time.Time, err *error) {
+	if c.rt.meters == nil {
+		return
+	}
+	c.rt.meters.Request(c.id, op, start, Code(*err))
 }
 
 // System returns the runtime's actor system (its event stream carries
@@ -85,7 +115,10 @@ func NewRuntime(cfg Config) (*Runtime, error) {
 func (r *Runtime) System() *actor.ActorSystem { return r.m.c.ActorSystem }
 
 // Close leaves the cluster.
-func (r *Runtime) Close() error { r.m.Shutdown(); return nil }
+func (r *Runtime) Close() error {
+	r.m.Shutdown()
+	return r.meters.Close()
+}
 
 // Identity returns the grain identity of layer l, shard s of cache id.
 func Identity(id string, l, s int) string { return fmt.Sprintf("cache/%s/layer/%d/shard/%d", id, l, s) }
@@ -275,7 +308,7 @@ func (r *Runtime) NewCache(id string, spec actors.Spec) (*Cache, error) {
 		c.epochs[l] = make([]uint64, shards)
 	}
 	if spec.Paged != nil && spec.Paged.Pool != nil {
-		if c.pool, err = newLocalPool(id, *spec.Paged, r.m.c.ActorSystem); err != nil {
+		if c.pool, err = newLocalPool(id, *spec.Paged, r.m.c.ActorSystem, r.meters); err != nil {
 			return nil, fmt.Errorf("create cache %s: %w", id, err)
 		}
 	}
@@ -405,7 +438,8 @@ type Txn struct {
 
 // Begin opens a transaction on version base; a cache has at most one open
 // transaction (a second Begin fails with ErrBusy until it ends).
-func (c *Cache) Begin(ctx context.Context, base uint64) (*Txn, error) {
+func (c *Cache) Begin(ctx context.Context, base uint64) (_ *Txn, err error) {
+	defer c.observe("begin", time.Now(), &err)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if base != c.version {
@@ -422,7 +456,8 @@ func (c *Cache) Begin(ctx context.Context, base uint64) (*Txn, error) {
 // writes in this transaction (writes to one layer are applied in the
 // order WriteLayer is called; call it for one layer from one goroutine
 // at a time).
-func (t *Txn) WriteLayer(ctx context.Context, layer int, w actors.Write) (actors.Result, error) {
+func (t *Txn) WriteLayer(ctx context.Context, layer int, w actors.Write) (_ actors.Result, err error) {
+	defer t.c.observe("write_layer", time.Now(), &err)
 	c := t.c
 	t.mu.Lock()
 	done := t.done
@@ -493,7 +528,8 @@ func (t *Txn) WriteLayer(ctx context.Context, layer int, w actors.Write) (actors
 
 // Commit publishes base+1 on every layer's grain and returns it. When a
 // grain fails, the others are aborted and base stays current.
-func (t *Txn) Commit(ctx context.Context) (uint64, error) {
+func (t *Txn) Commit(ctx context.Context) (_ uint64, err error) {
+	defer t.c.observe("commit", time.Now(), &err)
 	c := t.c
 	if t.done {
 		return 0, fmt.Errorf("%w: cache %s: the transaction on version %d has ended", ErrInvalid, c.id, t.base)
@@ -501,7 +537,7 @@ func (t *Txn) Commit(ctx context.Context) (uint64, error) {
 	defer t.end()
 	// Unwritten layers advance too (an unchanged view), so every grain
 	// holds the same version number.
-	_, err := c.each(ctx, func(l, s int) any {
+	_, err = c.each(ctx, func(l, s int) any {
 		if t.written[l] > 0 {
 			return nil
 		}
@@ -528,7 +564,8 @@ func (t *Txn) Commit(ctx context.Context) (uint64, error) {
 }
 
 // Abort drops the staged writes; base stays current.
-func (t *Txn) Abort(ctx context.Context) error {
+func (t *Txn) Abort(ctx context.Context) (err error) {
+	defer t.c.observe("abort", time.Now(), &err)
 	if t.done {
 		return nil
 	}
@@ -558,7 +595,8 @@ func (t *Txn) end() {
 // write, and only when all did are they committed; otherwise the staged
 // writes are aborted and base stays current). It returns one Result per
 // write, in order.
-func (c *Cache) Step(ctx context.Context, base uint64, writes []actors.LayerWrite) (uint64, []actors.Result, error) {
+func (c *Cache) Step(ctx context.Context, base uint64, writes []actors.LayerWrite) (_ uint64, _ []actors.Result, err error) {
+	defer c.observe("step", time.Now(), &err)
 	t, err := c.Begin(ctx, base)
 	if err != nil {
 		c.mu.Lock()
@@ -593,7 +631,8 @@ func (c *Cache) Step(ctx context.Context, base uint64, writes []actors.LayerWrit
 // Current returns the current version: every grain confirms it holds the
 // version with the cache's epoch, and views the handle does not know
 // are read from the grains (in parts of at most 1 MiB).
-func (c *Cache) Current(ctx context.Context) (actors.Version, error) {
+func (c *Cache) Current(ctx context.Context) (_ actors.Version, err error) {
+	defer c.observe("current", time.Now(), &err)
 	c.mu.Lock()
 	n := c.version
 	views := append([]any(nil), c.views...)
@@ -605,7 +644,8 @@ func (c *Cache) Current(ctx context.Context) (actors.Version, error) {
 // current version or the one before it (a grain keeps the version a
 // commit replaced, for readers that started before it); older versions
 // are ErrNotFound. The embedded runtime keeps a longer history.
-func (c *Cache) Snapshot(ctx context.Context, number uint64) (actors.Version, error) {
+func (c *Cache) Snapshot(ctx context.Context, number uint64) (_ actors.Version, err error) {
+	defer c.observe("snapshot", time.Now(), &err)
 	c.mu.Lock()
 	views := make([]any, len(c.views))
 	if number == c.version {
@@ -654,6 +694,7 @@ func (c *Cache) read(ctx context.Context, n uint64, views []any) (actors.Version
 
 // Close drops the cache's state on its grains.
 func (c *Cache) Close() error {
+	c.rt.meters.Forget(c.id)
 	_, err := c.each(context.Background(), func(l, s int) any {
 		return &messages.GrainClose{CacheId: c.id, Epoch: c.epochs[l][s]}
 	})

@@ -17,7 +17,7 @@ import (
 func newNodeCmd() *cobra.Command {
 	var cfg cluster.Config
 	var members, etcd string
-	var cert, key, ca string
+	var cert, key, ca, metricsAddr string
 	cmd := &cobra.Command{
 		Use:   "node",
 		Short: "Run a cluster member that hosts cache-shard and page-manager grains",
@@ -30,6 +30,10 @@ member's listen address from --members, and serves its health endpoint on
 0.0.0.0:<listen port + 1000> (so that port must be free too); --provider etcd
 registers in the etcd cluster at --etcd. --tls-cert, --tls-key and --tls-ca turn on
 mutual TLS: peers without a certificate signed by the CA are refused.
+
+--metrics-listen host:port serves the member's metrics for Prometheus on
+http://host:port/metrics: protoactor's (message receive durations by actor type and
+message type, spawns, futures), OpenTelemetry names in Prometheus form.
 
   kvmesh node --listen 127.0.0.1:47101 --members 127.0.0.1:47101,127.0.0.1:47102,127.0.0.1:47103
 
@@ -48,6 +52,14 @@ after a signal, 2 on bad flags, 1 if the member cannot start.`,
 			}
 			if err := cfg.Validate(); err != nil {
 				return badInput("%v", err)
+			}
+			if metricsAddr != "" {
+				mp, stopMetrics, err := startMetrics(metricsAddr, cmd.ErrOrStderr())
+				if err != nil {
+					return err
+				}
+				defer stopMetrics()
+				cfg.Meter = mp
 			}
 			m, err := cluster.StartMember(cfg)
 			if errors.Is(err, cluster.ErrConfig) {
@@ -73,6 +85,7 @@ after a signal, 2 on bad flags, 1 if the member cannot start.`,
 	f.StringVar(&cert, "tls-cert", "", "mutual TLS: this member's certificate (PEM)")
 	f.StringVar(&key, "tls-key", "", "mutual TLS: this member's key (PEM)")
 	f.StringVar(&ca, "tls-ca", "", "mutual TLS: the CA that signs every member's certificate (PEM)")
+	f.StringVar(&metricsAddr, "metrics-listen", "", "host:port to serve Prometheus metrics on (/metrics); empty: none")
 	cmd.SetContext(context.Background())
 	return cmd
 }

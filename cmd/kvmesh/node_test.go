@@ -19,6 +19,7 @@ func TestNodeBadFlags(t *testing.T) {
 		{[]string{"node", "--listen", "nohost", "--members", "127.0.0.1:47101"}, `listen "nohost"`},
 		{[]string{"node", "--members", "127.0.0.1:47101", "--tls-cert", "c.pem"}, "got 1 of 3"},
 		{[]string{"node", "--members", "127.0.0.1:47101", "extra"}, "unknown command"},
+		{[]string{"node", "--members", "127.0.0.1:47101", "--metrics-listen", "nohost"}, `--metrics-listen: telemetry: metrics listener "nohost"`},
 	} {
 		code, _, stderr := runCLI(tc.args...)
 		assert.Equal(t, exitBadInput, code, "%v", tc.args)

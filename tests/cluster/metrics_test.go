@@ -1,0 +1,98 @@
+//go:build !race
+
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/kvmesh/kvmesh/actors"
+	"github.com/kvmesh/kvmesh/actors/cluster"
+)
+
+// requestCounts reads the client's kvmesh.cache.request.duration counts
+// as "op/code" → calls.
+func requestCounts(t *testing.T, r *sdkmetric.ManualReader) map[string]uint64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, r.Collect(context.Background(), &rm))
+	out := map[string]uint64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			h, ok := m.Data.(metricdata.Histogram[float64])
+			if m.Name != "kvmesh.cache.request.duration" || !ok {
+				continue
+			}
+			for _, p := range h.DataPoints {
+				op, _ := p.Attributes.Value(attribute.Key("op"))
+				code, _ := p.Attributes.Value(attribute.Key("code"))
+				out[op.AsString()+"/"+code.AsString()] += p.Count
+			}
+		}
+	}
+	return out
+}
+
+// A clustered client records the same request metrics as the embedded
+// runtime (a step is also its begin, layer writes and commit), with the
+// cluster's codes; a node started with --metrics-listen serves
+// protoactor's per-actor metrics, its cache-shard grains' among them.
+func TestClusterMetrics(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	metricsAddr := l.Addr().String()
+	require.NoError(t, l.Close())
+	// One member, so every grain is on the node whose metrics are read.
+	a := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	startNode(t, a, "--members="+a, "--metrics-listen", metricsAddr)
+
+	reader := sdkmetric.NewManualReader()
+	rt := newClientWith(t, cluster.Config{Members: []string{a}, Meter: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))})
+	ctx := context.Background()
+	c, err := rt.NewCache("metered", mambaSpec(2))
+	require.NoError(t, err)
+	r := rand.New(rand.NewPCG(7, 7))
+	for pos := range 2 {
+		_, _, err := c.Step(ctx, uint64(pos), stepWrites(r, 2, pos))
+		require.NoError(t, err)
+	}
+	_, _, err = c.Step(ctx, 0, stepWrites(r, 2, 0))
+	require.ErrorIs(t, err, actors.ErrStale)
+	_, err = c.Snapshot(ctx, 0)
+	require.ErrorIs(t, err, actors.ErrNotFound, "a grain keeps two versions")
+
+	got := requestCounts(t, reader)
+	assert.Equal(t, map[string]uint64{
+		"step/ok": 2, "begin/ok": 2, "write_layer/ok": 4, "commit/ok": 2,
+		"step/stale_version": 1, "begin/stale_version": 1,
+		"snapshot/not_found": 1,
+	}, got)
+
+	// The grain calls the node answered show up under the grain's actor
+	// type (polled: the first scrape may race the node's start-up).
+	var text string
+	require.Eventually(t, func() bool {
+		res, err := http.Get("http://" + metricsAddr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer func() { _ = res.Body.Close() }()
+		body, _ := io.ReadAll(res.Body)
+		text = string(body)
+		return strings.Contains(text, `actortype="cluster.shardGrain"`)
+	}, 10*time.Second, 100*time.Millisecond, "no shard-grain metrics on the node:\n%.2000s", text)
+	assert.Contains(t, text, "protoactor_actor_message_receive_duration_seconds_count{")
+}
