@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/kvmesh/kvmesh/layers/paged"
 	"github.com/kvmesh/kvmesh/layers/tensor"
@@ -153,8 +154,8 @@ func (a *actorStep) step(i int) error {
 }
 
 // newActorStep returns an actorStep on a runtime closed with b.
-func newActorStep(b *testing.B, spec Spec, steps int, writes [][]LayerWrite) *actorStep {
-	rt, err := NewRuntime()
+func newActorStep(b *testing.B, spec Spec, steps int, writes [][]LayerWrite, opts ...Option) *actorStep {
+	rt, err := NewRuntime(opts...)
 	require.NoError(b, err)
 	b.Cleanup(func() { _ = rt.Close() })
 	return &actorStep{rt: rt, spec: spec, writes: writes, steps: steps}
@@ -196,6 +197,13 @@ func BenchmarkStepActors(b *testing.B) {
 	b.Run(fmt.Sprintf("paged/layers=%d/batch=%d", stepLayers, stepBatch), func(b *testing.B) {
 		spec := Spec{Paged: &PagedSpec{Metadata: stepPagedMeta(b), DType: tensor.BFloat16}}
 		runStepBench(b, newActorStep(b, spec, stepMaxLen, pagedWrites()))
+	})
+	// The contiguous step with metrics on (an OpenTelemetry SDK provider):
+	// what recording costs per step.
+	b.Run(fmt.Sprintf("transformer-metered/layers=%d/batch=%d", stepLayers, stepBatch), func(b *testing.B) {
+		spec := Spec{Transformer: &TransformerSpec{Metadata: stepTransformerMeta(b), DType: tensor.BFloat16}}
+		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+		runStepBench(b, newActorStep(b, spec, stepSeqLen, [][]LayerWrite{transformerWrites()}, WithMeterProvider(mp)))
 	})
 }
 

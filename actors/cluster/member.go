@@ -19,6 +19,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/kvmesh/kvmesh/actors/internal/meters"
 	"github.com/kvmesh/kvmesh/actors/transfer"
 )
 
@@ -65,10 +66,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Meter, when set, turns metrics on (OpenTelemetry). A Runtime records
 	// the embedded runtime's instruments on it (see
-	// actors.WithMeterProvider), with the codes of Code; a member turns on
-	// protoactor's instruments (message receive durations by actor and
-	// message type, spawns, futures), which report to OpenTelemetry's
-	// global meter provider: set that one to export them.
+	// actors.WithMeterProvider), with the codes of Code; a member records
+	// kvmesh.grain.request.duration (seconds, by grain kind "shard" or
+	// "pages" and message) and kvmesh.grains.active (by kind).
 	Meter metric.MeterProvider
 }
 
@@ -111,8 +111,9 @@ func hostPort(s string) (string, int, error) {
 
 // Member is a running protoactor cluster member (or client).
 type Member struct {
-	c    *cluster.Cluster
-	once sync.Once
+	c      *cluster.Cluster
+	once   sync.Once
+	meters *meters.Set // nil without Config.Meter
 }
 
 // StartMember starts a member that hosts shard and page-manager grains.
@@ -153,16 +154,18 @@ func start(cfg Config, host bool) (m *Member, err error) {
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	}
-	sysOpts := []actor.ConfigOption{actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logger })}
+	var set *meters.Set
 	if cfg.Meter != nil {
-		sysOpts = append(sysOpts, actor.WithMetricProviders(cfg.Meter))
+		if set, err = meters.New(cfg.Meter); err != nil {
+			return nil, fmt.Errorf("%w: meters: %v", ErrConfig, err)
+		}
 	}
-	sys := actor.NewActorSystem(sysOpts...)
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logger }))
 	var kinds []*cluster.Kind
 	if host {
 		kinds = append(kinds,
-			cluster.NewKind(ShardKind, actor.PropsFromProducer(func() actor.Actor { return newShardGrain() })),
-			cluster.NewKind(PageKind, actor.PropsFromProducer(func() actor.Actor { return newPageGrain() })))
+			cluster.NewKind(ShardKind, actor.PropsFromProducer(func() actor.Actor { return metered(set, "shard", newShardGrain()) })),
+			cluster.NewKind(PageKind, actor.PropsFromProducer(func() actor.Actor { return metered(set, "pages", newPageGrain()) })))
 	}
 	ccfg := cluster.Configure(clusterName, provider, disthash.New(), remote.Configure(h, port, opts...),
 		cluster.WithKinds(kinds...), cluster.WithRequestTimeout(cfg.RequestTimeout))
@@ -170,6 +173,9 @@ func start(cfg Config, host bool) (m *Member, err error) {
 	defer func() {
 		if r := recover(); r != nil { // StartMember panics on provider errors (pitfall 3)
 			err = fmt.Errorf("%w: %v", ErrStart, r)
+		}
+		if err != nil {
+			_ = set.Close()
 		}
 	}()
 	if cfg.Provider != "etcd" {
@@ -183,7 +189,7 @@ func start(cfg Config, host bool) (m *Member, err error) {
 		defer func() { os.Stdout = stdout }()
 	}
 	c.StartMember()
-	return &Member{c: c}, nil
+	return &Member{c: c, meters: set}, nil
 }
 
 // Address returns the member's remote address.
@@ -193,6 +199,7 @@ func (m *Member) Address() string { return m.c.ActorSystem.Address() }
 // panics on a second Shutdown, pitfall 3).
 func (m *Member) Shutdown() {
 	m.once.Do(func() {
+		defer func() { _ = m.meters.Close() }()
 		defer func() { _ = recover() }()
 		m.c.Shutdown(true)
 	})

@@ -71,23 +71,15 @@ type Runtime struct {
 
 // NewRuntime joins the cluster described by cfg as a client.
 func NewRuntime(cfg Config) (*Runtime, error) {
-	var set *meters.Set
-	if cfg.Meter != nil {
-		var err error
-		if set, err = meters.New(cfg.Meter); err != nil {
-			return nil, fmt.Errorf("%w: meters: %v", ErrConfig, err)
-		}
-	}
 	m, err := start(cfg, false)
 	if err != nil {
-		_ = set.Close()
 		return nil, err
 	}
 	t := cfg.RequestTimeout
 	if t == 0 {
 		t = 5 * time.Second
 	}
-	return &Runtime{m: m, timeout: t, meters: set}, nil
+	return &Runtime{m: m, timeout: t, meters: m.meters}, nil
 }
 
 // Code names err's status code as the metrics label it, as actors.Code
@@ -115,10 +107,7 @@ func (c *Cache) observe(op string, start time.Time, err *error) {
 func (r *Runtime) System() *actor.ActorSystem { return r.m.c.ActorSystem }
 
 // Close leaves the cluster.
-func (r *Runtime) Close() error {
-	r.m.Shutdown()
-	return r.meters.Close()
-}
+func (r *Runtime) Close() error { r.m.Shutdown(); return nil }
 
 // Identity returns the grain identity of layer l, shard s of cache id.
 func Identity(id string, l, s int) string { return fmt.Sprintf("cache/%s/layer/%d/shard/%d", id, l, s) }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/kvmesh/kvmesh/actors/telemetry"
@@ -13,9 +12,7 @@ import (
 
 // startMetrics serves the process's metrics for Prometheus on
 // addr/metrics: it returns the meter provider to give the runtime, and a
-// function that stops serving. The provider also becomes OpenTelemetry's
-// global one, where protoactor's own instruments report (this is a
-// command, not a library, so it may). A bad or busy address is bad input.
+// function that stops serving. A bad or busy address is bad input.
 func startMetrics(addr string, log io.Writer) (metric.MeterProvider, func(), error) {
 	p, err := telemetry.NewPrometheus()
 	if err != nil {
@@ -26,7 +23,6 @@ func startMetrics(addr string, log io.Writer) (metric.MeterProvider, func(), err
 		_ = p.Shutdown(context.Background())
 		return nil, nil, badInput("--metrics-listen: %v", err)
 	}
-	otel.SetMeterProvider(p.MeterProvider())
 	fmt.Fprintf(log, "kvmesh: metrics on http://%s/metrics\n", srv.Addr())
 	return p.MeterProvider(), func() {
 		_ = srv.Close()

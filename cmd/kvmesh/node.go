@@ -32,8 +32,9 @@ registers in the etcd cluster at --etcd. --tls-cert, --tls-key and --tls-ca turn
 mutual TLS: peers without a certificate signed by the CA are refused.
 
 --metrics-listen host:port serves the member's metrics for Prometheus on
-http://host:port/metrics: protoactor's (message receive durations by actor type and
-message type, spawns, futures), OpenTelemetry names in Prometheus form.
+http://host:port/metrics: kvmesh_grain_request_duration_seconds (by grain kind,
+shard or pages, and message: init, write, part, fetch, commit, abort, read, close,
+alloc_pages, ...) and kvmesh_grains_active (by kind).
 
   kvmesh node --listen 127.0.0.1:47101 --members 127.0.0.1:47101,127.0.0.1:47102,127.0.0.1:47103
 

@@ -12,11 +12,16 @@ import (
 // Scope is the instrumentation scope name of kvmesh's runtime meters.
 const Scope = "github.com/kvmesh/kvmesh/actors"
 
+// latencyBuckets are the histogram bounds in seconds: 25 µs to 10 s.
+var latencyBuckets = []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5, 5, 10}
+
 // Set is one runtime's instruments. A nil *Set records nothing at no cost,
 // which is what a runtime without a meter provider uses. A Set is safe for
 // concurrent use.
 type Set struct {
 	duration metric.Float64Histogram
+	grain    metric.Float64Histogram
+	active   metric.Int64UpDownCounter
 	prompt   metric.Int64Counter
 	hits     metric.Int64Counter
 	evicted  metric.Int64Counter
@@ -34,7 +39,18 @@ func New(mp metric.MeterProvider) (*Set, error) {
 	if s.duration, err = m.Float64Histogram("kvmesh.cache.request.duration",
 		metric.WithUnit("s"),
 		metric.WithDescription("Time from a cache API call to its reply, by cache, operation and status code."),
-		metric.WithExplicitBucketBoundaries(25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5, 5, 10)); err != nil {
+		metric.WithExplicitBucketBoundaries(latencyBuckets...)); err != nil {
+		return nil, err
+	}
+	if s.grain, err = m.Float64Histogram("kvmesh.grain.request.duration",
+		metric.WithUnit("s"),
+		metric.WithDescription("Time a cluster member's grain spends on one request, by grain kind and message."),
+		metric.WithExplicitBucketBoundaries(latencyBuckets...)); err != nil {
+		return nil, err
+	}
+	if s.active, err = m.Int64UpDownCounter("kvmesh.grains.active",
+		metric.WithUnit("{grain}"),
+		metric.WithDescription("Grains activated on a cluster member and not yet stopped, by kind.")); err != nil {
 		return nil, err
 	}
 	if s.prompt, err = m.Int64Counter("kvmesh.pool.prompt.tokens",
@@ -81,6 +97,24 @@ func (s *Set) Request(cache, op string, start time.Time, code string) {
 	}
 	s.duration.Record(context.Background(), time.Since(start).Seconds(), metric.WithAttributes(
 		attribute.String("cache", cache), attribute.String("op", op), attribute.String("code", code)))
+}
+
+// Grain records one request a member's grain of kind ("shard" or
+// "pages") handled: its message name and the time since start.
+func (s *Set) Grain(kind, message string, start time.Time) {
+	if s == nil {
+		return
+	}
+	s.grain.Record(context.Background(), time.Since(start).Seconds(), metric.WithAttributes(
+		attribute.String("kind", kind), attribute.String("message", message)))
+}
+
+// GrainActive counts a grain of kind activated (delta 1) or stopped (-1).
+func (s *Set) GrainActive(kind string, delta int64) {
+	if s == nil {
+		return
+	}
+	s.active.Add(context.Background(), delta, metric.WithAttributes(attribute.String("kind", kind)))
 }
 
 // Pool records a pool operation of cache: the prompt and hit tokens of an
