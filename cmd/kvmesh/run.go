@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -16,6 +19,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/term"
 
+	"github.com/kvmesh/kvmesh/actors"
 	"github.com/kvmesh/kvmesh/actors/engine"
 	"github.com/kvmesh/kvmesh/layers/reference"
 	"github.com/kvmesh/kvmesh/layers/reference/parity"
@@ -40,6 +44,8 @@ func (v layersValue) Set(s string) error {
 type runOutput struct {
 	engine.Report
 	Parity *parityCount `json:"parity,omitempty"`
+	// Snapshots are the files --snapshot wrote, one per cache.
+	Snapshots []string `json:"snapshots,omitempty"`
 }
 
 type parityCount struct {
@@ -51,6 +57,7 @@ func newRunCmd() *cobra.Command {
 	cfg := engine.DefaultConfig()
 	var (
 		configFile, progress string
+		snapshotDir          string
 		asJSON, doVerify     bool
 		doParity, printCfg   bool
 		fault                string
@@ -85,6 +92,13 @@ With --members (or --provider etcd --etcd) the caches' layers live on a kvmesh
 cluster instead (kvmesh node members; the page pool and the scheduler stay in this
 process, as vLLM's scheduler keeps its KV-cache manager): the same report comes out.
 
+--snapshot DIR writes, once the last step has committed, each cache's final version
+as DIR/<cache id>.safetensors: kv (the paged KV cache), mamba2 and lightning (when the
+model has such layers), each in its kind's cache snapshot format (kvmesh inspect reads
+them; so does Python's safetensors). DIR is created if missing; a file that already
+exists there is never overwritten: the run refuses to start (exit 2) and names it.
+Snapshots are written before verification, so a run that fails it still leaves them.
+
 Settings come from the defaults, then --config FILE (YAML or JSON: the keys model,
 workload, scheduler and verify, as --print-config prints them), then the flags.
 
@@ -108,6 +122,19 @@ Exit codes: 0 ok, 1 verification, parity or the run failed, 2 bad flags or confi
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
 				return enc.Encode(cfg)
+			}
+			var snapshots []string
+			if snapshotDir != "" {
+				if err := prepareSnapshotDir(snapshotDir, cfg.CacheIDs()); err != nil {
+					return err
+				}
+				cfg.Snapshot = func(id string, v actors.Version) error {
+					path, err := writeSnapshot(snapshotDir, id, v)
+					if err == nil {
+						snapshots = append(snapshots, path)
+					}
+					return err
+				}
 			}
 			var mode string
 			switch progress {
@@ -146,7 +173,7 @@ Exit codes: 0 ok, 1 verification, parity or the run failed, 2 bad flags or confi
 				}
 				return exitError{exitFailed, err}
 			}
-			out := runOutput{Report: rep}
+			out := runOutput{Report: rep, Snapshots: snapshots}
 			if doParity {
 				pc, perr := goldenParity()
 				if perr != nil {
@@ -172,6 +199,9 @@ Exit codes: 0 ok, 1 verification, parity or the run failed, 2 bad flags or confi
 					fmt.Fprintf(cmd.OutOrStdout(), "  parity        %s: %d golden-vector checks passed, %d failed (kvmesh parity)\n",
 						verdict, out.Parity.Passed, out.Parity.Failed)
 				}
+				if len(snapshots) > 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "  snapshots     %s (kvmesh inspect)\n", strings.Join(snapshots, ", "))
+				}
 			}
 			if err != nil {
 				return exitError{exitFailed, err}
@@ -194,6 +224,7 @@ Exit codes: 0 ok, 1 verification, parity or the run failed, 2 bad flags or confi
 	f.IntVar(&cfg.Verify, "verify-requests", cfg.Verify, "how many requests --verify re-runs")
 	f.BoolVar(&doParity, "parity", true, "also run the golden-vector parity checks (kvmesh parity)")
 	cl.register(f)
+	f.StringVar(&snapshotDir, "snapshot", "", "after the run, write each cache's final version to `dir`/<cache id>.safetensors (never overwrites)")
 	f.StringVar(&fault, "fault", "", "break the cache path on purpose (recurrent-reset, kv-zero), to see --verify fail")
 	_ = f.MarkHidden("fault")
 
@@ -311,6 +342,51 @@ func startProgress(cfg *engine.Config, mode string, w io.Writer) func() {
 		}
 	}
 	return func() {}
+}
+
+// prepareSnapshotDir creates dir if missing and refuses (exit 2) when a
+// snapshot of one of the caches ids is there already, so that --snapshot
+// fails before the run rather than after it.
+func prepareSnapshotDir(dir string, ids []string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return badInput("--snapshot %s: %v", dir, err)
+	}
+	for _, id := range ids {
+		path := snapshotPath(dir, id)
+		if _, err := os.Lstat(path); err == nil {
+			return badInput("--snapshot %s: %s exists (kvmesh never overwrites a snapshot: remove it or choose another directory)", dir, path)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return badInput("--snapshot %s: %v", dir, err)
+		}
+	}
+	return nil
+}
+
+// snapshotPath is where --snapshot writes cache id.
+func snapshotPath(dir, id string) string { return filepath.Join(dir, id+".safetensors") }
+
+// writeSnapshot writes version v of cache id as a new file in dir (one that
+// appeared since prepareSnapshotDir is not overwritten either) and returns
+// its path.
+func writeSnapshot(dir, id string, v actors.Version) (string, error) {
+	data, err := engine.MarshalVersion(v)
+	if err != nil {
+		return "", err
+	}
+	path := snapshotPath(dir, id)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return "", err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(path)
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return path, nil
 }
 
 // goldenParity runs the embedded golden-vector cases (kvmesh parity's
