@@ -5,4 +5,5 @@
 //	kvmesh bench              measure every performance budget of DESIGN.md section 7
 //	kvmesh parity [FILE...]   check the caches against golden vectors
 //	kvmesh sim --trace FILE   replay a request trace through the page pool (or --generate one)
+//	kvmesh inspect FILE...    validate cache snapshots and summarize them
 package main

@@ -43,6 +43,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return exitError{exitBadInput, err} })
 	root.AddCommand(newRunCmd(), newParityCmd(), newBenchCmd())
 	root.AddCommand(newSimCmd(), newNodeCmd())
+	root.AddCommand(newInspectCmd())
 	err := root.Execute()
 	if err == nil {
 		return 0
