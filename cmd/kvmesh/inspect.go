@@ -40,8 +40,8 @@ kvmesh.mamba.{View,Cache}/v1, kvmesh.mamba2.{View,Cache}/v1 and
 kvmesh.lightning.{View,Cache}/v1 (quantized int8 and NF4 transformer and paged
 storage included). A valid safetensors file whose format is absent or does not begin
 with "kvmesh." (e.g. Hugging Face's "pt") is not a kvmesh snapshot: inspect says so,
-lists its tensors (if kvmesh reads their dtypes: F32, BF16, F16, F64, I8, U8, I32) and
-checks nothing more; that is not an error.
+lists its tensors and checks nothing more, which is not an error; it must still be a
+safetensors file kvmesh reads (every entry of dtype F32, BF16, F16, F64, I8, U8 or I32).
 
 --json prints one JSON object per file, one per line, in the order of the arguments:
   file           the path as given
@@ -54,7 +54,7 @@ checks nothing more; that is not an error.
                  absent layers)
   views          one object per view:
     position       index in the file's view list
-    empty          true for an empty view, which has no other field but layer_index
+    empty          true for an empty view, which has only position and layer_index
     layer_index    the view's layer index, null when it has none
     dtype          the cache dtype (of every read; of the scales when quantized)
     batch_size     batch rows (decode slots)
