@@ -289,7 +289,7 @@ type wireCase struct {
 	check  func(t *testing.T, want, got actors.Write)
 }
 
-func wireCases(t *testing.T) []wireCase {
+func wireCases(t testing.TB) []wireCase {
 	r := rand.New(rand.NewSource(3))
 
 	// Contiguous: B 3, S 16, 2 heads of dim 4, bfloat16 cache.

@@ -1,0 +1,89 @@
+package cluster
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/kvmesh/kvmesh/actors"
+	"github.com/kvmesh/kvmesh/messages"
+)
+
+// FuzzWireSpec decodes arbitrary CacheSpec messages: the decoder never
+// panics, refuses with an error wrapping actors.ErrInvalid, and what it
+// accepts and can send again decodes to the same spec.
+func FuzzWireSpec(f *testing.F) {
+	for _, tc := range wireCases(f) {
+		p, err := specToProto(tc.spec)
+		require.NoError(f, err)
+		data, err := proto.Marshal(p)
+		require.NoError(f, err)
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var p messages.CacheSpec
+		if proto.Unmarshal(data, &p) != nil {
+			return
+		}
+		spec, err := specFromProto(&p)
+		if err != nil {
+			require.ErrorIs(t, err, actors.ErrInvalid)
+			return
+		}
+		again, err := specToProto(spec)
+		if err != nil {
+			require.ErrorIs(t, err, actors.ErrInvalid)
+			return
+		}
+		back, err := specFromProto(again)
+		require.NoError(t, err)
+		require.Equal(t, spec, back)
+	})
+}
+
+// FuzzWireWrite decodes arbitrary LayerWrite messages against each test
+// spec and applies what decodes to a view of that spec with the runtime's
+// own code: nothing panics, every refusal wraps actors.ErrInvalid (the
+// decoder) or is an error (the cache), and an accepted write encodes to a
+// message that decodes to the same encoding again.
+func FuzzWireWrite(f *testing.F) {
+	cases := wireCases(f)
+	for i, tc := range cases {
+		for _, w := range tc.writes {
+			p, err := writeToProto(1, w)
+			require.NoError(f, err)
+			data, err := proto.Marshal(p)
+			require.NoError(f, err)
+			f.Add(uint8(i), data)
+		}
+	}
+	f.Fuzz(func(t *testing.T, which uint8, data []byte) {
+		tc := cases[int(which)%len(cases)]
+		var p messages.LayerWrite
+		if proto.Unmarshal(data, &p) != nil {
+			return
+		}
+		w, err := writeFromProto(&p, tc.spec)
+		if err != nil {
+			require.ErrorIs(t, err, actors.ErrInvalid)
+			return
+		}
+		sent, err := writeToProto(int(p.Layer), w)
+		require.NoError(t, err)
+		back, err := writeFromProto(sent, tc.spec)
+		require.NoError(t, err)
+		again, err := writeToProto(int(p.Layer), back)
+		require.NoError(t, err)
+		require.True(t, proto.Equal(sent, again), "a decoded write does not survive a second trip")
+
+		views, err := tc.spec.LayerViews()
+		require.NoError(t, err)
+		_, _, err = actors.Apply(views[len(views)-1], w)
+		if err != nil {
+			require.NotEmpty(t, err.Error())
+			require.False(t, errors.Is(err, actors.ErrInternal), "bad input is not an internal error: %v", err)
+		}
+	})
+}
