@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel/metric"
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/term"
 
@@ -58,6 +60,7 @@ func newRunCmd() *cobra.Command {
 	var (
 		configFile, progress string
 		snapshotDir          string
+		metricsAddr          string
 		asJSON, doVerify     bool
 		doParity, printCfg   bool
 		fault                string
@@ -98,6 +101,11 @@ model has such layers), each in its kind's cache snapshot format (kvmesh inspect
 them; so does Python's safetensors). DIR is created if missing; a file that already
 exists there is never overwritten: the run refuses to start (exit 2) and names it.
 Snapshots are written before verification, so a run that fails it still leaves them.
+
+--metrics-listen host:port serves the runtime's metrics for Prometheus on
+http://host:port/metrics while the run lasts: kvmesh_cache_request_duration_seconds
+(by cache, op and code) and the kv pool's kvmesh_pool_prompt_tokens_total,
+kvmesh_pool_hit_tokens_total, kvmesh_pool_evictions_total and kvmesh_pool_free_pages.
 
 Settings come from the defaults, then --config FILE (YAML or JSON: the keys model,
 workload, scheduler and verify, as --print-config prints them), then the flags.
@@ -155,8 +163,18 @@ Exit codes: 0 ok, 1 verification, parity or the run failed, 2 bad flags or confi
 				rep engine.Report
 				err error
 			)
+			var meter metric.MeterProvider
+			if metricsAddr != "" {
+				mp, stopMetrics, merr := startMetrics(metricsAddr, cmd.ErrOrStderr())
+				if merr != nil {
+					stop()
+					return merr
+				}
+				defer stopMetrics()
+				meter = mp
+			}
 			if cl.members != "" || cl.etcd != "" {
-				b, closeCluster, cerr := cl.join()
+				b, closeCluster, cerr := cl.join(meter)
 				if cerr != nil {
 					stop()
 					return cerr
@@ -164,7 +182,7 @@ Exit codes: 0 ok, 1 verification, parity or the run failed, 2 bad flags or confi
 				rep, err = engine.RunWith(ctx, cfg, b)
 				closeCluster()
 			} else {
-				rep, err = engine.Run(ctx, cfg)
+				rep, err = runEmbedded(ctx, cfg, meter)
 			}
 			stop()
 			if err != nil && !errors.Is(err, engine.ErrVerify) {
@@ -224,6 +242,7 @@ Exit codes: 0 ok, 1 verification, parity or the run failed, 2 bad flags or confi
 	f.IntVar(&cfg.Verify, "verify-requests", cfg.Verify, "how many requests --verify re-runs")
 	f.BoolVar(&doParity, "parity", true, "also run the golden-vector parity checks (kvmesh parity)")
 	cl.register(f)
+	f.StringVar(&metricsAddr, "metrics-listen", "", "serve the runtime's metrics for Prometheus on `host:port`/metrics while the run lasts")
 	f.StringVar(&snapshotDir, "snapshot", "", "after the run, write each cache's final version to `dir`/<cache id>.safetensors (never overwrites)")
 	f.StringVar(&fault, "fault", "", "break the cache path on purpose (recurrent-reset, kv-zero), to see --verify fail")
 	_ = f.MarkHidden("fault")
@@ -412,4 +431,21 @@ func goldenParity() (parityCount, error) {
 		}
 	}
 	return pc, nil
+}
+
+// runEmbedded runs cfg on a fresh embedded runtime that records its
+// metrics on meter (none when nil).
+func runEmbedded(ctx context.Context, cfg engine.Config, meter metric.MeterProvider) (engine.Report, error) {
+	if meter == nil {
+		return engine.Run(ctx, cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		return engine.Report{}, err
+	}
+	rt, err := actors.NewRuntime(actors.WithMeterProvider(meter))
+	if err != nil {
+		return engine.Report{}, err
+	}
+	defer func() { _ = rt.Close() }()
+	return engine.RunWith(ctx, cfg, engine.Embedded(rt))
 }

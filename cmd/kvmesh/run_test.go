@@ -96,6 +96,16 @@ verify: 2
 	assert.NotContains(t, rep, "parity")
 }
 
+// --metrics-listen serves the run's metrics and says where; the run's
+// report is unchanged (the metrics themselves are checked against a
+// report in actors/engine).
+func TestRunMetricsListen(t *testing.T) {
+	code, out, errOut := runCLI(runArgs("--metrics-listen", "127.0.0.1:0")...)
+	require.Equal(t, 0, code, errOut)
+	assert.Regexp(t, `^kvmesh: metrics on http://127\.0\.0\.1:\d+/metrics\n$`, errOut)
+	assert.Contains(t, out, "verify        ok: 3 requests")
+}
+
 func TestRunBadInput(t *testing.T) {
 	dir := t.TempDir()
 	unknown := filepath.Join(dir, "unknown.yaml")
@@ -127,6 +137,7 @@ func TestRunBadInput(t *testing.T) {
 		{[]string{"--members", "127.0.0.1:47101", "--tls-cert", "c.pem"}, "go together (got 1 of 3)"},
 		{[]string{"--members", "127.0.0.1:47101", "--provider", "consul"}, `provider "consul"`},
 		{[]string{"--members", "127.0.0.1:47101", "--cluster-listen", "here"}, `listen "here"`},
+		{[]string{"--metrics-listen", "nohost"}, `--metrics-listen: telemetry: metrics listener "nohost"`},
 	} {
 		code, _, errOut := runCLI(runArgs(tc.args...)...)
 		assert.Equal(t, 2, code, "%v: %s", tc.args, errOut)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/kvmesh/kvmesh/actors/cluster"
 	"github.com/kvmesh/kvmesh/actors/engine"
@@ -30,11 +31,12 @@ func (c *clusterFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&c.ca, "tls-ca", "", "with a cluster: the CA of every member's certificate (PEM)")
 }
 
-// join joins the cluster as a client and returns the engine's backend on
-// it and a function that leaves the cluster.
-func (c *clusterFlags) join() (engine.Backend, func(), error) {
+// join joins the cluster as a client (recording metrics on meter, when
+// not nil) and returns the engine's backend on it and a function that
+// leaves the cluster.
+func (c *clusterFlags) join(meter metric.MeterProvider) (engine.Backend, func(), error) {
 	cfg := cluster.Config{Listen: c.listen, Provider: c.provider, Members: splitList(c.members), Etcd: splitList(c.etcd),
-		Logger: slog.New(slog.DiscardHandler)}
+		Logger: slog.New(slog.DiscardHandler), Meter: meter}
 	switch n := countSet(c.cert, c.key, c.ca); n {
 	case 0:
 	case 3:
