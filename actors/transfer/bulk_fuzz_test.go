@@ -83,7 +83,7 @@ func (m *bulkModel) run(in []byte) {
 	}
 	for { // sessions
 		seen := false // the session streamed into the transfer
-		for { // frames
+		for {         // frames
 			id, ok := str()
 			if !ok {
 				return
