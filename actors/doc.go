@@ -100,6 +100,11 @@
 // exactly the bytes of an unsharded cache driven with the same writes;
 // Sharded.Gather reads one paged sequence across the parts.
 //
+// With WithMeterProvider the runtime records OpenTelemetry metrics: every
+// API call's duration by cache, operation and status code (Code), and a
+// paged cache pool's prompt and hit tokens, evictions and free pages.
+// actors/telemetry serves them for Prometheus.
+//
 // The runtime is in-process: it neither places shards on cluster members
 // nor serializes anything, and a "device" is a shard actor, not memory on
 // an accelerator. Quantized contiguous storage is not offered through
