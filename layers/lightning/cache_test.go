@@ -10,13 +10,6 @@ import (
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
 
-func view(t *testing.T, c Cache, i int) View {
-	t.Helper()
-	v, err := c.View(i)
-	require.NoError(t, err)
-	return v
-}
-
 func TestInitCache(t *testing.T) {
 	c, err := Init(3, testMeta(t, 2, 4, 8), tensor.BFloat16)
 	require.NoError(t, err)

@@ -8,36 +8,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kvmesh/kvmesh/layers/internal/testkit"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 	"github.com/kvmesh/kvmesh/sharding"
 )
-
-// shardMesh returns a mesh of dp×tp devices (dp major), with an fsdp axis
-// of size 1 when withFSDP: eformer's batch rule ('fsdp', 'dp') applies
-// only when both axes are in the mesh.
-func shardMesh(t testing.TB, dp, tp int, withFSDP bool) sharding.Mesh {
-	t.Helper()
-	sizes := map[string]int{sharding.DP: dp, sharding.TP: tp}
-	if withFSDP {
-		sizes[sharding.FSDP] = 1
-	}
-	m, err := sharding.NewMesh(sharding.MeshConfig{Sizes: sizes, Devices: sharding.UniformDevices(dp*tp, 1<<30)})
-	require.NoError(t, err)
-	return m
-}
-
-// shardRand returns a float32 tensor of shape with seeded random values.
-func shardRand(r *rand.Rand, shape ...int) tensor.Tensor {
-	n := 1
-	for _, d := range shape {
-		n *= d
-	}
-	data := make([]float64, n)
-	for i := range data {
-		data[i] = r.NormFloat64()
-	}
-	return tensor.Must(tensor.FromFloat64s(tensor.Float32, data, shape...))
-}
 
 // shardSlopes returns h random positive decay rates.
 func shardSlopes(r *rand.Rand, h int) []float64 {
@@ -62,27 +36,11 @@ func shardPrior(t testing.TB, r *rand.Rand, meta Metadata, d shardDims, dtype te
 	if !prior {
 		return v
 	}
-	v, err = v.Update(shardRand(r, d.b, d.h, 3, d.dk), shardRand(r, d.b, d.h, 3, d.dv), shardSlopes(r, d.h))
+	v, err = v.Update(testkit.Rand(r, d.b, d.h, 3, d.dk), testkit.Rand(r, d.b, d.h, 3, d.dv), shardSlopes(r, d.h))
 	require.NoError(t, err)
 	v, err = v.ResetRows(1)
 	require.NoError(t, err)
 	return v
-}
-
-// requireSameShardView requires got and want to hold the same state (or
-// both none), metadata, dtype and layer index.
-func requireSameShardView(t testing.TB, want, got View) {
-	t.Helper()
-	require.Equal(t, want.HasKeyValue(), got.HasKeyValue())
-	if want.HasKeyValue() {
-		require.True(t, want.KeyValue().Equal(got.KeyValue()), "key_value differs")
-	}
-	require.Equal(t, want.Metadata(), got.Metadata())
-	require.Equal(t, want.DType(), got.DType())
-	wl, wok := want.LayerIndex()
-	gl, gok := got.LayerIndex()
-	require.Equal(t, wok, gok)
-	require.Equal(t, wl, gl)
 }
 
 // checkShardedUpdate splits v and one write's inputs by specs, applies the
@@ -93,12 +51,12 @@ func checkShardedUpdate(t *testing.T, r *rand.Rand, v View, meta Metadata, d sha
 	require.NoError(t, err)
 	back, err := JoinViews(parts, meta, specs, mesh)
 	require.NoError(t, err)
-	requireSameShardView(t, v, back)
+	requireSameView(t, v, back)
 
 	var want View
 	switch write {
 	case "replace state":
-		kv := shardRand(r, d.b, d.h, d.dk, d.dv)
+		kv := testkit.Rand(r, d.b, d.h, d.dk, d.dv)
 		want, err = v.UpdateKeyValue(kv)
 		require.NoError(t, err)
 		kvs, err := sharding.Split(kv, specs.KeyValue, mesh)
@@ -112,7 +70,7 @@ func checkShardedUpdate(t *testing.T, r *rand.Rand, v View, meta Metadata, d sha
 		if write == "update 2 tokens" {
 			tokens = 2
 		}
-		key, value, slopes := shardRand(r, d.b, d.h, tokens, d.dk), shardRand(r, d.b, d.h, tokens, d.dv), shardSlopes(r, d.h)
+		key, value, slopes := testkit.Rand(r, d.b, d.h, tokens, d.dk), testkit.Rand(r, d.b, d.h, tokens, d.dv), shardSlopes(r, d.h)
 		want, err = v.Update(key, value, slopes)
 		require.NoError(t, err)
 		keys, values, ss, err := specs.SplitUpdate(key, value, slopes, mesh)
@@ -124,8 +82,8 @@ func checkShardedUpdate(t *testing.T, r *rand.Rand, v View, meta Metadata, d sha
 	}
 	got, err := JoinViews(parts, meta, specs, mesh)
 	require.NoError(t, err)
-	requireSameShardView(t, want, got)
-	requireSameShardView(t, v, back) // the receiver is unchanged
+	requireSameView(t, want, got)
+	requireSameView(t, v, back) // the receiver is unchanged
 }
 
 // TestShardedWriteEqualsUnsharded splits a view with prior writes (or an
@@ -161,7 +119,7 @@ func TestShardedWriteEqualsUnsharded(t *testing.T) {
 								d := shardDims{b: 4, h: h, dk: 4, dv: 3}
 								meta, err := NewMetadata(mc.meta(d))
 								require.NoError(t, err)
-								mesh := shardMesh(t, dp, tp, fsdp)
+								mesh := testkit.ShardMesh(t, dp, tp, fsdp)
 								v := shardPrior(t, r, meta, d, tensor.BFloat16, mc.prior)
 								specs, err := v.Specs(pa, sharding.ModeDecode, mesh)
 								require.NoError(t, err)
@@ -186,7 +144,7 @@ func TestShardedWriteKeyDimCut(t *testing.T) {
 	require.NoError(t, err)
 	r := rand.New(rand.NewSource(11))
 	v := shardPrior(t, r, meta, d, tensor.Float32, true)
-	mesh := shardMesh(t, 2, 2, false)
+	mesh := testkit.ShardMesh(t, 2, 2, false)
 	specs := Specs{KeyValue: sharding.Spec{{sharding.DP}, nil, {sharding.TP}, nil}}
 	parts, err := v.Split(specs, mesh)
 	require.NoError(t, err)
@@ -201,15 +159,7 @@ func TestViewSpecs(t *testing.T) {
 	meta, err := NewMetadata(MetadataConfig{BatchSize: Ptr(4), NumHeads: Ptr(8), KeyDim: Ptr(4), ValueDim: Ptr(3)})
 	require.NoError(t, err)
 	v := shardPrior(t, rand.New(rand.NewSource(1)), meta, d, tensor.Float32, false)
-	mesh := func(sizes map[string]int) sharding.Mesh {
-		n := 1
-		for _, s := range sizes {
-			n *= s
-		}
-		m, err := sharding.NewMesh(sharding.MeshConfig{Sizes: sizes, Devices: sharding.UniformDevices(n, 1)})
-		require.NoError(t, err)
-		return m
-	}
+	mesh := func(sizes map[string]int) sharding.Mesh { return testkit.Mesh(t, sizes) }
 	tests := []struct {
 		name               string
 		mesh               sharding.Mesh
@@ -269,7 +219,7 @@ func TestShardBytesMatchBudget(t *testing.T) {
 	require.NoError(t, err)
 	for _, tp := range []int{1, 2, 4} {
 		v := shardPrior(t, rand.New(rand.NewSource(2)), meta, d, tensor.BFloat16, true)
-		mesh := shardMesh(t, 2, tp, true)
+		mesh := testkit.ShardMesh(t, 2, tp, true)
 		pa := sharding.DefaultPartitionAxis()
 		s, err := v.Specs(pa, sharding.ModePrefill, mesh)
 		require.NoError(t, err)
@@ -289,7 +239,7 @@ func TestSplitErrors(t *testing.T) {
 	meta, err := NewMetadata(MetadataConfig{BatchSize: Ptr(4), NumHeads: Ptr(4), HeadDim: Ptr(4)})
 	require.NoError(t, err)
 	v := shardPrior(t, rand.New(rand.NewSource(3)), meta, d, tensor.Float32, true)
-	mesh := shardMesh(t, 2, 2, true)
+	mesh := testkit.ShardMesh(t, 2, 2, true)
 	good, err := v.Specs(sharding.DefaultPartitionAxis(), sharding.ModePrefill, mesh)
 	require.NoError(t, err)
 
@@ -342,22 +292,12 @@ func TestSplitErrors(t *testing.T) {
 		assert.Contains(t, err.Error(), "shard view 2 has key_value None")
 	})
 	t.Run("count, empty, dtype, layer", func(t *testing.T) {
-		_, err := JoinViews(parts[:3], meta, good, mesh)
-		assert.ErrorIs(t, err, ErrSharding)
-		ps := append([]View(nil), parts...)
-		ps[1] = View{}
-		_, err = JoinViews(ps, meta, good, mesh)
-		assert.ErrorIs(t, err, ErrSharding)
-		layer := 1
-		ps[1], err = NewView(parts[0].Metadata(), tensor.BFloat16, &layer)
-		require.NoError(t, err)
-		_, err = JoinViews(ps, meta, good, mesh)
-		require.ErrorIs(t, err, ErrSharding)
-		assert.Contains(t, err.Error(), "shard view 1 is bfloat16, shard view 0 is float32")
-		ps[1], err = NewView(parts[0].Metadata(), tensor.Float32, nil)
-		require.NoError(t, err)
-		_, err = JoinViews(ps, meta, good, mesh)
-		require.ErrorIs(t, err, ErrSharding)
-		assert.Contains(t, err.Error(), "shard view 1 has layer index None, shard view 0 has 1")
+		testkit.JoinChecks(t, parts, 1, ErrSharding,
+			func(ps []View) error { _, err := JoinViews(ps, meta, good, mesh); return err },
+			func(dtype tensor.DType, layer *int) View {
+				v, err := NewView(parts[1].Metadata(), dtype, layer)
+				require.NoError(t, err)
+				return v
+			})
 	})
 }

@@ -1,11 +1,9 @@
 package lightning
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"testing"
 
-	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/kvmesh/kvmesh/layers/internal/testkit"
@@ -34,39 +32,16 @@ func snapshotCache(t testing.TB, dtype tensor.DType) Cache {
 	return c
 }
 
-func assertSameView(t *testing.T, want, got View) {
-	t.Helper()
-	require.Equal(t, want.IsEmpty(), got.IsEmpty())
-	if want.IsEmpty() {
-		return
-	}
-	require.Equal(t, want.HasKeyValue(), got.HasKeyValue())
-	if want.HasKeyValue() {
-		assert.True(t, want.KeyValue().Equal(got.KeyValue()), "key_value")
-		assert.Equal(t, want.KeyValue().Dim(0), got.KeyValue().NumChunks(), "store layout restored")
-	}
-	assert.Equal(t, want.DType(), got.DType())
-	assert.Equal(t, want.Metadata(), got.Metadata())
-	wl, wok := want.LayerIndex()
-	gl, gok := got.LayerIndex()
-	assert.Equal(t, wok, gok)
-	assert.Equal(t, wl, gl)
+// snapshots is the shared snapshot harness, for this package's views.
+var snapshots = testkit.Snapshots[View, Cache]{
+	UnmarshalView: UnmarshalView, UnmarshalCache: UnmarshalCache, SameView: requireSameView,
+	Err: ErrSnapshot, ForeignFormat: "kvmesh.mamba.Cache/v1", StrayTensor: "key_value",
 }
 
 func TestCacheSnapshotRoundTrip(t *testing.T) {
 	for _, d := range []tensor.DType{tensor.Float32, tensor.Float16, tensor.BFloat16, tensor.Float64} {
 		for _, c := range []Cache{snapshotCache(t, d), InitEmpty(2), mustInit(t, 2, d)} {
-			b, err := c.MarshalBinary()
-			require.NoError(t, err)
-			back, err := UnmarshalCache(b)
-			require.NoError(t, err)
-			require.Equal(t, c.Len(), back.Len())
-			for l := 0; l < c.Len(); l++ {
-				assertSameView(t, view(t, c, l), view(t, back, l))
-			}
-			b2, err := back.MarshalBinary()
-			require.NoError(t, err)
-			assert.Equal(t, b, b2, "encoding is deterministic")
+			snapshots.RoundTripCache(t, c)
 		}
 	}
 	// A decoded absent state still checks the metadata on its first update.
@@ -90,96 +65,31 @@ func must(b []byte, err error) []byte {
 }
 
 func TestViewSnapshotRoundTrip(t *testing.T) {
-	c := snapshotCache(t, tensor.BFloat16)
-	for _, l := range []int{0, 2} {
-		v := view(t, c, l)
-		back, err := UnmarshalView(must(v.MarshalBinary()))
-		require.NoError(t, err)
-		assertSameView(t, v, back)
-	}
 	absent, err := NewView(Metadata{}, tensor.Float16, nil)
 	require.NoError(t, err)
-	back, err := UnmarshalView(must(absent.MarshalBinary()))
-	require.NoError(t, err)
-	assertSameView(t, absent, back)
-	back, err = UnmarshalView(must(View{}.MarshalBinary()))
-	require.NoError(t, err)
-	assert.True(t, back.IsEmpty())
-	_, err = UnmarshalView(must(c.MarshalBinary()))
-	require.ErrorIs(t, err, ErrSnapshot)
+	snapshots.RoundTripViews(t, snapshotCache(t, tensor.BFloat16), absent)
 }
 
 func TestSnapshotErrors(t *testing.T) {
 	raw := must(snapshotCache(t, tensor.Float32).MarshalBinary())
-	good, err := tensor.UnmarshalSnapshot(raw)
-	require.NoError(t, err)
-	mutate := func(f func(s *tensor.Snapshot)) []byte {
-		m := tensor.Snapshot{Metadata: map[string]string{}, Tensors: map[string]tensor.Tensor{}, Int32s: map[string][]int32{}}
-		for k, v := range good.Metadata {
-			m.Metadata[k] = v
-		}
-		for k, v := range good.Tensors {
-			m.Tensors[k] = v
-		}
-		f(&m)
-		return must(m.MarshalBinary())
-	}
-	cases := []struct {
-		name string
-		data []byte
-		msg  string
-	}{
-		{"truncated", raw[:len(raw)-1], ""},
-		{"wrong format", mutate(func(s *tensor.Snapshot) { s.Metadata["format"] = "kvmesh.mamba.Cache/v1" }), "format"},
-		{"bad dtype", mutate(func(s *tensor.Snapshot) { s.Metadata["views.0.dtype"] = "int8" }), "views.0.dtype"},
-		{"missing dtype", mutate(func(s *tensor.Snapshot) { delete(s.Metadata, "views.2.dtype") }), "views.2.dtype"},
-		{"dtype mismatch", mutate(func(s *tensor.Snapshot) { s.Metadata["views.0.dtype"] = "float16" }), "key_value is float32, the view's dtype is float16"},
-		{"shape vs metadata", mutate(func(s *tensor.Snapshot) {
+	edit := func(f func(s *tensor.Snapshot)) []byte { return testkit.EditSnapshot(t, raw, f) }
+	snapshots.RefuseCaches(t, raw,
+		testkit.SnapshotCase{Name: "bad dtype", Data: edit(func(s *tensor.Snapshot) { s.Metadata["views.0.dtype"] = "int8" }), Msg: "views.0.dtype"},
+		testkit.SnapshotCase{Name: "missing dtype", Data: edit(func(s *tensor.Snapshot) { delete(s.Metadata, "views.2.dtype") }), Msg: "views.2.dtype"},
+		testkit.SnapshotCase{Name: "dtype mismatch", Data: edit(func(s *tensor.Snapshot) { s.Metadata["views.0.dtype"] = "float16" }),
+			Msg: "key_value is float32, the view's dtype is float16"},
+		testkit.SnapshotCase{Name: "shape vs metadata", Data: edit(func(s *tensor.Snapshot) {
 			s.Tensors["views.0.key_value"] = testkit.Constant(tensor.Float32, 0, 2, 2, 3, 3)
-		}), "value dim 3"},
-		{"rank", mutate(func(s *tensor.Snapshot) {
+		}), Msg: "value dim 3"},
+		testkit.SnapshotCase{Name: "rank", Data: edit(func(s *tensor.Snapshot) {
 			s.Tensors["views.2.key_value"] = testkit.Constant(tensor.Float32, 0, 1, 1, 1)
-		}), "key_value has shape [1 1 1]"},
-		{"invalid metadata", mutate(func(s *tensor.Snapshot) { s.Metadata["views.0.metadata"] = `{"num_heads":-1}` }), "num_heads must be positive"},
-		{"bad layer", mutate(func(s *tensor.Snapshot) { s.Metadata["views.0.layer_index"] = "1.5" }), "layer_index"},
-		{"stray tensor", mutate(func(s *tensor.Snapshot) {
-			s.Tensors["views.1.key_value"] = testkit.Constant(tensor.Float32, 0, 1, 1, 1, 1)
-		}), "unexpected tensor"},
-		{"missing view", mutate(func(s *tensor.Snapshot) { s.Metadata["views"] = "4" }), "view 3 has neither metadata nor an empty mark"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := UnmarshalCache(tc.data)
-			require.ErrorIs(t, err, ErrSnapshot)
-			assert.Contains(t, err.Error(), tc.msg)
-		})
-	}
+		}), Msg: "key_value has shape [1 1 1]"},
+		testkit.SnapshotCase{Name: "invalid metadata", Data: edit(func(s *tensor.Snapshot) { s.Metadata["views.0.metadata"] = `{"num_heads":-1}` }),
+			Msg: "num_heads must be positive"},
+	)
 }
 
 func FuzzUnmarshalCache(f *testing.F) {
-	for _, d := range []tensor.DType{tensor.Float32, tensor.BFloat16} {
-		f.Add(must(snapshotCache(f, d).MarshalBinary()))
-	}
-	f.Add(must(InitEmpty(2).MarshalBinary()))
-	f.Add(must(mustInit(f, 2, tensor.Float16).MarshalBinary()))
-	f.Add([]byte{})
-	hdr := make([]byte, 8)
-	binary.LittleEndian.PutUint64(hdr, 2)
-	f.Add(append(hdr, '{', '}'))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := UnmarshalCache(data)
-		if err != nil {
-			require.ErrorIs(t, err, ErrSnapshot)
-			return
-		}
-		again, err := c.MarshalBinary()
-		require.NoError(t, err)
-		c2, err := UnmarshalCache(again)
-		require.NoError(t, err)
-		require.Equal(t, c.Len(), c2.Len())
-		for l := 0; l < c.Len(); l++ {
-			assertSameView(t, view(t, c, l), view(t, c2, l))
-		}
-		_, _ = UnmarshalView(data)
-	})
+	snapshots.FuzzCaches(f, must(snapshotCache(f, tensor.Float32).MarshalBinary()), must(snapshotCache(f, tensor.BFloat16).MarshalBinary()),
+		must(InitEmpty(2).MarshalBinary()), must(mustInit(f, 2, tensor.Float16).MarshalBinary()))
 }

@@ -19,13 +19,6 @@ func basicCache(t *testing.T) Cache {
 	return c
 }
 
-func view(t *testing.T, c Cache, i int) View {
-	t.Helper()
-	v, err := c.View(i)
-	require.NoError(t, err)
-	return v
-}
-
 func TestInitCache(t *testing.T) {
 	cases := []struct{ layers, b, i, n, k int }{{2, 2, 64, 16, 4}, {2, 1, 32, 8, 2}, {2, 4, 128, 32, 8}, {2, 8, 256, 64, 16}, {0, 1, 1, 1, 1}}
 	for _, tc := range cases {

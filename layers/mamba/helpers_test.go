@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/kvmesh/kvmesh/layers/internal/testkit"
 )
 
 // testMeta returns metadata for a cache of layers layers with batch b,
@@ -13,4 +15,22 @@ func testMeta(t testing.TB, layers, b, i, n, k int) Metadata {
 	m, err := NewMetadata(MetadataConfig{NumHiddenLayers: layers, BatchSize: b, IntermediateSize: i, SSMStateSize: n, ConvKernelSize: k})
 	require.NoError(t, err)
 	return m
+}
+
+// view returns layer i of c.
+func view(t testing.TB, c Cache, i int) View { return testkit.Layer[View](t, c, i) }
+
+// requireSameView requires got to hold what want holds: both empty, or the
+// same dtype, layer index, metadata, states and positions, the states in
+// the store layout (one chunk per batch row).
+func requireSameView(t testing.TB, want, got View) {
+	t.Helper()
+	if !testkit.RequireSameHeader(t, want, got) {
+		return
+	}
+	require.True(t, want.ConvStates().Equal(got.ConvStates()), "conv_states differ")
+	require.True(t, want.SSMStates().Equal(got.SSMStates()), "ssm_states differ")
+	require.Equal(t, want.Positions(), got.Positions())
+	require.Equal(t, want.Metadata(), got.Metadata())
+	require.Equal(t, want.ConvStates().Dim(0), got.ConvStates().NumChunks(), "store layout restored")
 }

@@ -13,33 +13,6 @@ import (
 	"github.com/kvmesh/kvmesh/sharding"
 )
 
-// shardMesh returns a mesh of dp×tp devices (dp major), with an fsdp axis
-// of size 1 when withFSDP: eformer's batch rule ('fsdp', 'dp') applies
-// only when both axes are in the mesh.
-func shardMesh(t testing.TB, dp, tp int, withFSDP bool) sharding.Mesh {
-	t.Helper()
-	sizes := map[string]int{sharding.DP: dp, sharding.TP: tp}
-	if withFSDP {
-		sizes[sharding.FSDP] = 1
-	}
-	m, err := sharding.NewMesh(sharding.MeshConfig{Sizes: sizes, Devices: sharding.UniformDevices(dp*tp, 1<<30)})
-	require.NoError(t, err)
-	return m
-}
-
-// shardRand returns a float32 tensor of shape with seeded random values.
-func shardRand(r *rand.Rand, shape ...int) tensor.Tensor {
-	n := 1
-	for _, d := range shape {
-		n *= d
-	}
-	data := make([]float64, n)
-	for i := range data {
-		data[i] = r.NormFloat64()
-	}
-	return tensor.Must(tensor.FromFloat64s(tensor.Float32, data, shape...))
-}
-
 // shardPrior returns a view (layer 2) with prior writes: a random window
 // and SSM state, then row 1 reset (its storage unallocated).
 func shardPrior(t testing.TB, r *rand.Rand, meta Metadata, dtype tensor.DType) View {
@@ -47,28 +20,13 @@ func shardPrior(t testing.TB, r *rand.Rand, meta Metadata, dtype tensor.DType) V
 	m := meta
 	v, err := NewView(meta, dtype, func() *int { l := 2; return &l }())
 	require.NoError(t, err)
-	v, err = v.UpdateConvStatePositions(shardRand(r, m.BatchSize, m.IntermediateSize, m.ConvKernelSize), testkit.Arange(m.ConvKernelSize))
+	v, err = v.UpdateConvStatePositions(testkit.Rand(r, m.BatchSize, m.IntermediateSize, m.ConvKernelSize), testkit.Arange(m.ConvKernelSize))
 	require.NoError(t, err)
-	v, err = v.UpdateSSMState(shardRand(r, m.BatchSize, m.IntermediateSize, m.SSMStateSize))
+	v, err = v.UpdateSSMState(testkit.Rand(r, m.BatchSize, m.IntermediateSize, m.SSMStateSize))
 	require.NoError(t, err)
 	v, err = v.ResetRows(1)
 	require.NoError(t, err)
 	return v
-}
-
-// requireSameShardView requires got and want to hold the same states,
-// positions, metadata, dtype and layer index.
-func requireSameShardView(t testing.TB, want, got View) {
-	t.Helper()
-	require.True(t, want.ConvStates().Equal(got.ConvStates()), "conv_states differ")
-	require.True(t, want.SSMStates().Equal(got.SSMStates()), "ssm_states differ")
-	require.Equal(t, want.Positions(), got.Positions())
-	require.Equal(t, want.Metadata(), got.Metadata())
-	require.Equal(t, want.DType(), got.DType())
-	wl, wok := want.LayerIndex()
-	gl, gok := got.LayerIndex()
-	require.Equal(t, wok, gok)
-	require.Equal(t, wl, gl)
 }
 
 // shardUpdate is one write with its full inputs and the specs that cut them.
@@ -115,7 +73,7 @@ func TestShardedWriteEqualsUnsharded(t *testing.T) {
 						t.Run(name, func(t *testing.T) {
 							r := rand.New(rand.NewSource(seed))
 							meta := testMeta(t, 1, 4, inter, 4, 4)
-							mesh := shardMesh(t, dp, tp, fsdp)
+							mesh := testkit.ShardMesh(t, dp, tp, fsdp)
 							v := shardPrior(t, r, meta, tensor.BFloat16)
 							specs, err := v.Specs(pa, sharding.ModeDecode, mesh)
 							require.NoError(t, err)
@@ -135,12 +93,12 @@ func TestShardedWriteEqualsUnsharded(t *testing.T) {
 							}
 							back, err := JoinViews(parts, meta, specs, mesh)
 							require.NoError(t, err)
-							requireSameShardView(t, v, back)
+							requireSameView(t, v, back)
 
 							want := v
 							for _, u := range step {
 								up := shardUpdates[u]
-								in := shardRand(r, up.input(meta)...)
+								in := testkit.Rand(r, up.input(meta)...)
 								want, err = up.apply(want, in)
 								require.NoError(t, err)
 								ins, err := sharding.Split(in, up.spec(specs), mesh)
@@ -152,8 +110,8 @@ func TestShardedWriteEqualsUnsharded(t *testing.T) {
 							}
 							got, err := JoinViews(parts, meta, specs, mesh)
 							require.NoError(t, err)
-							requireSameShardView(t, want, got)
-							requireSameShardView(t, v, back) // the receiver is unchanged
+							requireSameView(t, want, got)
+							requireSameView(t, v, back) // the receiver is unchanged
 						})
 					}
 				}
@@ -165,15 +123,7 @@ func TestShardedWriteEqualsUnsharded(t *testing.T) {
 func TestViewSpecs(t *testing.T) {
 	meta := testMeta(t, 1, 4, 8, 4, 4)
 	v := shardPrior(t, rand.New(rand.NewSource(1)), meta, tensor.Float32)
-	mesh := func(sizes map[string]int) sharding.Mesh {
-		n := 1
-		for _, s := range sizes {
-			n *= s
-		}
-		m, err := sharding.NewMesh(sharding.MeshConfig{Sizes: sizes, Devices: sharding.UniformDevices(n, 1)})
-		require.NoError(t, err)
-		return m
-	}
+	mesh := func(sizes map[string]int) sharding.Mesh { return testkit.Mesh(t, sizes) }
 	tests := []struct {
 		name            string
 		mesh            sharding.Mesh
@@ -223,7 +173,7 @@ func TestShardBytesMatchBudget(t *testing.T) {
 	for _, tp := range []int{1, 2, 4} {
 		meta := testMeta(t, 1, 4, 8, 4, 4)
 		v := shardPrior(t, rand.New(rand.NewSource(2)), meta, tensor.BFloat16)
-		mesh := shardMesh(t, 2, tp, true)
+		mesh := testkit.ShardMesh(t, 2, tp, true)
 		pa := sharding.DefaultPartitionAxis()
 		s, err := v.Specs(pa, sharding.ModePrefill, mesh)
 		require.NoError(t, err)
@@ -255,7 +205,7 @@ func TestSplitErrors(t *testing.T) {
 		assert.ErrorIs(t, err, ErrSharding)
 	})
 
-	mesh := shardMesh(t, 2, 2, true)
+	mesh := testkit.ShardMesh(t, 2, 2, true)
 	good, err := v.Specs(sharding.DefaultPartitionAxis(), sharding.ModePrefill, mesh)
 	require.NoError(t, err)
 	tests := []struct {
@@ -290,14 +240,14 @@ func TestSplitErrors(t *testing.T) {
 	t.Run("replicas differ", func(t *testing.T) {
 		// With the states replicated over tp, device 1 replicates device 0;
 		// only it takes a write.
-		m := shardMesh(t, 1, 2, false)
+		m := testkit.ShardMesh(t, 1, 2, false)
 		s, err := v.Specs(sharding.DefaultPartitionAxis(), sharding.ModePrefill, m)
 		require.NoError(t, err)
 		s.SSM = sharding.Spec{nil, nil, nil} // replicated over tp
 		s.Conv = sharding.Spec{nil, nil, nil}
 		ps, err := v.Split(s, m)
 		require.NoError(t, err)
-		ps[1], err = ps[1].UpdateSSMState(shardRand(rand.New(rand.NewSource(4)), 4, 8, 4))
+		ps[1], err = ps[1].UpdateSSMState(testkit.Rand(rand.New(rand.NewSource(4)), 4, 8, 4))
 		require.NoError(t, err)
 		_, err = JoinViews(ps, meta, s, m)
 		require.ErrorIs(t, err, ErrSharding)
@@ -305,21 +255,12 @@ func TestSplitErrors(t *testing.T) {
 		assert.Contains(t, err.Error(), "ssm_states: sharding: replicas differ: device 0 (id 0) and its replica device 1 (id 1)")
 	})
 	t.Run("count, empty, dtype, layer", func(t *testing.T) {
-		_, err := JoinViews(parts[:3], meta, good, mesh)
-		assert.ErrorIs(t, err, ErrSharding)
-		ps := append([]View(nil), parts...)
-		ps[1] = View{}
-		_, err = JoinViews(ps, meta, good, mesh)
-		assert.ErrorIs(t, err, ErrSharding)
-		ps[1], err = NewView(parts[0].Metadata(), tensor.BFloat16, func() *int { l := 2; return &l }())
-		require.NoError(t, err)
-		_, err = JoinViews(ps, meta, good, mesh)
-		require.ErrorIs(t, err, ErrSharding)
-		assert.Contains(t, err.Error(), "shard view 1 is bfloat16, shard view 0 is float32")
-		ps[1], err = NewView(parts[0].Metadata(), tensor.Float32, nil)
-		require.NoError(t, err)
-		_, err = JoinViews(ps, meta, good, mesh)
-		require.ErrorIs(t, err, ErrSharding)
-		assert.Contains(t, err.Error(), "shard view 1 has layer index None, shard view 0 has 2")
+		testkit.JoinChecks(t, parts, 2, ErrSharding,
+			func(ps []View) error { _, err := JoinViews(ps, meta, good, mesh); return err },
+			func(dtype tensor.DType, layer *int) View {
+				v, err := NewView(parts[1].Metadata(), dtype, layer)
+				require.NoError(t, err)
+				return v
+			})
 	})
 }

@@ -1,7 +1,6 @@
 package mamba
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"testing"
 
@@ -36,37 +35,15 @@ func snapshotCache(t testing.TB, dtype tensor.DType) Cache {
 	return c
 }
 
-func assertSameView(t *testing.T, want, got View) {
-	t.Helper()
-	require.Equal(t, want.IsEmpty(), got.IsEmpty())
-	if want.IsEmpty() {
-		return
-	}
-	assert.True(t, want.ConvStates().Equal(got.ConvStates()), "conv_states")
-	assert.True(t, want.SSMStates().Equal(got.SSMStates()), "ssm_states")
-	assert.Equal(t, want.Positions(), got.Positions())
-	assert.Equal(t, want.Metadata(), got.Metadata())
-	wl, wok := want.LayerIndex()
-	gl, gok := got.LayerIndex()
-	assert.Equal(t, wok, gok)
-	assert.Equal(t, wl, gl)
-	assert.Equal(t, want.ConvStates().Dim(0), got.ConvStates().NumChunks(), "store layout restored")
+// snapshots is the shared snapshot harness, for this package's views.
+var snapshots = testkit.Snapshots[View, Cache]{
+	UnmarshalView: UnmarshalView, UnmarshalCache: UnmarshalCache, SameView: requireSameView,
+	Err: ErrSnapshot, ForeignFormat: "kvmesh.transformer.Cache/v1", StrayTensor: "conv_states",
 }
 
 func TestCacheSnapshotRoundTrip(t *testing.T) {
 	for _, d := range []tensor.DType{tensor.Float32, tensor.Float16, tensor.BFloat16, tensor.Float64} {
-		c := snapshotCache(t, d)
-		b, err := c.MarshalBinary()
-		require.NoError(t, err)
-		back, err := UnmarshalCache(b)
-		require.NoError(t, err)
-		require.Equal(t, c.Len(), back.Len())
-		for l := 0; l < c.Len(); l++ {
-			assertSameView(t, view(t, c, l), view(t, back, l))
-		}
-		b2, err := back.MarshalBinary()
-		require.NoError(t, err)
-		assert.Equal(t, b, b2, "encoding is deterministic")
+		back := snapshots.RoundTripCache(t, snapshotCache(t, d))
 
 		// The decoded cache works like the original.
 		u, err := back.UpdateConvState(0, testkit.Constant(tensor.Float32, 2, 2, 3), 3)
@@ -76,115 +53,34 @@ func TestCacheSnapshotRoundTrip(t *testing.T) {
 }
 
 func TestViewSnapshotRoundTrip(t *testing.T) {
-	c := snapshotCache(t, tensor.BFloat16)
-	for _, l := range []int{0, 2} {
-		v := view(t, c, l)
-		b, err := v.MarshalBinary()
-		require.NoError(t, err)
-		back, err := UnmarshalView(b)
-		require.NoError(t, err)
-		assertSameView(t, v, back)
-	}
-	b, err := View{}.MarshalBinary()
-	require.NoError(t, err)
-	back, err := UnmarshalView(b)
-	require.NoError(t, err)
-	assert.True(t, back.IsEmpty())
-
-	cb, err := c.MarshalBinary()
-	require.NoError(t, err)
-	_, err = UnmarshalView(cb)
-	require.ErrorIs(t, err, ErrSnapshot)
-	assert.Contains(t, err.Error(), "format")
+	snapshots.RoundTripViews(t, snapshotCache(t, tensor.BFloat16))
 }
 
 func TestSnapshotErrors(t *testing.T) {
-	c := snapshotCache(t, tensor.Float32)
-	raw, err := c.MarshalBinary()
+	raw, err := snapshotCache(t, tensor.Float32).MarshalBinary()
 	require.NoError(t, err)
-	good, err := tensor.UnmarshalSnapshot(raw)
-	require.NoError(t, err)
-	mutate := func(f func(s *tensor.Snapshot)) []byte {
-		m := tensor.Snapshot{Metadata: map[string]string{}, Tensors: map[string]tensor.Tensor{}, Int32s: map[string][]int32{}}
-		for k, v := range good.Metadata {
-			m.Metadata[k] = v
-		}
-		for k, v := range good.Tensors {
-			m.Tensors[k] = v
-		}
-		for k, v := range good.Int32s {
-			m.Int32s[k] = v
-		}
-		f(&m)
-		b, err := m.MarshalBinary()
-		require.NoError(t, err)
-		return b
-	}
-	cases := []struct {
-		name string
-		data []byte
-		msg  string
-	}{
-		{"truncated", raw[:len(raw)-3], ""},
-		{"garbage", []byte("not a snapshot"), ""},
-		{"wrong format", mutate(func(s *tensor.Snapshot) { s.Metadata["format"] = "kvmesh.transformer.Cache/v1" }), "format"},
-		{"bad count", mutate(func(s *tensor.Snapshot) { s.Metadata["views"] = "-1" }), "views count"},
-		{"missing view", mutate(func(s *tensor.Snapshot) { s.Metadata["views"] = "4" }), "view 3 has neither metadata nor an empty mark"},
-		{"bad metadata json", mutate(func(s *tensor.Snapshot) { s.Metadata["views.0.metadata"] = "{" }), "views.0.metadata"},
-		{"invalid metadata", mutate(func(s *tensor.Snapshot) {
+	edit := func(f func(s *tensor.Snapshot)) []byte { return testkit.EditSnapshot(t, raw, f) }
+	snapshots.RefuseCaches(t, raw,
+		testkit.SnapshotCase{Name: "invalid metadata", Data: edit(func(s *tensor.Snapshot) {
 			s.Metadata["views.0.metadata"] = `{"num_hidden_layers":3,"batch_size":2,"intermediate_size":3,"ssm_state_size":2,"conv_kernel_size":0}`
-		}), "conv_kernel_size must be positive"},
-		{"wrong conv shape", mutate(func(s *tensor.Snapshot) {
+		}), Msg: "conv_kernel_size must be positive"},
+		testkit.SnapshotCase{Name: "wrong conv shape", Data: edit(func(s *tensor.Snapshot) {
 			s.Tensors["views.0.conv_states"] = testkit.Constant(tensor.Float32, 0, 2, 3, 3)
-		}), "conv_states"},
-		{"missing ssm", mutate(func(s *tensor.Snapshot) { delete(s.Tensors, "views.0.ssm_states") }), "ssm_states"},
-		{"mixed dtypes", mutate(func(s *tensor.Snapshot) {
+		}), Msg: "conv_states"},
+		testkit.SnapshotCase{Name: "missing ssm", Data: edit(func(s *tensor.Snapshot) { delete(s.Tensors, "views.0.ssm_states") }), Msg: "ssm_states"},
+		testkit.SnapshotCase{Name: "mixed dtypes", Data: edit(func(s *tensor.Snapshot) {
 			s.Tensors["views.0.ssm_states"] = testkit.Constant(tensor.Float16, 0, 2, 3, 2)
-		}), "want one dtype"},
-		{"positions length", mutate(func(s *tensor.Snapshot) { s.Int32s["views.0.positions"] = []int32{0} }), "positions has 1 values"},
-		{"bad layer index", mutate(func(s *tensor.Snapshot) { s.Metadata["views.0.layer_index"] = "x" }), "layer_index"},
-		{"bad empty mark", mutate(func(s *tensor.Snapshot) { s.Metadata["views.1.empty"] = "yes" }), "views.1.empty"},
-		{"extra metadata", mutate(func(s *tensor.Snapshot) { s.Metadata["views.9.metadata"] = "{}" }), "unexpected metadata entry"},
-		{"extra tensor", mutate(func(s *tensor.Snapshot) { s.Tensors["views.1.conv_states"] = testkit.Constant(tensor.Float32, 0, 1) }), "unexpected tensor"},
-		{"extra ints", mutate(func(s *tensor.Snapshot) { s.Int32s["x"] = []int32{1} }), "unexpected int32 array"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := UnmarshalCache(tc.data)
-			require.ErrorIs(t, err, ErrSnapshot)
-			assert.Contains(t, err.Error(), tc.msg)
-		})
-	}
+		}), Msg: "want one dtype"},
+		testkit.SnapshotCase{Name: "positions length", Data: edit(func(s *tensor.Snapshot) { s.Int32s["views.0.positions"] = []int32{0} }), Msg: "positions has 1 values"},
+	)
 }
 
 func FuzzUnmarshalCache(f *testing.F) {
-	for _, d := range []tensor.DType{tensor.Float32, tensor.BFloat16} {
-		b, err := snapshotCache(f, d).MarshalBinary()
+	var seeds [][]byte
+	for _, c := range []Cache{snapshotCache(f, tensor.Float32), snapshotCache(f, tensor.BFloat16), InitEmpty(2)} {
+		b, err := c.MarshalBinary()
 		require.NoError(f, err)
-		f.Add(b)
+		seeds = append(seeds, b)
 	}
-	b, err := InitEmpty(2).MarshalBinary()
-	require.NoError(f, err)
-	f.Add(b)
-	f.Add([]byte{})
-	hdr := make([]byte, 8)
-	binary.LittleEndian.PutUint64(hdr, 2)
-	f.Add(append(hdr, '{', '}'))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := UnmarshalCache(data)
-		if err != nil {
-			require.ErrorIs(t, err, ErrSnapshot)
-			return
-		}
-		// Anything accepted re-encodes and decodes to the same cache.
-		again, err := c.MarshalBinary()
-		require.NoError(t, err)
-		c2, err := UnmarshalCache(again)
-		require.NoError(t, err)
-		require.Equal(t, c.Len(), c2.Len())
-		for l := 0; l < c.Len(); l++ {
-			assertSameView(t, view(t, c, l), view(t, c2, l))
-		}
-		_, _ = UnmarshalView(data)
-	})
+	snapshots.FuzzCaches(f, seeds...)
 }

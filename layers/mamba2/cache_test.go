@@ -18,13 +18,6 @@ func easyCache(t *testing.T) Cache {
 	return c
 }
 
-func view(t *testing.T, c Cache, i int) View {
-	t.Helper()
-	v, err := c.View(i)
-	require.NoError(t, err)
-	return v
-}
-
 func TestInitCache(t *testing.T) {
 	c := easyCache(t)
 	require.Equal(t, 3, c.Len())

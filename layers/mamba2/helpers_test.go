@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/kvmesh/kvmesh/layers/internal/testkit"
 )
 
 // dims are the sizes of a test cache.
@@ -23,4 +25,23 @@ func testMeta(t testing.TB, d dims) Metadata {
 		NumHeads: d.h, HeadDim: d.p, StateSize: d.n, ConvKernelSize: d.k, NGroups: d.g})
 	require.NoError(t, err)
 	return m
+}
+
+// view returns layer i of c.
+func view(t testing.TB, c Cache, i int) View { return testkit.Layer[View](t, c, i) }
+
+// requireSameView requires got to hold what want holds: both empty, or the
+// same dtype, layer index, metadata, states, positions and seqlen_offset,
+// the states in the store layout (one chunk per batch row).
+func requireSameView(t testing.TB, want, got View) {
+	t.Helper()
+	if !testkit.RequireSameHeader(t, want, got) {
+		return
+	}
+	require.True(t, want.ConvStates().Equal(got.ConvStates()), "conv_states differ")
+	require.True(t, want.SSMStates().Equal(got.SSMStates()), "ssm_states differ")
+	require.Equal(t, want.Positions(), got.Positions())
+	require.Equal(t, want.SeqlenOffset(), got.SeqlenOffset())
+	require.Equal(t, want.Metadata(), got.Metadata())
+	require.Equal(t, want.ConvStates().Dim(0), got.ConvStates().NumChunks(), "store layout restored")
 }

@@ -14,33 +14,6 @@ import (
 	"github.com/kvmesh/kvmesh/sharding"
 )
 
-// shardMesh returns a mesh of dp×tp devices (dp major), with an fsdp axis
-// of size 1 when withFSDP: eformer's batch rule ('fsdp', 'dp') applies
-// only when both axes are in the mesh.
-func shardMesh(t testing.TB, dp, tp int, withFSDP bool) sharding.Mesh {
-	t.Helper()
-	sizes := map[string]int{sharding.DP: dp, sharding.TP: tp}
-	if withFSDP {
-		sizes[sharding.FSDP] = 1
-	}
-	m, err := sharding.NewMesh(sharding.MeshConfig{Sizes: sizes, Devices: sharding.UniformDevices(dp*tp, 1<<30)})
-	require.NoError(t, err)
-	return m
-}
-
-// shardRand returns a float32 tensor of shape with seeded random values.
-func shardRand(r *rand.Rand, shape ...int) tensor.Tensor {
-	n := 1
-	for _, d := range shape {
-		n *= d
-	}
-	data := make([]float64, n)
-	for i := range data {
-		data[i] = r.NormFloat64()
-	}
-	return tensor.Must(tensor.FromFloat64s(tensor.Float32, data, shape...))
-}
-
 // shardFill returns a view of meta (layer 2) with a random window and SSM
 // state, and seq advanced by seq.
 func shardFill(t testing.TB, r *rand.Rand, meta Metadata, dtype tensor.DType, seq int) View {
@@ -49,9 +22,9 @@ func shardFill(t testing.TB, r *rand.Rand, meta Metadata, dtype tensor.DType, se
 	layer := 2
 	v, err := NewView(meta, dtype, &layer)
 	require.NoError(t, err)
-	v, err = v.UpdateConvStatePositions(shardRand(r, m.BatchSize, m.ConvDim(), m.ConvKernelSize), testkit.Arange(m.ConvKernelSize))
+	v, err = v.UpdateConvStatePositions(testkit.Rand(r, m.BatchSize, m.ConvDim(), m.ConvKernelSize), testkit.Arange(m.ConvKernelSize))
 	require.NoError(t, err)
-	v, err = v.UpdateSSMState(shardRand(r, m.BatchSize, m.NumHeads, m.HeadDim, m.StateSize))
+	v, err = v.UpdateSSMState(testkit.Rand(r, m.BatchSize, m.NumHeads, m.HeadDim, m.StateSize))
 	require.NoError(t, err)
 	v, err = v.UpdateSeq(seq)
 	require.NoError(t, err)
@@ -72,22 +45,6 @@ func shardPrior(t testing.TB, r *rand.Rand, meta Metadata, dtype tensor.DType) V
 	require.NoError(t, err)
 	require.Equal(t, []int32{3, 0, 7, 3}, v.Positions())
 	return v
-}
-
-// requireSameShardView requires got and want to hold the same states,
-// positions, seqlen_offset, metadata, dtype and layer index.
-func requireSameShardView(t testing.TB, want, got View) {
-	t.Helper()
-	require.True(t, want.ConvStates().Equal(got.ConvStates()), "conv_states differ")
-	require.True(t, want.SSMStates().Equal(got.SSMStates()), "ssm_states differ")
-	require.Equal(t, want.Positions(), got.Positions())
-	require.Equal(t, want.SeqlenOffset(), got.SeqlenOffset())
-	require.Equal(t, want.Metadata(), got.Metadata())
-	require.Equal(t, want.DType(), got.DType())
-	wl, wok := want.LayerIndex()
-	gl, gok := got.LayerIndex()
-	require.Equal(t, wok, gok)
-	require.Equal(t, wl, gl)
 }
 
 // shardUpdate is one write; input returns its full input's shape (nil for
@@ -147,7 +104,7 @@ func TestShardedWriteEqualsUnsharded(t *testing.T) {
 						t.Run(name, func(t *testing.T) {
 							r := rand.New(rand.NewSource(seed))
 							meta := testMeta(t, d)
-							mesh := shardMesh(t, dp, tp, fsdp)
+							mesh := testkit.ShardMesh(t, dp, tp, fsdp)
 							v := shardPrior(t, r, meta, tensor.BFloat16)
 							specs, err := v.Specs(pa, sharding.ModeDecode, mesh)
 							require.NoError(t, err)
@@ -169,14 +126,14 @@ func TestShardedWriteEqualsUnsharded(t *testing.T) {
 							}
 							back, err := JoinViews(parts, meta, specs, mesh)
 							require.NoError(t, err)
-							requireSameShardView(t, v, back)
+							requireSameView(t, v, back)
 
 							want := v
 							for _, up := range step {
 								var in tensor.Tensor
 								ins := make([]tensor.Tensor, len(parts))
 								if up.input != nil {
-									in = shardRand(r, up.input(meta)...)
+									in = testkit.Rand(r, up.input(meta)...)
 									ins, err = sharding.Split(in, up.spec(specs), mesh)
 									require.NoError(t, err)
 								}
@@ -189,8 +146,8 @@ func TestShardedWriteEqualsUnsharded(t *testing.T) {
 							}
 							got, err := JoinViews(parts, meta, specs, mesh)
 							require.NoError(t, err)
-							requireSameShardView(t, want, got)
-							requireSameShardView(t, v, back) // the receiver is unchanged
+							requireSameView(t, want, got)
+							requireSameView(t, v, back) // the receiver is unchanged
 						})
 					}
 				}
@@ -202,15 +159,7 @@ func TestShardedWriteEqualsUnsharded(t *testing.T) {
 func TestViewSpecs(t *testing.T) {
 	meta := testMeta(t, dims{layers: 1, b: 4, i: 16, h: 8, p: 2, n: 2, k: 4, g: 4})
 	v := shardPrior(t, rand.New(rand.NewSource(1)), meta, tensor.Float32)
-	mesh := func(sizes map[string]int) sharding.Mesh {
-		n := 1
-		for _, s := range sizes {
-			n *= s
-		}
-		m, err := sharding.NewMesh(sharding.MeshConfig{Sizes: sizes, Devices: sharding.UniformDevices(n, 1)})
-		require.NoError(t, err)
-		return m
-	}
+	mesh := func(sizes map[string]int) sharding.Mesh { return testkit.Mesh(t, sizes) }
 	tests := []struct {
 		name           string
 		mesh           sharding.Mesh
@@ -257,7 +206,7 @@ func TestShardBytesMatchBudget(t *testing.T) {
 	for _, tp := range []int{1, 2, 4} {
 		meta := testMeta(t, d)
 		v := shardPrior(t, rand.New(rand.NewSource(2)), meta, tensor.BFloat16)
-		mesh := shardMesh(t, 2, tp, true)
+		mesh := testkit.ShardMesh(t, 2, tp, true)
 		pa := sharding.DefaultPartitionAxis()
 		s, err := v.Specs(pa, sharding.ModePrefill, mesh)
 		require.NoError(t, err)
@@ -281,7 +230,7 @@ func TestSplitErrors(t *testing.T) {
 		// conv_dim 8 + 2·1·4 = 16: tp 2 divides it, but not n_groups 1.
 		m1 := testMeta(t, dims{layers: 1, b: 4, i: 8, h: 4, p: 2, n: 4, k: 4, g: 1})
 		v1 := shardPrior(t, rand.New(rand.NewSource(4)), m1, tensor.Float32)
-		mesh := shardMesh(t, 1, 2, false)
+		mesh := testkit.ShardMesh(t, 1, 2, false)
 		s, err := v1.Specs(sharding.DefaultPartitionAxis(), sharding.ModeDecode, mesh)
 		require.NoError(t, err)
 		require.Equal(t, "PartitionSpec(None, 'tp', None)", s.Conv.String())
@@ -299,7 +248,7 @@ func TestSplitErrors(t *testing.T) {
 		assert.Contains(t, err.Error(), "conv_states spec PartitionSpec(None, 'tp', 'sp') cuts the kernel axis (conv_kernel_size 4) into 2 blocks over 'sp'")
 	})
 
-	mesh := shardMesh(t, 2, 2, true)
+	mesh := testkit.ShardMesh(t, 2, 2, true)
 	good, err := v.Specs(sharding.DefaultPartitionAxis(), sharding.ModePrefill, mesh)
 	require.NoError(t, err)
 	tests := []struct {
@@ -344,7 +293,7 @@ func TestSplitErrors(t *testing.T) {
 	t.Run("replicas differ", func(t *testing.T) {
 		// Without fsdp the batch is replicated: device 2 (dp 1, tp 0)
 		// replicates device 0; only it takes a write.
-		m := shardMesh(t, 2, 2, false)
+		m := testkit.ShardMesh(t, 2, 2, false)
 		s, err := v.Specs(sharding.DefaultPartitionAxis(), sharding.ModePrefill, m)
 		require.NoError(t, err)
 		ps, err := v.Split(s, m)
@@ -357,26 +306,14 @@ func TestSplitErrors(t *testing.T) {
 		assert.Contains(t, err.Error(), "conv_states: sharding: replicas differ: device 0 (id 0) and its replica device 2 (id 2)")
 	})
 	t.Run("count, empty, dtype, layer", func(t *testing.T) {
-		_, err := JoinViews(parts[:3], meta, good, mesh)
-		assert.ErrorIs(t, err, ErrSharding)
-		ps := append([]View(nil), parts...)
-		ps[1] = View{}
-		_, err = JoinViews(ps, meta, good, mesh)
-		assert.ErrorIs(t, err, ErrSharding)
-		layer := 2
-		ps[1], err = NewView(parts[0].Metadata(), tensor.BFloat16, &layer)
-		require.NoError(t, err)
-		ps[1], err = ps[1].UpdateSeq(3)
-		require.NoError(t, err)
-		_, err = JoinViews(ps, meta, good, mesh)
-		require.ErrorIs(t, err, ErrSharding)
-		assert.Contains(t, err.Error(), "shard view 1 is bfloat16, shard view 0 is float32")
-		ps[1], err = NewView(parts[0].Metadata(), tensor.Float32, nil)
-		require.NoError(t, err)
-		ps[1], err = ps[1].UpdateSeq(3)
-		require.NoError(t, err)
-		_, err = JoinViews(ps, meta, good, mesh)
-		require.ErrorIs(t, err, ErrSharding)
-		assert.Contains(t, err.Error(), "shard view 1 has layer index None, shard view 0 has 2")
+		testkit.JoinChecks(t, parts, 2, ErrSharding,
+			func(ps []View) error { _, err := JoinViews(ps, meta, good, mesh); return err },
+			func(dtype tensor.DType, layer *int) View {
+				v, err := NewView(parts[1].Metadata(), dtype, layer)
+				require.NoError(t, err)
+				v, err = v.UpdateSeq(3) // the parts' seqlen_offset
+				require.NoError(t, err)
+				return v
+			})
 	})
 }

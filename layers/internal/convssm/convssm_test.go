@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kvmesh/kvmesh/layers/internal/rowstore"
+	"github.com/kvmesh/kvmesh/layers/internal/testkit"
 	"github.com/kvmesh/kvmesh/layers/internal/viewsnap"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
@@ -240,24 +241,7 @@ func TestSnapshot(t *testing.T) {
 	assert.Equal(t, s.Positions, back.s.Positions)
 	assert.True(t, rowstore.IsStore(back.s.Conv) && rowstore.IsStore(back.s.SSM), "store layout restored")
 
-	snap, err := tensor.UnmarshalSnapshot(data)
-	require.NoError(t, err)
-	edit := func(f func(s *tensor.Snapshot)) []byte {
-		c := tensor.Snapshot{Metadata: map[string]string{}, Tensors: map[string]tensor.Tensor{}, Int32s: map[string][]int32{}}
-		for k, v := range snap.Metadata {
-			c.Metadata[k] = v
-		}
-		for k, v := range snap.Tensors {
-			c.Tensors[k] = v
-		}
-		for k, v := range snap.Int32s {
-			c.Int32s[k] = v
-		}
-		f(&c)
-		b, err := c.MarshalBinary()
-		require.NoError(t, err)
-		return b
-	}
+	edit := func(f func(s *tensor.Snapshot)) []byte { return testkit.EditSnapshot(t, data, f) }
 	for _, tc := range []struct {
 		name string
 		data []byte

@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kvmesh/kvmesh/layers/internal/testkit"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 	"github.com/kvmesh/kvmesh/sharding"
 )
@@ -15,19 +16,6 @@ var (
 	errSharding = errors.New("test: bad sharding")
 	shards      = ShardOps{Ops: ops, Sharding: errSharding}
 )
-
-// mesh returns a mesh of the given axis sizes in the default device order
-// (dp, fsdp, tp, sp: dp slowest).
-func mesh(t testing.TB, sizes map[string]int) sharding.Mesh {
-	t.Helper()
-	n := 1
-	for _, s := range sizes {
-		n *= s
-	}
-	m, err := sharding.NewMesh(sharding.MeshConfig{Sizes: sizes, Devices: sharding.UniformDevices(n, 1)})
-	require.NoError(t, err)
-	return m
-}
 
 // spec builds a partition spec from one mesh axis name per tensor axis (""
 // for None).
@@ -80,7 +68,7 @@ func TestShardOpsResolve(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := shards.Resolve(pa, sharding.ModeDecode, mesh(t, tc.sizes), state, pos, tc.conv, tc.ssm)
+			s, err := shards.Resolve(pa, sharding.ModeDecode, testkit.Mesh(t, tc.sizes), state, pos, tc.conv, tc.ssm)
 			require.NoError(t, err)
 			assert.Equal(t, tc.wantConv, s.Conv.String())
 			assert.Equal(t, tc.wantSSM, s.SSM.String())
@@ -88,7 +76,7 @@ func TestShardOpsResolve(t *testing.T) {
 		})
 	}
 
-	m := mesh(t, map[string]int{"dp": 2})
+	m := testkit.Mesh(t, map[string]int{"dp": 2})
 	_, err := shards.Resolve(pa, sharding.Mode("bogus"), m, state, pos, []int{2, 2, 3}, []int{2, 2, 4})
 	require.ErrorIs(t, err, errSharding)
 	require.ErrorIs(t, err, sharding.ErrMode)
@@ -99,7 +87,7 @@ func TestShardOpsResolve(t *testing.T) {
 }
 
 func TestShardOpsCheck(t *testing.T) {
-	m := mesh(t, map[string]int{"dp": 2, "tp": 2})
+	m := testkit.Mesh(t, map[string]int{"dp": 2, "tp": 2})
 	conv, ssm := []int{4, 2, 4}, []int{4, 2, 4}
 	fit := Specs{Conv: spec("dp", "tp", ""), SSM: spec("dp", "tp", ""), Positions: spec("dp")}
 	tests := []struct {
@@ -144,7 +132,7 @@ func TestShardOpsSplitJoin(t *testing.T) {
 	// Devices in dp-major order: device 2·d + c holds batch rows
 	// [2d, 2d+2) and channel c. conv[b, c, k] = 1 + 6b + 3c + k,
 	// ssm[b, c] = 101 + 2b + c, positions 10 + b.
-	m := mesh(t, map[string]int{"dp": 2, "tp": 2})
+	m := testkit.Mesh(t, map[string]int{"dp": 2, "tp": 2})
 	s := Specs{Conv: spec("dp", "tp", ""), SSM: spec("dp", "tp"), Positions: spec("dp")}
 	for _, d := range []tensor.DType{tensor.BFloat16, tensor.Float32} {
 		st := filled(t, d, 4)
@@ -200,7 +188,7 @@ func TestShardOpsSplitJoin(t *testing.T) {
 }
 
 func TestShardOpsJoinErrors(t *testing.T) {
-	m := mesh(t, map[string]int{"dp": 2, "tp": 2})
+	m := testkit.Mesh(t, map[string]int{"dp": 2, "tp": 2})
 	s := Specs{Conv: spec("dp", "", ""), SSM: spec("dp", ""), Positions: spec("dp")} // replicated over tp
 	conv, ssm := []int{4, 2, 3}, []int{4, 2}
 	st := filled(t, tensor.Float32, 4)

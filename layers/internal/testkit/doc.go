@@ -1,5 +1,8 @@
 // Package testkit holds the helpers the state caches' tests share (mamba,
-// mamba2, lightning): tensors built from an index function, columns of
-// conv windows, and the golden-vector files of
-// layers/reference/parity/golden. Only tests import it.
+// mamba2, lightning, and the internal packages under them): tensors built
+// from an index function, columns and windows of conv states, meshes and
+// random tensors for sharding tests, the golden-vector files of
+// layers/reference/parity/golden, and harnesses that run the checks the
+// packages have in common on each package's own types (Snapshots,
+// JoinChecks, RequireSameHeader). Only tests import it.
 package testkit

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kvmesh/kvmesh/layers/internal/testkit"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
 
@@ -206,15 +207,7 @@ func mustBytes(t testing.TB) func(b []byte, err error) []byte {
 
 func TestUnmarshalErrors(t *testing.T) {
 	good := mustBytes(t)(codec.MarshalCache(testCache(t)))
-	edit := func(f func(s *tensor.Snapshot)) []byte {
-		s, err := tensor.UnmarshalSnapshot(good)
-		require.NoError(t, err)
-		if s.Int32s == nil {
-			s.Int32s = map[string][]int32{}
-		}
-		f(&s)
-		return mustBytes(t)(s.MarshalBinary())
-	}
+	edit := func(f func(s *tensor.Snapshot)) []byte { return testkit.EditSnapshot(t, good, f) }
 	cases := []struct {
 		name string
 		data []byte

@@ -1,0 +1,69 @@
+package testkit
+
+import (
+	"math/rand"
+	"strconv"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kvmesh/kvmesh/layers/tensor"
+	"github.com/kvmesh/kvmesh/sharding"
+)
+
+// ShardMesh returns a mesh of dp×tp devices (dp major) of 1 GiB each, with
+// an fsdp axis of size 1 when withFSDP: eformer's batch rule ('fsdp', 'dp')
+// applies only when both axes are in the mesh.
+func ShardMesh(t testing.TB, dp, tp int, withFSDP bool) sharding.Mesh {
+	t.Helper()
+	sizes := map[string]int{sharding.DP: dp, sharding.TP: tp}
+	if withFSDP {
+		sizes[sharding.FSDP] = 1
+	}
+	m, err := sharding.NewMesh(sharding.MeshConfig{Sizes: sizes, Devices: sharding.UniformDevices(dp*tp, 1<<30)})
+	require.NoError(t, err)
+	return m
+}
+
+// Mesh returns a mesh of the given axis sizes in the default device order
+// (dp, fsdp, tp, sp: dp slowest), of devices of 1 byte.
+func Mesh(t testing.TB, sizes map[string]int) sharding.Mesh {
+	t.Helper()
+	n := 1
+	for _, s := range sizes {
+		n *= s
+	}
+	m, err := sharding.NewMesh(sharding.MeshConfig{Sizes: sizes, Devices: sharding.UniformDevices(n, 1)})
+	require.NoError(t, err)
+	return m
+}
+
+// Rand returns a float32 tensor of shape holding r's normal values.
+func Rand(r *rand.Rand, shape ...int) tensor.Tensor {
+	return Build(tensor.Float32, shape, func([]int) float64 { return r.NormFloat64() })
+}
+
+// JoinChecks requires join to refuse shard views that do not agree, with
+// errors wrapping sentinel: too few views, an empty view 1, a view 1 of
+// another dtype ("shard view 1 is bfloat16, shard view 0 is float32") and
+// a view 1 without a layer index ("shard view 1 has layer index None,
+// shard view 0 has <layer>"). parts are a Split's float32 shard views of
+// layer index layer; replace(dtype, layerIndex) returns a view to put in
+// place of parts[1], agreeing with it in everything else.
+func JoinChecks[V any](t *testing.T, parts []V, layer int, sentinel error, join func(parts []V) error, replace func(dtype tensor.DType, layerIndex *int) V) {
+	t.Helper()
+	assert.ErrorIs(t, join(parts[:len(parts)-1]), sentinel)
+	ps := append([]V(nil), parts...)
+	var empty V
+	ps[1] = empty
+	assert.ErrorIs(t, join(ps), sentinel)
+	ps[1] = replace(tensor.BFloat16, &layer)
+	err := join(ps)
+	require.ErrorIs(t, err, sentinel)
+	assert.Contains(t, err.Error(), "shard view 1 is bfloat16, shard view 0 is float32")
+	ps[1] = replace(tensor.Float32, nil)
+	err = join(ps)
+	require.ErrorIs(t, err, sentinel)
+	assert.Contains(t, err.Error(), "shard view 1 has layer index None, shard view 0 has "+strconv.Itoa(layer))
+}
