@@ -24,17 +24,6 @@ func testView(t *testing.T) View {
 	return v
 }
 
-// windows returns the conv state as rows of K values, one per (b, c).
-func windows(st tensor.Tensor) [][]float64 {
-	k := st.Dim(2)
-	all := st.Float64s()
-	var out [][]float64
-	for i := 0; i < len(all); i += k {
-		out = append(out, all[i:i+k])
-	}
-	return out
-}
-
 func TestNewViewShapesAndZeros(t *testing.T) {
 	cases := []struct{ b, i, n, k int }{{2, 64, 16, 4}, {1, 32, 8, 2}, {4, 128, 32, 8}, {8, 256, 64, 16}, {1, 1, 1, 1}}
 	for _, tc := range cases {
@@ -62,57 +51,16 @@ func TestNewViewErrors(t *testing.T) {
 }
 
 func TestUpdateConvStateRollAndWrite(t *testing.T) {
-	// Each window [a b c d] = [x1 x2 x3 x4]; the new column is e = -(100b+10c).
-	// Roll left gives [x2 x3 x4 x1]; then column clip(cp) takes e.
-	cases := []struct {
-		cp   int
-		want func(x1, x2, x3, x4, e float64) []float64
-	}{
-		{3, func(x1, x2, x3, x4, e float64) []float64 { return []float64{x2, x3, x4, e} }}, // EasyDeL's [a,b,c,d]+e -> [b,c,d,e]
-		{10, func(x1, x2, x3, x4, e float64) []float64 { return []float64{x2, x3, x4, e} }},
-		{2, func(x1, x2, x3, x4, e float64) []float64 { return []float64{x2, x3, e, x1} }},
-		{1, func(x1, x2, x3, x4, e float64) []float64 { return []float64{x2, e, x4, x1} }},
-		{0, func(x1, x2, x3, x4, e float64) []float64 { return []float64{e, x3, x4, x1} }},
-		{-1, func(x1, x2, x3, x4, e float64) []float64 { return []float64{e, x3, x4, x1} }},
-	}
-	for _, tc := range cases {
-		v := testView(t)
-		before := v.ConvStates().Float64s()
-		col := testkit.Build(tensor.Float64, []int{2, 3}, func(i []int) float64 { return -float64(100*i[0] + 10*i[1]) })
-		next, err := v.UpdateConvState(col, tc.cp)
-		require.NoError(t, err, "cp=%d", tc.cp)
-		var want [][]float64
-		for b := 0; b < 2; b++ {
-			for c := 0; c < 3; c++ {
-				base := float64(100*b + 10*c)
-				want = append(want, tc.want(base+1, base+2, base+3, base+4, -base))
-			}
-		}
-		assert.Equal(t, want, windows(next.ConvStates()), "cp=%d", tc.cp)
-		assert.Equal(t, before, v.ConvStates().Float64s(), "receiver unchanged, cp=%d", tc.cp)
-		assert.Equal(t, tensor.Float32, next.ConvStates().DType())
-	}
+	testkit.RollAndWrite(t, func() View { return testView(t) })
 }
 
 func TestUpdateConvStateClippingFromZero(t *testing.T) {
-	// EasyDeL's test_cache_position_clipping and test_negative_cache_position:
-	// zero state, new = ones(2, 64).
-	cases := []struct {
-		cp, onesAt int
-	}{{10, 3}, {-1, 0}, {1, 1}, {3, 3}, {-100, 0}}
-	for _, tc := range cases {
+	// EasyDeL's vectors: zero state, new = ones(2, 64).
+	testkit.ClipFromZero(t, func() View {
 		v, err := NewView(testMeta(t, 1, 2, 64, 16, 4), tensor.Float32, nil)
 		require.NoError(t, err)
-		next, err := v.UpdateConvState(testkit.Constant(tensor.Float32, 1, 2, 64), tc.cp)
-		require.NoError(t, err)
-		for k := 0; k < 4; k++ {
-			want := 0.0
-			if k == tc.onesAt {
-				want = 1
-			}
-			assert.Equal(t, testkit.Filled(128, want), testkit.Column(next.ConvStates(), k), "cp=%d column %d", tc.cp, k)
-		}
-	}
+		return v
+	})
 }
 
 func TestUpdateConvStatePositions(t *testing.T) {
@@ -140,7 +88,7 @@ func TestUpdateConvStatePositions(t *testing.T) {
 					want = append(want, tc.want(base+1, base+2, base+3, base+4, -base, -base-1))
 				}
 			}
-			assert.Equal(t, want, windows(next.ConvStates()))
+			assert.Equal(t, want, testkit.Windows(next.ConvStates()))
 		})
 	}
 	t.Run("full window", func(t *testing.T) {
@@ -154,65 +102,24 @@ func TestUpdateConvStatePositions(t *testing.T) {
 		v := testView(t)
 		next, err := v.UpdateConvStatePositions(tensor.Must(tensor.New(tensor.Float32, 2, 3, 0)), nil)
 		require.NoError(t, err)
-		assert.Equal(t, []float64{2, 3, 4, 1}, windows(next.ConvStates())[0])
+		assert.Equal(t, []float64{2, 3, 4, 1}, testkit.Windows(next.ConvStates())[0])
 	})
 }
 
 func TestConvStateIsLastKInputs(t *testing.T) {
-	// Oracle README convention: after P tokens written at position K-1, the
-	// window is the last K inputs, left-padded with zeros when P < K.
-	const k = 4
-	for p := 1; p <= 2*k+1; p++ {
-		v, err := NewView(testMeta(t, 1, 2, 3, 2, k), tensor.Float64, nil)
+	testkit.LastKInputs(t, func() View {
+		v, err := NewView(testMeta(t, 1, 2, 3, 2, 4), tensor.Float64, nil)
 		require.NoError(t, err)
-		input := func(tok, b, c int) float64 { return float64(1000*(tok+1) + 10*b + c) }
-		for tok := 0; tok < p; tok++ {
-			x := testkit.Build(tensor.Float64, []int{2, 3}, func(i []int) float64 { return input(tok, i[0], i[1]) })
-			v, err = v.UpdateConvState(x, k-1)
-			require.NoError(t, err)
-		}
-		var want [][]float64
-		for b := 0; b < 2; b++ {
-			for c := 0; c < 3; c++ {
-				w := make([]float64, k)
-				for j := 0; j < k; j++ {
-					if tok := p - k + j; tok >= 0 {
-						w[j] = input(tok, b, c)
-					}
-				}
-				want = append(want, w)
-			}
-		}
-		assert.Equal(t, want, windows(v.ConvStates()), "after %d tokens", p)
-	}
+		return v
+	})
 }
 
 func TestUpdateConvStateConvertsDType(t *testing.T) {
-	// 1 + 2^-10 is exact in float16 and float32 but rounds to 1 in bfloat16
-	// (8 significant bits); 1 + 2^-7 is exact in all three.
-	cases := []struct {
-		dtype tensor.DType
-		in    float64
-		want  float64
-	}{
-		{tensor.Float32, 1 + 1.0/1024, 1 + 1.0/1024},
-		{tensor.Float16, 1 + 1.0/1024, 1 + 1.0/1024},
-		{tensor.BFloat16, 1 + 1.0/1024, 1},
-		{tensor.BFloat16, 1 + 1.0/128, 1 + 1.0/128},
-		{tensor.Float64, 1 + 1.0/(1<<40), 1 + 1.0/(1<<40)},
-	}
-	for _, tc := range cases {
-		v, err := NewView(testMeta(t, 1, 1, 2, 2, 2), tc.dtype, nil)
+	testkit.ConvertsDType(t, func(dtype tensor.DType) View {
+		v, err := NewView(testMeta(t, 1, 1, 2, 2, 2), dtype, nil)
 		require.NoError(t, err)
-		next, err := v.UpdateConvState(testkit.Constant(tensor.Float64, tc.in, 1, 2), 1)
-		require.NoError(t, err)
-		assert.Equal(t, tc.dtype, next.ConvStates().DType())
-		assert.Equal(t, []float64{0, tc.want, 0, tc.want}, next.ConvStates().Float64s(), "%s", tc.dtype)
-		next, err = next.UpdateSSMState(testkit.Constant(tensor.Float64, tc.in, 1, 2, 2))
-		require.NoError(t, err)
-		assert.Equal(t, tc.dtype, next.SSMStates().DType())
-		assert.Equal(t, testkit.Filled(4, tc.want), next.SSMStates().Float64s(), "%s", tc.dtype)
-	}
+		return v
+	})
 }
 
 func TestViewUpdateErrors(t *testing.T) {
@@ -262,9 +169,9 @@ func TestVersionsAreIndependent(t *testing.T) {
 	a2, err := a.UpdateConvState(testkit.Constant(tensor.Float32, 7, 2, 3), 3)
 	require.NoError(t, err)
 	assert.Equal(t, baseConv, base.ConvStates().Float64s())
-	assert.Equal(t, []float64{2, 3, 4, 5}, windows(a.ConvStates())[0])
-	assert.Equal(t, []float64{2, 3, 4, 6}, windows(b.ConvStates())[0])
-	assert.Equal(t, []float64{3, 4, 5, 7}, windows(a2.ConvStates())[0])
+	assert.Equal(t, []float64{2, 3, 4, 5}, testkit.Windows(a.ConvStates())[0])
+	assert.Equal(t, []float64{2, 3, 4, 6}, testkit.Windows(b.ConvStates())[0])
+	assert.Equal(t, []float64{3, 4, 5, 7}, testkit.Windows(a2.ConvStates())[0])
 
 	s1, err := base.UpdateSSMState(testkit.Constant(tensor.Float32, 1, 2, 3, 2))
 	require.NoError(t, err)
@@ -302,7 +209,7 @@ func TestResetAndResetRows(t *testing.T) {
 	// A zeroed row takes new writes; the receiver still does not change.
 	r2, err := r.UpdateConvState(testkit.Constant(tensor.Float32, 9, 2, 3), 3)
 	require.NoError(t, err)
-	assert.Equal(t, []float64{0, 0, 0, 9}, windows(r2.ConvStates())[3])
+	assert.Equal(t, []float64{0, 0, 0, 9}, testkit.Windows(r2.ConvStates())[3])
 	assert.Equal(t, testkit.Filled(12, 0), r.ConvStates().Float64s()[12:])
 }
 

@@ -25,17 +25,6 @@ func testView(t *testing.T) View {
 	return v
 }
 
-// windows returns the conv state as rows of K values, one per (b, c).
-func windows(st tensor.Tensor) [][]float64 {
-	k := st.Dim(2)
-	all := st.Float64s()
-	var out [][]float64
-	for i := 0; i < len(all); i += k {
-		out = append(out, all[i:i+k])
-	}
-	return out
-}
-
 func TestNewView(t *testing.T) {
 	// EasyDeL's test_mamba2_cache_view_initialization and
 	// test_batch_dimension_consistency.
@@ -92,53 +81,17 @@ func TestViewUpdates(t *testing.T) {
 }
 
 func TestUpdateConvStateRollAndWrite(t *testing.T) {
-	// Windows [x1 x2 x3 x4] roll to [x2 x3 x4 x1]; column clip(cp) takes e.
-	cases := []struct {
-		cp   int
-		want func(x1, x2, x3, x4, e float64) []float64
-	}{
-		{3, func(x1, x2, x3, x4, e float64) []float64 { return []float64{x2, x3, x4, e} }},
-		{10, func(x1, x2, x3, x4, e float64) []float64 { return []float64{x2, x3, x4, e} }},
-		{2, func(x1, x2, x3, x4, e float64) []float64 { return []float64{x2, x3, e, x1} }},
-		{1, func(x1, x2, x3, x4, e float64) []float64 { return []float64{x2, e, x4, x1} }},
-		{0, func(x1, x2, x3, x4, e float64) []float64 { return []float64{e, x3, x4, x1} }},
-		{-1, func(x1, x2, x3, x4, e float64) []float64 { return []float64{e, x3, x4, x1} }},
-	}
-	for _, tc := range cases {
-		v := testView(t)
-		before := v.ConvStates().Float64s()
-		col := testkit.Build(tensor.Float64, []int{2, 3}, func(i []int) float64 { return -float64(100*i[0] + 10*i[1]) })
-		next, err := v.UpdateConvState(col, tc.cp)
-		require.NoError(t, err, "cp=%d", tc.cp)
-		var want [][]float64
-		for b := 0; b < 2; b++ {
-			for c := 0; c < 3; c++ {
-				base := float64(100*b + 10*c)
-				want = append(want, tc.want(base+1, base+2, base+3, base+4, -base))
-			}
-		}
-		assert.Equal(t, want, windows(next.ConvStates()), "cp=%d", tc.cp)
-		assert.Equal(t, before, v.ConvStates().Float64s(), "receiver unchanged, cp=%d", tc.cp)
-	}
+	testkit.RollAndWrite(t, func() View { return testView(t) })
 }
 
 func TestUpdateConvStateClipping(t *testing.T) {
 	// EasyDeL's test_cache_position_clipping: -1 writes column 0, 10 writes
 	// column K-1, on a zero state.
-	cases := []struct{ cp, onesAt int }{{-1, 0}, {10, 3}, {1, 1}}
-	for _, tc := range cases {
+	testkit.ClipFromZero(t, func() View {
 		v, err := NewView(testMeta(t, easy), tensor.Float32, nil)
 		require.NoError(t, err)
-		next, err := v.UpdateConvState(testkit.Constant(tensor.Float32, 1, 2, 96), tc.cp)
-		require.NoError(t, err)
-		for k := 0; k < 4; k++ {
-			want := 0.0
-			if k == tc.onesAt {
-				want = 1
-			}
-			assert.Equal(t, testkit.Filled(192, want), testkit.Column(next.ConvStates(), k), "cp=%d column %d", tc.cp, k)
-		}
-	}
+		return v
+	})
 }
 
 func TestUpdateConvStatePositions(t *testing.T) {
@@ -148,65 +101,27 @@ func TestUpdateConvStatePositions(t *testing.T) {
 	// and takes p0 = -10, -2 clips to 0 and takes p1 = -11.
 	next, err := v.UpdateConvStatePositions(cols, []int32{5, -2})
 	require.NoError(t, err)
-	assert.Equal(t, []float64{-11, 13, 14, -10}, windows(next.ConvStates())[1])
+	assert.Equal(t, []float64{-11, 13, 14, -10}, testkit.Windows(next.ConvStates())[1])
 	// Later duplicates win: row 1, channel 1 [111 .. 114] gets p1 = -111.
 	next, err = v.UpdateConvStatePositions(cols, []int32{3, 3})
 	require.NoError(t, err)
-	assert.Equal(t, []float64{112, 113, 114, -111}, windows(next.ConvStates())[4])
+	assert.Equal(t, []float64{112, 113, 114, -111}, testkit.Windows(next.ConvStates())[4])
 }
 
 func TestConvStateIsLastKInputs(t *testing.T) {
-	// After P tokens at position K-1 the window is the last K inputs,
-	// left-padded with zeros (oracle README convention).
-	const k = 4
-	for p := 1; p <= 2*k+1; p++ {
+	testkit.LastKInputs(t, func() View {
 		v, err := NewView(testMeta(t, small), tensor.Float64, nil)
 		require.NoError(t, err)
-		input := func(tok, b, c int) float64 { return float64(1000*(tok+1) + 10*b + c) }
-		for tok := 0; tok < p; tok++ {
-			x := testkit.Build(tensor.Float64, []int{2, 3}, func(i []int) float64 { return input(tok, i[0], i[1]) })
-			v, err = v.UpdateConvState(x, k-1)
-			require.NoError(t, err)
-		}
-		var want [][]float64
-		for b := 0; b < 2; b++ {
-			for c := 0; c < 3; c++ {
-				w := make([]float64, k)
-				for j := 0; j < k; j++ {
-					if tok := p - k + j; tok >= 0 {
-						w[j] = input(tok, b, c)
-					}
-				}
-				want = append(want, w)
-			}
-		}
-		assert.Equal(t, want, windows(v.ConvStates()), "after %d tokens", p)
-	}
+		return v
+	})
 }
 
 func TestUpdatesConvertDType(t *testing.T) {
-	// 1 + 2^-10 is exact in float16 and float32 and rounds to 1 in bfloat16.
-	cases := []struct {
-		dtype    tensor.DType
-		in, want float64
-	}{
-		{tensor.Float32, 1 + 1.0/1024, 1 + 1.0/1024},
-		{tensor.Float16, 1 + 1.0/1024, 1 + 1.0/1024},
-		{tensor.BFloat16, 1 + 1.0/1024, 1},
-		{tensor.Float64, 1 + 1.0/(1<<40), 1 + 1.0/(1<<40)},
-	}
-	for _, tc := range cases {
-		v, err := NewView(testMeta(t, small), tc.dtype, nil)
+	testkit.ConvertsDType(t, func(dtype tensor.DType) View {
+		v, err := NewView(testMeta(t, small), dtype, nil)
 		require.NoError(t, err)
-		v, err = v.UpdateConvState(testkit.Constant(tensor.Float64, tc.in, 2, 3), 3)
-		require.NoError(t, err)
-		assert.Equal(t, testkit.Filled(6, tc.want), testkit.Column(v.ConvStates(), 3))
-		v, err = v.UpdateSSMState(testkit.Constant(tensor.Float64, tc.in, 2, 1, 2, 1))
-		require.NoError(t, err)
-		assert.Equal(t, testkit.Filled(4, tc.want), v.SSMStates().Float64s())
-		assert.Equal(t, tc.dtype, v.SSMStates().DType())
-		assert.Equal(t, tc.dtype, v.ConvStates().DType())
-	}
+		return v
+	})
 }
 
 func TestUpdateSeq(t *testing.T) {
