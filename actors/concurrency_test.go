@@ -157,13 +157,7 @@ func TestConcurrentReadersSeeOnlyWholeVersions(t *testing.T) {
 	const steps, readers = 20, 3
 	for i, kind := range coreKinds {
 		t.Run(kind, func(t *testing.T) {
-			m, err := newCoreModel(kind, int64(200+i))
-			require.NoError(t, err)
-			rt, err := NewRuntime(WithHistory(steps + 1))
-			require.NoError(t, err)
-			t.Cleanup(func() { _ = rt.Close() })
-			c, err := rt.NewCache(kind, m.spec())
-			require.NoError(t, err)
+			m, c := newModelCache(t, kind, int64(200+i), steps)
 			ctx := context.Background()
 
 			start, stop := make(chan struct{}), make(chan struct{})

@@ -25,6 +25,11 @@ import (
 // core package of its kind (no actor involved), keeps every reference
 // version, and compares what a runtime version can see with it byte for
 // byte. concurrency_test.go drives the same models from many goroutines.
+//
+// Every kind's model is a kindModel, which does the bookkeeping; a kind's
+// constructor (newTransformerModel, newPagedModel, newMambaModel,
+// newMamba2Model, newLightningModel) says what differs: the cache, each
+// step's writes, how the core applies one, and what two views must share.
 
 // coreKinds are the five cache kinds, in the order the tests cycle through
 // them.
@@ -133,10 +138,83 @@ func (r *refLog) at(n uint64) (refVersion, error) {
 	return r.vers[n], nil
 }
 
-// compare checks every layer of got against reference version got.Number
-// with same(reference version, want view, got view).
-func (r *refLog) compare(got Version, same func(ref refVersion, want, got any) error) error {
-	ref, err := r.at(got.Number)
+// ---- the model of every kind ----
+
+// kindModel is the coreModel of a cache whose writes are W's and whose
+// views are V's. Its fields are what differs between the kinds.
+type kindModel[W Write, V any] struct {
+	refLog
+	cacheSpec Spec
+	steps     int // the number of steps next has made
+	// writes returns the writes of step (0, 1, ...). c is the runtime's
+	// cache, through which the paged model allocates its pages.
+	writes func(ctx context.Context, c *Cache, step int) ([]LayerWrite, error)
+	// update applies one layer's write to its view with the core package
+	// and returns the result the step must return for it.
+	update func(v V, w W) (V, Result, error)
+	// same returns an error unless got holds what want, a layer of
+	// reference version ref, can see.
+	same func(ref refVersion, want, got V) error
+	// results compares a step's results with the reference's; ref is the
+	// version the step published. Nil: every result must be zero.
+	results func(ref refVersion, ws []LayerWrite, want, got []Result) error
+	// seqs returns the sequences the latest writes leave; nil for every
+	// kind but paged.
+	seqs func() []pagedSeq
+}
+
+// start records reference version 0, whose layer l < n is view(l), and
+// returns m.
+func (m *kindModel[W, V]) start(n int, view func(int) (V, error)) (coreModel, error) {
+	views := make([]any, n)
+	for l := range views {
+		v, err := view(l)
+		if err != nil {
+			return nil, err
+		}
+		views[l] = v
+	}
+	m.push(refVersion{views: views, seqs: m.latestSeqs()})
+	return m, nil
+}
+
+func (m *kindModel[W, V]) latestSeqs() []pagedSeq {
+	if m.seqs == nil {
+		return nil
+	}
+	return m.seqs()
+}
+
+func (m *kindModel[W, V]) spec() Spec { return m.cacheSpec }
+
+func (m *kindModel[W, V]) next(ctx context.Context, c *Cache) ([]LayerWrite, error) {
+	step := m.steps
+	m.steps++
+	return m.writes(ctx, c, step)
+}
+
+func (m *kindModel[W, V]) apply(ws []LayerWrite) ([]Result, error) {
+	views := slices.Clone(m.latest().views)
+	out := make([]Result, len(ws))
+	for i, lw := range ws {
+		w, err := writeAs[W](lw.Write)
+		if err != nil {
+			return nil, err
+		}
+		v, err := viewAs[V](views[lw.Layer])
+		if err != nil {
+			return nil, err
+		}
+		if views[lw.Layer], out[i], err = m.update(v, w); err != nil {
+			return nil, fmt.Errorf("layer %d: %w", lw.Layer, err)
+		}
+	}
+	m.push(refVersion{views: views, seqs: m.latestSeqs()})
+	return out, nil
+}
+
+func (m *kindModel[W, V]) check(got Version) error {
+	ref, err := m.at(got.Number)
 	if err != nil {
 		return err
 	}
@@ -144,48 +222,43 @@ func (r *refLog) compare(got Version, same func(ref refVersion, want, got any) e
 		return fmt.Errorf("version %d has %d layers, want %d", got.Number, len(got.Views), len(ref.views))
 	}
 	for l := range ref.views {
-		if err := same(ref, ref.views[l], got.Views[l]); err != nil {
+		w, err := viewAs[V](ref.views[l])
+		if err == nil {
+			var g V
+			if g, err = viewAs[V](got.Views[l]); err == nil {
+				err = m.same(ref, w, g)
+			}
+		}
+		if err != nil {
 			return fmt.Errorf("version %d, layer %d: %w", got.Number, l, err)
 		}
 	}
 	return nil
 }
 
-// nextViews returns a copy of the latest reference version's views.
-func (r *refLog) nextViews() []any { return slices.Clone(r.latest().views) }
-
-// viewAs returns view as a V, or an error naming what it is.
-func viewAs[V any](view any) (V, error) {
-	v, ok := view.(V)
-	if !ok {
-		var want V
-		return v, fmt.Errorf("the view is a %T, want a %T", view, want)
+func (m *kindModel[W, V]) checkResults(n uint64, ws []LayerWrite, want, got []Result) error {
+	if m.results == nil {
+		return zeroResults(len(ws), got)
 	}
-	return v, nil
+	ref, err := m.at(n)
+	if err != nil {
+		return err
+	}
+	return m.results(ref, ws, want, got)
 }
 
-// writeAs returns w as a W, or an error naming what it is.
-func writeAs[W any](w Write) (W, error) {
-	x, ok := w.(W)
-	if !ok {
-		var want W
-		return x, fmt.Errorf("the write is a %T, want a %T", w, want)
+// everyLayer is the writes of a kind whose step s writes each of its n
+// layers with write(s), called once per layer in layer order.
+func everyLayer[W Write](n int, write func(step int) W) func(context.Context, *Cache, int) ([]LayerWrite, error) {
+	return func(_ context.Context, _ *Cache, step int) ([]LayerWrite, error) {
+		return layerWrites(n, func() W { return write(step) }), nil
 	}
-	return x, nil
 }
 
-// coreRand returns a float32 tensor of shape with values drawn from r
-// (caches of another dtype convert it, as a model's outputs would be).
-func coreRand(r *rand.Rand, shape ...int) tensor.Tensor {
-	n := 1
-	for _, d := range shape {
-		n *= d
-	}
-	vals := make([]float32, n)
-	for i := range vals {
-		vals[i] = float32(r.NormFloat64())
-	}
-	return tensor.Must(tensor.FromFloat32s(tensor.Float32, vals, shape...))
+// viewsOnly is the same of a kind whose views can be compared without the
+// reference version's sequences (every kind but paged).
+func viewsOnly[V any](same func(want, got V) error) func(refVersion, V, V) error {
+	return func(_ refVersion, want, got V) error { return same(want, got) }
 }
 
 // sameTensor returns an error unless want and got have the same dtype,
@@ -233,59 +306,58 @@ func zeroResults(n int, got []Result) error {
 // dim 4, 3 layers, a bfloat16 cache fed float32 inputs. Step 0 is a
 // 3-token prefill chunk with a query of other heads, an attention mask
 // with holes and a causal mask; every fifth step writes 2 tokens with
-// masks and token-type ids; the others decode one token, unmasked.
+// masks and token-type ids; the others decode one token, unmasked. The
+// core's ConcatenateToCache gives the key, value and mask attention gets,
+// which the step must return too.
 const ctB, ctS, ctH, ctD, ctL = 4, 64, 2, 4, 3
 
-type transformerModel struct {
-	refLog
-	r      *rand.Rand
-	meta   transformer.Metadata
-	starts []int32
-	steps  int
-}
-
-func newTransformerModel(r *rand.Rand) (*transformerModel, error) {
+func newTransformerModel(r *rand.Rand) (coreModel, error) {
 	meta, err := transformer.NewMetadata(transformer.MetadataConfig{BatchSize: ctB, SequenceLength: ctS, NumHiddenLayers: ctL,
 		NumHeads: transformer.Ptr(ctH), HeadDim: transformer.Ptr(ctD)})
 	if err != nil {
 		return nil, err
 	}
-	m := &transformerModel{r: r, meta: meta, starts: []int32{0, 2, 0, 1}}
-	c, err := transformer.Init(meta, tensor.BFloat16, slices.Clone(m.starts))
+	starts := []int32{0, 2, 0, 1}
+	c, err := transformer.Init(meta, tensor.BFloat16, slices.Clone(starts))
 	if err != nil {
 		return nil, err
 	}
-	views := make([]any, c.Len())
-	for l := range views {
-		if views[l], err = c.View(l); err != nil {
-			return nil, err
-		}
+	m := &kindModel[*TransformerWrite, transformer.View]{
+		cacheSpec: Spec{Transformer: &TransformerSpec{Metadata: meta, DType: tensor.BFloat16, Starts: starts}},
+		writes: func(_ context.Context, _ *Cache, step int) ([]LayerWrite, error) {
+			return transformerStepWrites(r, step)
+		},
+		update: func(v transformer.View, w *TransformerWrite) (transformer.View, Result, error) {
+			q := w.Query
+			if q.IsZero() {
+				q = w.Key
+			}
+			k, val, mask, next, err := v.ConcatenateToCache(q, w.Key, w.Value, w.Mask, w.Options)
+			return next, Result{Key: k, Value: val, Mask: mask}, err
+		},
+		same:    viewsOnly(sameContiguous),
+		results: sameAttention,
 	}
-	m.push(refVersion{views: views})
-	return m, nil
+	return m.start(c.Len(), c.View)
 }
 
-func (m *transformerModel) spec() Spec {
-	return Spec{Transformer: &TransformerSpec{Metadata: m.meta, DType: tensor.BFloat16, Starts: slices.Clone(m.starts)}}
-}
-
-func (m *transformerModel) next(context.Context, *Cache) ([]LayerWrite, error) {
+// transformerStepWrites returns the transformer model's writes of step.
+func transformerStepWrites(r *rand.Rand, step int) ([]LayerWrite, error) {
 	q, masked := 1, false
 	switch {
-	case m.steps == 0:
+	case step == 0:
 		q, masked = 3, true
-	case m.steps%5 == 4:
+	case step%5 == 4:
 		q, masked = 2, true
 	}
-	m.steps++
 	ws := make([]LayerWrite, ctL)
 	for l := range ws {
-		w := &TransformerWrite{Key: coreRand(m.r, ctB, q, ctH, ctD), Value: coreRand(m.r, ctB, q, ctH, ctD)}
+		w := &TransformerWrite{Key: randTensor(r, ctB, q, ctH, ctD), Value: randTensor(r, ctB, q, ctH, ctD)}
 		if masked {
-			w.Query = coreRand(m.r, ctB, q, 2*ctH, 3)
+			w.Query = randTensor(r, ctB, q, 2*ctH, 3)
 			data := make([]bool, ctB*ctS)
 			for i := range data {
-				data[i] = m.r.Intn(4) != 0
+				data[i] = r.Intn(4) != 0
 			}
 			mask, err := transformer.NewMask([]int{ctB, ctS}, data)
 			if err != nil {
@@ -297,7 +369,7 @@ func (m *transformerModel) next(context.Context, *Cache) ([]LayerWrite, error) {
 				w.Options.TokenTypeIDs = make([][]int32, ctB)
 				for b := range w.Options.TokenTypeIDs {
 					for range q {
-						w.Options.TokenTypeIDs[b] = append(w.Options.TokenTypeIDs[b], int32(m.r.Intn(3)))
+						w.Options.TokenTypeIDs[b] = append(w.Options.TokenTypeIDs[b], int32(r.Intn(3)))
 					}
 				}
 			}
@@ -307,48 +379,10 @@ func (m *transformerModel) next(context.Context, *Cache) ([]LayerWrite, error) {
 	return ws, nil
 }
 
-func (m *transformerModel) apply(ws []LayerWrite) ([]Result, error) {
-	views := m.nextViews()
-	out := make([]Result, len(ws))
-	for i, lw := range ws {
-		w, err := writeAs[*TransformerWrite](lw.Write)
-		if err != nil {
-			return nil, err
-		}
-		v, err := viewAs[transformer.View](views[lw.Layer])
-		if err != nil {
-			return nil, err
-		}
-		q := w.Query
-		if q.IsZero() {
-			q = w.Key
-		}
-		k, val, mask, next, err := v.ConcatenateToCache(q, w.Key, w.Value, w.Mask, w.Options)
-		if err != nil {
-			return nil, fmt.Errorf("layer %d: %w", lw.Layer, err)
-		}
-		views[lw.Layer], out[i] = next, Result{Key: k, Value: val, Mask: mask}
-	}
-	m.push(refVersion{views: views})
-	return out, nil
-}
-
-func (m *transformerModel) check(got Version) error {
-	return m.compare(got, func(_ refVersion, want, got any) error { return sameContiguous(want, got) })
-}
-
 // sameContiguous compares what two contiguous views can see: index,
 // starts, metadata, layer index, and the key and value bytes of each row's
 // positions below its index (the positions past it are unspecified).
-func sameContiguous(want, got any) error {
-	w, err := viewAs[transformer.View](want)
-	if err != nil {
-		return err
-	}
-	g, err := viewAs[transformer.View](got)
-	if err != nil {
-		return err
-	}
+func sameContiguous(w, g transformer.View) error {
 	if err := sameValue("index", w.Index(), g.Index()); err != nil {
 		return err
 	}
@@ -408,18 +442,18 @@ func visibleBytes(x tensor.Tensor, index []int32) ([]byte, error) {
 	return out, nil
 }
 
-// checkResults compares what attention gets: the mask, and the key and
-// value at the positions the published version can see.
-func (m *transformerModel) checkResults(n uint64, ws []LayerWrite, want, got []Result) error {
+// sameAttention compares what attention gets: the mask, and the key and
+// value at the positions the published version (ref) can see.
+func sameAttention(ref refVersion, ws []LayerWrite, want, got []Result) error {
 	if len(got) != len(want) {
 		return fmt.Errorf("%d results for %d writes", len(got), len(want))
 	}
-	ref, err := m.at(n)
-	if err != nil {
-		return err
-	}
 	for i, lw := range ws {
-		index := ref.views[lw.Layer].(transformer.View).Index()
+		v, err := viewAs[transformer.View](ref.views[lw.Layer])
+		if err != nil {
+			return err
+		}
+		index := v.Index()
 		if !want[i].Mask.Equal(got[i].Mask) {
 			return fmt.Errorf("layer %d: mask %v, want %v", lw.Layer, got[i].Mask, want[i].Mask)
 		}
@@ -441,7 +475,8 @@ func (m *transformerModel) checkResults(n uint64, ws []LayerWrite, want, got []R
 // prompt in two chunks (steps 2 and 3), slot 3 a 4-token prompt at step 6.
 // Every other step decodes: each prefilled slot writes its next token with
 // probability 3/4 and is inactive (-1) otherwise, and a slot whose token
-// starts a new page gets one from the page manager first.
+// starts a new page gets one from the page manager first. A version is
+// compared sequence by sequence, as Gather reads it.
 const cpSlots, cpL, cpPS, cpMax, cpH, cpD = 4, 2, 4, 32, 2, 4
 
 // pagedSeq is a sequence as a version sees it: its page table and the
@@ -457,17 +492,16 @@ type pagedPrefill struct{ step, slot, start, end, total int }
 
 var pagedSchedule = []pagedPrefill{{0, 0, 0, 6, 6}, {1, 1, 0, 5, 5}, {2, 2, 0, 3, 7}, {3, 2, 3, 7, 7}, {6, 3, 0, 4, 4}}
 
-type pagedModel struct {
-	refLog
+// pagedSlots is the paged model's scheduler: it keeps the slots'
+// sequences and its own page manager.
+type pagedSlots struct {
 	r      *rand.Rand
-	meta   paged.Metadata
 	pm     *pagemanager.HBMPageManager
-	seqs   []pagedSeq // every slot's sequence after the writes next returned last
+	seqs   []pagedSeq // every slot's sequence after the writes of the latest step
 	prompt []int      // every slot's prompt length (0: none yet)
-	steps  int
 }
 
-func newPagedModel(r *rand.Rand) (*pagedModel, error) {
+func newPagedModel(r *rand.Rand) (coreModel, error) {
 	meta := paged.Metadata{BatchSize: cpSlots, NumHiddenLayers: cpL, NumPagesPerLayer: cpSlots*cpMax/cpPS + 1,
 		NumPagesPerSequence: cpMax / cpPS, MaxSequences: cpMax, PageSize: cpPS, NumKVHeads: cpH, KVHeadDimSize: cpD, HBMUtilization: 0.5}
 	pm, err := pagemanager.NewHBMPageManager(pagemanager.ConfigFromMetadata(meta))
@@ -478,28 +512,35 @@ func newPagedModel(r *rand.Rand) (*pagedModel, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &pagedModel{r: r, meta: meta, pm: pm, seqs: make([]pagedSeq, cpSlots), prompt: make([]int, cpSlots)}
-	for s := range m.seqs {
-		m.seqs[s].table = make([]int32, meta.NumPagesPerSequence)
+	p := &pagedSlots{r: r, pm: pm, seqs: make([]pagedSeq, cpSlots), prompt: make([]int, cpSlots)}
+	for s := range p.seqs {
+		p.seqs[s].table = make([]int32, meta.NumPagesPerSequence)
 	}
-	views := make([]any, c.Len())
-	for l := range views {
-		if views[l], err = c.View(l); err != nil {
-			return nil, err
-		}
+	m := &kindModel[*PagedWrite, paged.View]{
+		cacheSpec: Spec{Paged: &PagedSpec{Metadata: meta, DType: tensor.BFloat16}},
+		writes:    p.writes,
+		update: func(v paged.View, w *PagedWrite) (paged.View, Result, error) {
+			var err error
+			if w.Step.HasPrefill() {
+				if v, err = v.WritePrefill(w.PrefillKey, w.PrefillValue, w.Step); err != nil {
+					return v, Result{}, err
+				}
+			}
+			if w.Step.HasDecodes() {
+				v, err = v.WriteDecodes(w.DecodeKey, w.DecodeValue, w.Step)
+			}
+			return v, Result{}, err
+		},
+		same: samePagedSeqs,
+		seqs: p.snapshot,
 	}
-	m.push(refVersion{views: views, seqs: m.snapshotSeqs()})
-	return m, nil
+	return m.start(c.Len(), c.View)
 }
 
-func (m *pagedModel) spec() Spec {
-	return Spec{Paged: &PagedSpec{Metadata: m.meta, DType: tensor.BFloat16}}
-}
-
-// snapshotSeqs deep-copies the slots' sequences.
-func (m *pagedModel) snapshotSeqs() []pagedSeq {
-	out := make([]pagedSeq, len(m.seqs))
-	for s, q := range m.seqs {
+// snapshot deep-copies the slots' sequences.
+func (p *pagedSlots) snapshot() []pagedSeq {
+	out := make([]pagedSeq, len(p.seqs))
+	for s, q := range p.seqs {
 		out[s] = pagedSeq{table: slices.Clone(q.table), length: q.length}
 	}
 	return out
@@ -508,66 +549,66 @@ func (m *pagedModel) snapshotSeqs() []pagedSeq {
 // alloc allocates pages through the runtime's page-manager actor (prefill
 // for a prompt of n tokens, or n single pages) and through the model's own
 // page manager, and requires the same pages and free count from both.
-func (m *pagedModel) alloc(ctx context.Context, c *Cache, prefill bool, n int) ([]int32, error) {
+func (p *pagedSlots) alloc(ctx context.Context, c *Cache, prefill bool, n int) ([]int32, error) {
 	var got, want []int32
 	var free int
 	var err error
 	if prefill {
 		got, free, err = c.AllocPrefillPages(ctx, n)
 		if err == nil {
-			want, err = m.pm.AllocPrefillHBMPages(n)
+			want, err = p.pm.AllocPrefillHBMPages(n)
 		}
 	} else {
 		got, free, err = c.AllocPages(ctx, n)
 		if err == nil {
-			want, err = m.pm.AllocHBMPages(n)
+			want, err = p.pm.AllocHBMPages(n)
 		}
 	}
 	if err != nil {
 		return nil, err
 	}
-	if !slices.Equal(got, want) || free != m.pm.NumFree() {
-		return nil, fmt.Errorf("the page-manager actor allocated %v (%d free), the page manager %v (%d free)", got, free, want, m.pm.NumFree())
+	if !slices.Equal(got, want) || free != p.pm.NumFree() {
+		return nil, fmt.Errorf("the page-manager actor allocated %v (%d free), the page manager %v (%d free)", got, free, want, p.pm.NumFree())
 	}
 	return got, nil
 }
 
-func (m *pagedModel) next(ctx context.Context, c *Cache) ([]LayerWrite, error) {
-	step := m.steps
-	m.steps++
+// writes returns the writes of step: the scheduled prefill chunk, if any,
+// and a decode of every other prefilled slot that is active.
+func (p *pagedSlots) writes(ctx context.Context, c *Cache, step int) ([]LayerWrite, error) {
 	var st paged.StepMetadata
 	prefillSlot, T := -1, 0
-	for _, p := range pagedSchedule {
-		if p.step != step {
+	for _, pf := range pagedSchedule {
+		if pf.step != step {
 			continue
 		}
-		if p.start == 0 {
-			pages, err := m.alloc(ctx, c, true, p.total)
+		if pf.start == 0 {
+			pages, err := p.alloc(ctx, c, true, pf.total)
 			if err != nil {
 				return nil, err
 			}
-			copy(m.seqs[p.slot].table, pages)
-			m.prompt[p.slot] = p.total
+			copy(p.seqs[pf.slot].table, pages)
+			p.prompt[pf.slot] = pf.total
 		}
-		prefillSlot, T = p.slot, p.end-p.start
-		st.PrefillLength = int32(p.end)
-		st.PrefillPageTable = slices.Clone(m.seqs[p.slot].table)
-		if p.start > 0 { // a later chunk names its positions; the first uses the default 0..T-1
-			for i := p.start; i < p.end; i++ {
+		prefillSlot, T = pf.slot, pf.end-pf.start
+		st.PrefillLength = int32(pf.end)
+		st.PrefillPageTable = slices.Clone(p.seqs[pf.slot].table)
+		if pf.start > 0 { // a later chunk names its positions; the first uses the default 0..T-1
+			for i := pf.start; i < pf.end; i++ {
 				st.PrefillPosition = append(st.PrefillPosition, int32(i))
 			}
 		}
-		m.seqs[p.slot].length = p.end
+		p.seqs[pf.slot].length = pf.end
 	}
 	decoding := false
 	positions := make([]int32, cpSlots)
 	tables := make([][]int32, cpSlots)
 	for s := range cpSlots {
 		positions[s] = -1
-		q := &m.seqs[s]
-		if s != prefillSlot && m.prompt[s] > 0 && q.length >= m.prompt[s] && q.length < cpMax && m.r.Intn(4) != 0 {
+		q := &p.seqs[s]
+		if s != prefillSlot && p.prompt[s] > 0 && q.length >= p.prompt[s] && q.length < cpMax && p.r.Intn(4) != 0 {
 			if q.length%cpPS == 0 {
-				page, err := m.alloc(ctx, c, false, 1)
+				page, err := p.alloc(ctx, c, false, 1)
 				if err != nil {
 					return nil, err
 				}
@@ -582,90 +623,48 @@ func (m *pagedModel) next(ctx context.Context, c *Cache) ([]LayerWrite, error) {
 	if decoding || prefillSlot < 0 {
 		st.DecodesPosition, st.DecodesPageTable = positions, tables
 	}
-	ws := make([]LayerWrite, cpL)
-	for l := range ws {
+	return layerWrites(cpL, func() *PagedWrite {
 		w := &PagedWrite{Step: st}
 		if st.HasPrefill() {
-			w.PrefillKey, w.PrefillValue = coreRand(m.r, T, cpH, cpD), coreRand(m.r, T, cpH, cpD)
+			w.PrefillKey, w.PrefillValue = randTensor(p.r, T, cpH, cpD), randTensor(p.r, T, cpH, cpD)
 		}
 		if st.HasDecodes() {
-			w.DecodeKey, w.DecodeValue = coreRand(m.r, cpSlots, cpH, cpD), coreRand(m.r, cpSlots, cpH, cpD)
+			w.DecodeKey, w.DecodeValue = randTensor(p.r, cpSlots, cpH, cpD), randTensor(p.r, cpSlots, cpH, cpD)
 		}
-		ws[l] = LayerWrite{Layer: l, Write: w}
+		return w
+	}), nil
+}
+
+// samePagedSeqs gathers every sequence reference version ref can see from
+// both views (Gather reads only the sequence's tokens, so it is safe while
+// steps run), and compares their metadata, layer index and dtype.
+func samePagedSeqs(ref refVersion, w, g paged.View) error {
+	if err := sameValue("metadata", w.Metadata(), g.Metadata()); err != nil {
+		return err
 	}
-	return ws, nil
-}
-
-func (m *pagedModel) apply(ws []LayerWrite) ([]Result, error) {
-	views := m.nextViews()
-	for _, lw := range ws {
-		w, err := writeAs[*PagedWrite](lw.Write)
-		if err != nil {
-			return nil, err
-		}
-		v, err := viewAs[paged.View](views[lw.Layer])
-		if err != nil {
-			return nil, err
-		}
-		if w.Step.HasPrefill() {
-			if v, err = v.WritePrefill(w.PrefillKey, w.PrefillValue, w.Step); err != nil {
-				return nil, fmt.Errorf("layer %d: %w", lw.Layer, err)
-			}
-		}
-		if w.Step.HasDecodes() {
-			if v, err = v.WriteDecodes(w.DecodeKey, w.DecodeValue, w.Step); err != nil {
-				return nil, fmt.Errorf("layer %d: %w", lw.Layer, err)
-			}
-		}
-		views[lw.Layer] = v
+	if w.LayerIndex() != g.LayerIndex() || w.DType() != g.DType() {
+		return fmt.Errorf("layer index %d, dtype %v; want %d, %v", g.LayerIndex(), g.DType(), w.LayerIndex(), w.DType())
 	}
-	m.push(refVersion{views: views, seqs: m.snapshotSeqs()})
-	return make([]Result, len(ws)), nil
-}
-
-// check gathers every sequence the version can see from both views (Gather
-// reads only the sequence's tokens, so it is safe while steps run).
-func (m *pagedModel) check(got Version) error {
-	return m.compare(got, func(ref refVersion, want, got any) error {
-		w, err := viewAs[paged.View](want)
+	for s, q := range ref.seqs {
+		if q.length == 0 {
+			continue
+		}
+		wk, wv, err := w.Gather(q.table, q.length)
 		if err != nil {
-			return err
+			return fmt.Errorf("reference slot %d: %w", s, err)
 		}
-		g, err := viewAs[paged.View](got)
+		gk, gv, err := g.Gather(q.table, q.length)
 		if err != nil {
+			return fmt.Errorf("slot %d: %w", s, err)
+		}
+		if err := sameTensor(fmt.Sprintf("slot %d's %d keys", s, q.length), wk, gk); err != nil {
 			return err
 		}
-		if err := sameValue("metadata", w.Metadata(), g.Metadata()); err != nil {
+		if err := sameTensor(fmt.Sprintf("slot %d's %d values", s, q.length), wv, gv); err != nil {
 			return err
 		}
-		if w.LayerIndex() != g.LayerIndex() || w.DType() != g.DType() {
-			return fmt.Errorf("layer index %d, dtype %v; want %d, %v", g.LayerIndex(), g.DType(), w.LayerIndex(), w.DType())
-		}
-		for s, q := range ref.seqs {
-			if q.length == 0 {
-				continue
-			}
-			wk, wv, err := w.Gather(q.table, q.length)
-			if err != nil {
-				return fmt.Errorf("reference slot %d: %w", s, err)
-			}
-			gk, gv, err := g.Gather(q.table, q.length)
-			if err != nil {
-				return fmt.Errorf("slot %d: %w", s, err)
-			}
-			if err := sameTensor(fmt.Sprintf("slot %d's %d keys", s, q.length), wk, gk); err != nil {
-				return err
-			}
-			if err := sameTensor(fmt.Sprintf("slot %d's %d values", s, q.length), wv, gv); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-func (m *pagedModel) checkResults(_ uint64, ws []LayerWrite, _, got []Result) error {
-	return zeroResults(len(ws), got)
+	}
+	return nil
 }
 
 // ---- Mamba and Mamba2 ----
@@ -679,13 +678,13 @@ func (m *pagedModel) checkResults(_ uint64, ws []LayerWrite, _, got []Result) er
 func convSSMStep(r *rand.Rand, s, B, C, K int, ssmShape ...int) ConvSSM {
 	switch {
 	case s == 0:
-		return ConvSSM{ConvWindow: coreRand(r, B, C, K), SSMState: coreRand(r, ssmShape...)}
+		return ConvSSM{ConvWindow: randTensor(r, B, C, K), SSMState: randTensor(r, ssmShape...)}
 	case s%6 == 3:
-		return ConvSSM{ConvColumn: coreRand(r, B, C), CachePosition: r.Intn(K+2) - 1}
+		return ConvSSM{ConvColumn: randTensor(r, B, C), CachePosition: r.Intn(K+2) - 1}
 	case s%6 == 5:
-		return ConvSSM{ConvWindow: coreRand(r, B, C, K)}
+		return ConvSSM{ConvWindow: randTensor(r, B, C, K)}
 	}
-	return ConvSSM{ConvColumn: coreRand(r, B, C), CachePosition: K - 1, SSMState: coreRand(r, ssmShape...)}
+	return ConvSSM{ConvColumn: randTensor(r, B, C), CachePosition: K - 1, SSMState: randTensor(r, ssmShape...)}
 }
 
 // applyConvSSMCore applies w with the core's own calls: UpdateConvState
@@ -713,17 +712,30 @@ func applyConvSSMCore[V convSSMView[V]](v V, w ConvSSM) (V, error) {
 	return v, err
 }
 
-// The Mamba model: B 3, intermediate 6, state 4, kernel 4, 3 layers, float32.
-const cmB, cmI, cmN, cmK, cmL = 3, 6, 4, 4, 3
-
-type mambaModel struct {
-	refLog
-	r     *rand.Rand
-	meta  mamba.Metadata
-	steps int
+// convSSMStates is what a Mamba and a Mamba2 view both show.
+type convSSMStates interface {
+	ConvStates() tensor.Tensor
+	SSMStates() tensor.Tensor
+	Positions() []int32
 }
 
-func newMambaModel(r *rand.Rand) (*mambaModel, error) {
+// sameConvSSMStates compares the conv and SSM states and the positions of
+// two Mamba or two Mamba2 views.
+func sameConvSSMStates(w, g convSSMStates) error {
+	if err := sameTensor("conv states", w.ConvStates(), g.ConvStates()); err != nil {
+		return err
+	}
+	if err := sameTensor("SSM states", w.SSMStates(), g.SSMStates()); err != nil {
+		return err
+	}
+	return sameValue("positions", w.Positions(), g.Positions())
+}
+
+// The Mamba model: B 3, intermediate 6, state 4, kernel 4, 3 layers,
+// float32; every layer gets convSSMStep's write.
+const cmB, cmI, cmN, cmK, cmL = 3, 6, 4, 4, 3
+
+func newMambaModel(r *rand.Rand) (coreModel, error) {
 	meta, err := mamba.NewMetadata(mamba.MetadataConfig{NumHiddenLayers: cmL, BatchSize: cmB, IntermediateSize: cmI, SSMStateSize: cmN, ConvKernelSize: cmK})
 	if err != nil {
 		return nil, err
@@ -732,91 +744,37 @@ func newMambaModel(r *rand.Rand) (*mambaModel, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &mambaModel{r: r, meta: meta}
-	views := make([]any, c.Len())
-	for l := range views {
-		if views[l], err = c.View(l); err != nil {
-			return nil, err
-		}
+	m := &kindModel[*MambaWrite, mamba.View]{
+		cacheSpec: Spec{Mamba: &MambaSpec{Metadata: meta, DType: tensor.Float32}},
+		writes: everyLayer(cmL, func(step int) *MambaWrite {
+			return &MambaWrite{convSSMStep(r, step, cmB, cmI, cmK, cmB, cmI, cmN)}
+		}),
+		update: func(v mamba.View, w *MambaWrite) (mamba.View, Result, error) {
+			v, err := applyConvSSMCore(v, w.ConvSSM)
+			return v, Result{}, err
+		},
+		same: viewsOnly(sameMamba),
 	}
-	m.push(refVersion{views: views})
-	return m, nil
+	return m.start(c.Len(), c.View)
 }
 
-func (m *mambaModel) spec() Spec {
-	return Spec{Mamba: &MambaSpec{Metadata: m.meta, DType: tensor.Float32}}
-}
-
-func (m *mambaModel) next(context.Context, *Cache) ([]LayerWrite, error) {
-	ws := make([]LayerWrite, cmL)
-	for l := range ws {
-		ws[l] = LayerWrite{Layer: l, Write: &MambaWrite{convSSMStep(m.r, m.steps, cmB, cmI, cmK, cmB, cmI, cmN)}}
+// sameMamba compares two Mamba views' states, positions and metadata.
+func sameMamba(w, g mamba.View) error {
+	if err := sameConvSSMStates(w, g); err != nil {
+		return err
 	}
-	m.steps++
-	return ws, nil
-}
-
-func (m *mambaModel) apply(ws []LayerWrite) ([]Result, error) {
-	views := m.nextViews()
-	for _, lw := range ws {
-		w, err := writeAs[*MambaWrite](lw.Write)
-		if err != nil {
-			return nil, err
-		}
-		v, err := viewAs[mamba.View](views[lw.Layer])
-		if err != nil {
-			return nil, err
-		}
-		if views[lw.Layer], err = applyConvSSMCore(v, w.ConvSSM); err != nil {
-			return nil, fmt.Errorf("layer %d: %w", lw.Layer, err)
-		}
-	}
-	m.push(refVersion{views: views})
-	return make([]Result, len(ws)), nil
-}
-
-func (m *mambaModel) check(got Version) error {
-	return m.compare(got, func(_ refVersion, want, got any) error {
-		w, err := viewAs[mamba.View](want)
-		if err != nil {
-			return err
-		}
-		g, err := viewAs[mamba.View](got)
-		if err != nil {
-			return err
-		}
-		if err := sameTensor("conv states", w.ConvStates(), g.ConvStates()); err != nil {
-			return err
-		}
-		if err := sameTensor("SSM states", w.SSMStates(), g.SSMStates()); err != nil {
-			return err
-		}
-		if err := sameValue("positions", w.Positions(), g.Positions()); err != nil {
-			return err
-		}
-		return sameValue("metadata", w.Metadata(), g.Metadata())
-	})
-}
-
-func (m *mambaModel) checkResults(_ uint64, ws []LayerWrite, _, got []Result) error {
-	return zeroResults(len(ws), got)
+	return sameValue("metadata", w.Metadata(), g.Metadata())
 }
 
 // The Mamba2 model: B 2, intermediate 8, 4 heads of dim 2, state 2, kernel
-// 4, 2 groups (conv dim 16), 3 layers, bfloat16. Every step advances the
-// sequence by one (AdvanceSeq 1), so a version's seqlen offset is its
-// number: a marker the readers of concurrency_test.go check.
+// 4, 2 groups (conv dim 16), 3 layers, bfloat16. Every layer gets
+// convSSMStep's write and advances the sequence by one (AdvanceSeq 1), so
+// a version's seqlen offset is its number: a marker the readers of
+// concurrency_test.go check.
 const cm2B, cm2I, cm2H, cm2P, cm2N, cm2K, cm2G, cm2L = 2, 8, 4, 2, 2, 4, 2, 3
 const cm2Conv = cm2I + 2*cm2G*cm2N
 
-type mamba2Model struct {
-	refLog
-	r     *rand.Rand
-	meta  mamba2.Metadata
-	steps int
-}
-
-func newMamba2Model(r *rand.Rand) (*mamba2Model, error) {
+func newMamba2Model(r *rand.Rand) (coreModel, error) {
 	meta, err := mamba2.NewMetadata(mamba2.MetadataConfig{NumHiddenLayers: cm2L, BatchSize: cm2B, IntermediateSize: cm2I, NumHeads: cm2H,
 		HeadDim: cm2P, StateSize: cm2N, ConvKernelSize: cm2K, NGroups: cm2G})
 	if err != nil {
@@ -826,81 +784,33 @@ func newMamba2Model(r *rand.Rand) (*mamba2Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &mamba2Model{r: r, meta: meta}
-	views := make([]any, c.Len())
-	for l := range views {
-		if views[l], err = c.View(l); err != nil {
-			return nil, err
-		}
+	m := &kindModel[*Mamba2Write, mamba2.View]{
+		cacheSpec: Spec{Mamba2: &Mamba2Spec{Metadata: meta, DType: tensor.BFloat16}},
+		writes: everyLayer(cm2L, func(step int) *Mamba2Write {
+			return &Mamba2Write{ConvSSM: convSSMStep(r, step, cm2B, cm2Conv, cm2K, cm2B, cm2H, cm2P, cm2N), AdvanceSeq: 1}
+		}),
+		update: func(v mamba2.View, w *Mamba2Write) (mamba2.View, Result, error) {
+			v, err := applyConvSSMCore(v, w.ConvSSM)
+			if err == nil {
+				v, err = v.UpdateSeq(w.AdvanceSeq)
+			}
+			return v, Result{}, err
+		},
+		same: viewsOnly(sameMamba2),
 	}
-	m.push(refVersion{views: views})
-	return m, nil
+	return m.start(c.Len(), c.View)
 }
 
-func (m *mamba2Model) spec() Spec {
-	return Spec{Mamba2: &Mamba2Spec{Metadata: m.meta, DType: tensor.BFloat16}}
-}
-
-func (m *mamba2Model) next(context.Context, *Cache) ([]LayerWrite, error) {
-	ws := make([]LayerWrite, cm2L)
-	for l := range ws {
-		ws[l] = LayerWrite{Layer: l, Write: &Mamba2Write{ConvSSM: convSSMStep(m.r, m.steps, cm2B, cm2Conv, cm2K, cm2B, cm2H, cm2P, cm2N), AdvanceSeq: 1}}
+// sameMamba2 compares two Mamba2 views' states, positions, seqlen offsets
+// and metadata.
+func sameMamba2(w, g mamba2.View) error {
+	if err := sameConvSSMStates(w, g); err != nil {
+		return err
 	}
-	m.steps++
-	return ws, nil
-}
-
-func (m *mamba2Model) apply(ws []LayerWrite) ([]Result, error) {
-	views := m.nextViews()
-	for _, lw := range ws {
-		w, err := writeAs[*Mamba2Write](lw.Write)
-		if err != nil {
-			return nil, err
-		}
-		v, err := viewAs[mamba2.View](views[lw.Layer])
-		if err != nil {
-			return nil, err
-		}
-		if v, err = applyConvSSMCore(v, w.ConvSSM); err != nil {
-			return nil, fmt.Errorf("layer %d: %w", lw.Layer, err)
-		}
-		if v, err = v.UpdateSeq(w.AdvanceSeq); err != nil {
-			return nil, fmt.Errorf("layer %d: %w", lw.Layer, err)
-		}
-		views[lw.Layer] = v
+	if w.SeqlenOffset() != g.SeqlenOffset() {
+		return fmt.Errorf("seqlen offset %d, want %d", g.SeqlenOffset(), w.SeqlenOffset())
 	}
-	m.push(refVersion{views: views})
-	return make([]Result, len(ws)), nil
-}
-
-func (m *mamba2Model) check(got Version) error {
-	return m.compare(got, func(_ refVersion, want, got any) error {
-		w, err := viewAs[mamba2.View](want)
-		if err != nil {
-			return err
-		}
-		g, err := viewAs[mamba2.View](got)
-		if err != nil {
-			return err
-		}
-		if err := sameTensor("conv states", w.ConvStates(), g.ConvStates()); err != nil {
-			return err
-		}
-		if err := sameTensor("SSM states", w.SSMStates(), g.SSMStates()); err != nil {
-			return err
-		}
-		if err := sameValue("positions", w.Positions(), g.Positions()); err != nil {
-			return err
-		}
-		if w.SeqlenOffset() != g.SeqlenOffset() {
-			return fmt.Errorf("seqlen offset %d, want %d", g.SeqlenOffset(), w.SeqlenOffset())
-		}
-		return sameValue("metadata", w.Metadata(), g.Metadata())
-	})
-}
-
-func (m *mamba2Model) checkResults(_ uint64, ws []LayerWrite, _, got []Result) error {
-	return zeroResults(len(ws), got)
+	return sameValue("metadata", w.Metadata(), g.Metadata())
 }
 
 // ---- lightning ----
@@ -912,14 +822,7 @@ const clB, clH, clDk, clDv, clL = 2, 3, 2, 3, 3
 
 var clSlopes = []float64{0.5, 0.25, 0.125}
 
-type lightningModel struct {
-	refLog
-	r     *rand.Rand
-	meta  lightning.Metadata
-	steps int
-}
-
-func newLightningModel(r *rand.Rand) (*lightningModel, error) {
+func newLightningModel(r *rand.Rand) (coreModel, error) {
 	meta, err := lightning.NewMetadata(lightning.MetadataConfig{BatchSize: lightning.Ptr(clB), NumHeads: lightning.Ptr(clH),
 		KeyDim: lightning.Ptr(clDk), ValueDim: lightning.Ptr(clDv)})
 	if err != nil {
@@ -929,85 +832,52 @@ func newLightningModel(r *rand.Rand) (*lightningModel, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &lightningModel{r: r, meta: meta}
-	views := make([]any, c.Len())
-	for l := range views {
-		if views[l], err = c.View(l); err != nil {
-			return nil, err
-		}
+	m := &kindModel[*LightningWrite, lightning.View]{
+		cacheSpec: Spec{Lightning: &LightningSpec{Layers: clL, Metadata: meta, DType: tensor.Float32}},
+		writes: everyLayer(clL, func(step int) *LightningWrite {
+			if step%5 == 2 {
+				return &LightningWrite{KeyValue: randTensor(r, clB, clH, clDk, clDv)}
+			}
+			T := 1 + r.Intn(3)
+			return &LightningWrite{Key: randTensor(r, clB, clH, T, clDk), Value: randTensor(r, clB, clH, T, clDv), SlopeRate: clSlopes}
+		}),
+		update: func(v lightning.View, w *LightningWrite) (lightning.View, Result, error) {
+			if !w.KeyValue.IsZero() {
+				v, err := v.UpdateKeyValue(w.KeyValue)
+				return v, Result{}, err
+			}
+			v, err := v.Update(w.Key, w.Value, w.SlopeRate)
+			return v, Result{}, err
+		},
+		same: viewsOnly(sameLightning),
 	}
-	m.push(refVersion{views: views})
-	return m, nil
+	return m.start(c.Len(), c.View)
 }
 
-func (m *lightningModel) spec() Spec {
-	return Spec{Lightning: &LightningSpec{Layers: clL, Metadata: m.meta, DType: tensor.Float32}}
-}
-
-func (m *lightningModel) next(context.Context, *Cache) ([]LayerWrite, error) {
-	ws := make([]LayerWrite, clL)
-	for l := range ws {
-		w := &LightningWrite{KeyValue: coreRand(m.r, clB, clH, clDk, clDv)}
-		if m.steps%5 != 2 {
-			T := 1 + m.r.Intn(3)
-			w = &LightningWrite{Key: coreRand(m.r, clB, clH, T, clDk), Value: coreRand(m.r, clB, clH, T, clDv), SlopeRate: clSlopes}
-		}
-		ws[l] = LayerWrite{Layer: l, Write: w}
+// sameLightning compares two lightning views' states and metadata.
+func sameLightning(w, g lightning.View) error {
+	if w.HasKeyValue() != g.HasKeyValue() {
+		return fmt.Errorf("has key_value %v, want %v", g.HasKeyValue(), w.HasKeyValue())
 	}
-	m.steps++
-	return ws, nil
-}
-
-func (m *lightningModel) apply(ws []LayerWrite) ([]Result, error) {
-	views := m.nextViews()
-	for _, lw := range ws {
-		w, err := writeAs[*LightningWrite](lw.Write)
-		if err != nil {
-			return nil, err
-		}
-		v, err := viewAs[lightning.View](views[lw.Layer])
-		if err != nil {
-			return nil, err
-		}
-		if !w.KeyValue.IsZero() {
-			v, err = v.UpdateKeyValue(w.KeyValue)
-		} else {
-			v, err = v.Update(w.Key, w.Value, w.SlopeRate)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("layer %d: %w", lw.Layer, err)
-		}
-		views[lw.Layer] = v
+	if err := sameTensor("key_value", w.KeyValue(), g.KeyValue()); err != nil {
+		return err
 	}
-	m.push(refVersion{views: views})
-	return make([]Result, len(ws)), nil
-}
-
-func (m *lightningModel) check(got Version) error {
-	return m.compare(got, func(_ refVersion, want, got any) error {
-		w, err := viewAs[lightning.View](want)
-		if err != nil {
-			return err
-		}
-		g, err := viewAs[lightning.View](got)
-		if err != nil {
-			return err
-		}
-		if w.HasKeyValue() != g.HasKeyValue() {
-			return fmt.Errorf("has key_value %v, want %v", g.HasKeyValue(), w.HasKeyValue())
-		}
-		if err := sameTensor("key_value", w.KeyValue(), g.KeyValue()); err != nil {
-			return err
-		}
-		return sameValue("metadata", w.Metadata(), g.Metadata())
-	})
-}
-
-func (m *lightningModel) checkResults(_ uint64, ws []LayerWrite, _, got []Result) error {
-	return zeroResults(len(ws), got)
+	return sameValue("metadata", w.Metadata(), g.Metadata())
 }
 
 // ---- the test ----
+
+// newModelCache returns the model of a cache of kind whose writes are
+// drawn from seed, and that cache, on a new runtime that keeps the
+// versions of the given number of steps and version 0.
+func newModelCache(t *testing.T, kind string, seed int64, steps int) (coreModel, *Cache) {
+	t.Helper()
+	m, err := newCoreModel(kind, seed)
+	require.NoError(t, err)
+	c, err := newRuntime(t, WithHistory(steps+1)).NewCache(kind, m.spec())
+	require.NoError(t, err)
+	return m, c
+}
 
 // TestStepsEqualTheCorePackages drives one unsharded cache of every kind
 // through 12 steps of the runtime and the same writes directly through the
@@ -1021,13 +891,7 @@ func TestStepsEqualTheCorePackages(t *testing.T) {
 	const steps = 12
 	for i, kind := range coreKinds {
 		t.Run(kind, func(t *testing.T) {
-			m, err := newCoreModel(kind, int64(1+i))
-			require.NoError(t, err)
-			rt, err := NewRuntime(WithHistory(steps + 1))
-			require.NoError(t, err)
-			t.Cleanup(func() { _ = rt.Close() })
-			c, err := rt.NewCache(kind, m.spec())
-			require.NoError(t, err)
+			m, c := newModelCache(t, kind, int64(1+i), steps)
 			ctx := context.Background()
 			for s := range uint64(steps) {
 				require.NoError(t, coreStep(ctx, c, m, s))

@@ -41,19 +41,6 @@ func kvHeadsOverTP() *sharding.PartitionAxis {
 	return &pa
 }
 
-// randTensor returns a float32 tensor of shape with values drawn from r.
-func randTensor(r *rand.Rand, shape ...int) tensor.Tensor {
-	n := 1
-	for _, d := range shape {
-		n *= d
-	}
-	vals := make([]float64, n)
-	for i := range vals {
-		vals[i] = r.NormFloat64()
-	}
-	return tensor.Must(tensor.FromFloat64s(tensor.Float32, vals, shape...))
-}
-
 func mustMask(m transformer.Mask, err error) transformer.Mask {
 	if err != nil {
 		panic(err)
@@ -94,8 +81,7 @@ func transformerCase() kindCase {
 		return m
 	}
 	writes := func(r *rand.Rand, q int, masked bool) []LayerWrite {
-		ws := make([]LayerWrite, trL)
-		for l := range ws {
+		return layerWrites(trL, func() *TransformerWrite {
 			w := &TransformerWrite{Key: randTensor(r, trB, q, trH, trD), Value: randTensor(r, trB, q, trH, trD)}
 			if masked {
 				// A query with 2 query heads per kv head (its heads are never cut),
@@ -108,9 +94,8 @@ func transformerCase() kindCase {
 				w.Mask = mustMask(transformer.NewMask([]int{trB, trS}, data))
 				w.Options = transformer.ConcatOptions{CausalMask: transformer.CausalMask(trS)}
 			}
-			ws[l] = LayerWrite{Layer: l, Write: w}
-		}
-		return ws
+			return w
+		})
 	}
 	return kindCase{
 		name: "transformer",
@@ -157,16 +142,7 @@ func transformerCase() kindCase {
 			require.Equal(t, uint64(5), v)
 			return out
 		},
-		same: func(t *testing.T, want, got any) {
-			w, g := want.(transformer.View), got.(transformer.View)
-			require.Equal(t, w.Index(), g.Index(), "index")
-			require.Equal(t, w.Key().DType(), g.Key().DType())
-			require.Equal(t, w.Key().Shape(), g.Key().Shape())
-			require.Equal(t, visible(t, w.Key(), w.Index()), visible(t, g.Key(), g.Index()), "key bytes")
-			require.Equal(t, visible(t, w.Value(), w.Index()), visible(t, g.Value(), g.Index()), "value bytes")
-			require.Equal(t, w.Starts(), g.Starts(), "starts")
-			require.Equal(t, w.Metadata(), g.Metadata())
-		},
+		same: requireSame(sameContiguous),
 	}
 }
 
@@ -185,9 +161,7 @@ func pagedCase() kindCase {
 		},
 		drive: func(t *testing.T, c *Cache) [][]Result {
 			r := rand.New(rand.NewSource(8))
-			each := func(w func() *PagedWrite) []LayerWrite {
-				return []LayerWrite{{Layer: 0, Write: w()}, {Layer: 1, Write: w()}}
-			}
+			each := func(w func() *PagedWrite) []LayerWrite { return layerWrites(2, w) }
 			var out [][]Result
 			// Sequence A's prompt of 6 tokens in pages 1, 2.
 			out = append(out, step(t, c, 0, each(func() *PagedWrite {
@@ -233,7 +207,7 @@ func mambaCase() kindCase {
 		drive: func(t *testing.T, c *Cache) [][]Result {
 			r := rand.New(rand.NewSource(9))
 			each := func(w func() ConvSSM) []LayerWrite {
-				return []LayerWrite{{Layer: 0, Write: &MambaWrite{w()}}, {Layer: 1, Write: &MambaWrite{w()}}}
+				return layerWrites(2, func() *MambaWrite { return &MambaWrite{w()} })
 			}
 			var out [][]Result
 			out = append(out, step(t, c, 0, each(func() ConvSSM {
@@ -245,13 +219,7 @@ func mambaCase() kindCase {
 			out = append(out, step(t, c, 2, each(func() ConvSSM { return ConvSSM{ConvColumn: randTensor(r, b, i), CachePosition: 1} })))
 			return out
 		},
-		same: func(t *testing.T, want, got any) {
-			w, g := want.(mamba.View), got.(mamba.View)
-			require.True(t, w.ConvStates().Equal(g.ConvStates()), "conv states")
-			require.True(t, w.SSMStates().Equal(g.SSMStates()), "ssm states")
-			require.Equal(t, w.Positions(), g.Positions())
-			require.Equal(t, w.Metadata(), g.Metadata())
-		},
+		same: requireSame(sameMamba),
 	}
 }
 
@@ -270,9 +238,7 @@ func mamba2Case() kindCase {
 		},
 		drive: func(t *testing.T, c *Cache) [][]Result {
 			r := rand.New(rand.NewSource(10))
-			each := func(w func() *Mamba2Write) []LayerWrite {
-				return []LayerWrite{{Layer: 0, Write: w()}, {Layer: 1, Write: w()}}
-			}
+			each := func(w func() *Mamba2Write) []LayerWrite { return layerWrites(2, w) }
 			var out [][]Result
 			out = append(out, step(t, c, 0, each(func() *Mamba2Write {
 				return &Mamba2Write{ConvSSM: ConvSSM{ConvWindow: randTensor(r, b, conv, k), SSMState: randTensor(r, b, h, p, n)}, AdvanceSeq: 5}
@@ -285,14 +251,7 @@ func mamba2Case() kindCase {
 			})))
 			return out
 		},
-		same: func(t *testing.T, want, got any) {
-			w, g := want.(mamba2.View), got.(mamba2.View)
-			require.True(t, w.ConvStates().Equal(g.ConvStates()), "conv states")
-			require.True(t, w.SSMStates().Equal(g.SSMStates()), "ssm states")
-			require.Equal(t, w.Positions(), g.Positions())
-			require.Equal(t, w.SeqlenOffset(), g.SeqlenOffset())
-			require.Equal(t, w.Metadata(), g.Metadata())
-		},
+		same: requireSame(sameMamba2),
 	}
 }
 
@@ -310,9 +269,7 @@ func lightningCase() kindCase {
 		},
 		drive: func(t *testing.T, c *Cache) [][]Result {
 			r := rand.New(rand.NewSource(11))
-			each := func(w func() *LightningWrite) []LayerWrite {
-				return []LayerWrite{{Layer: 0, Write: w()}, {Layer: 1, Write: w()}}
-			}
+			each := func(w func() *LightningWrite) []LayerWrite { return layerWrites(2, w) }
 			update := func(tokens int) func() *LightningWrite {
 				return func() *LightningWrite {
 					return &LightningWrite{Key: randTensor(r, b, h, tokens, dk), Value: randTensor(r, b, h, tokens, dv), SlopeRate: slopes}
@@ -325,30 +282,8 @@ func lightningCase() kindCase {
 			out = append(out, step(t, c, 3, each(update(1))))
 			return out
 		},
-		same: func(t *testing.T, want, got any) {
-			w, g := want.(lightning.View), got.(lightning.View)
-			require.Equal(t, w.HasKeyValue(), g.HasKeyValue())
-			require.True(t, w.KeyValue().Equal(g.KeyValue()), "key_value")
-			require.Equal(t, w.Metadata(), g.Metadata())
-		},
+		same: requireSame(sameLightning),
 	}
-}
-
-// visible returns the bytes of a (B, S, H, D) cache that a version can
-// see: row b's positions below index[b]. Positions past a row's index are
-// unspecified (a later version's append may fill them in place, in
-// storage the version shares), so they are not compared.
-func visible(t *testing.T, x tensor.Tensor, index []int32) []byte {
-	t.Helper()
-	B, S, row := x.Dim(0), x.Dim(1), x.Dim(2)*x.Dim(3)
-	size := x.DType().Size()
-	var out []byte
-	for b := range B {
-		buf := make([]byte, int(index[b])*row*size)
-		require.NoError(t, x.ReadBytes(buf, x.DType(), b*S*row))
-		out = append(out, buf...)
-	}
-	return out
 }
 
 func kindCases() []kindCase {
@@ -470,11 +405,9 @@ func (w panicShard) split(base *Sharded) ([]Write, error) {
 // decodeWrites returns one random decode write per layer of a transformerCase
 // cache.
 func decodeWrites(r *rand.Rand) []LayerWrite {
-	ws := make([]LayerWrite, trL)
-	for l := range ws {
-		ws[l] = LayerWrite{Layer: l, Write: &TransformerWrite{Key: randTensor(r, trB, 1, trH, trD), Value: randTensor(r, trB, 1, trH, trD)}}
-	}
-	return ws
+	return layerWrites(trL, func() *TransformerWrite {
+		return &TransformerWrite{Key: randTensor(r, trB, 1, trH, trD), Value: randTensor(r, trB, 1, trH, trD)}
+	})
 }
 
 // shardedPair returns an unsharded transformerCase cache and the same cache
@@ -562,23 +495,11 @@ func TestShardedStaleBaseIsRejected(t *testing.T) {
 	require.ErrorIs(t, err, ErrStale)
 
 	// Concurrent steps on one base: exactly one wins, nothing is merged.
-	errs := make(chan error, 6)
-	for range cap(errs) {
-		ws := decodeWrites(r)
-		go func() {
-			_, _, err := c.Step(ctx, 1, ws)
-			errs <- err
-		}()
+	racing := make([][]LayerWrite, 6)
+	for i := range racing {
+		racing[i] = decodeWrites(r)
 	}
-	wins := 0
-	for range cap(errs) {
-		if err := <-errs; err == nil {
-			wins++
-		} else {
-			require.ErrorIs(t, err, ErrStale)
-		}
-	}
-	assert.Equal(t, 1, wins)
+	requireOneWins(t, c, 1, racing)
 	cur, err := c.Current(ctx)
 	require.NoError(t, err)
 	require.Equal(t, uint64(2), cur.Number)
