@@ -29,6 +29,15 @@ func newRuntime(t *testing.T, opts ...Option) *Runtime {
 	return rt
 }
 
+// newTransformerCache returns cache "c" of transformerSpec on a new
+// runtime with opts.
+func newTransformerCache(t *testing.T, opts ...Option) *Cache {
+	t.Helper()
+	c, err := newRuntime(t, opts...).NewCache("c", transformerSpec(t))
+	require.NoError(t, err)
+	return c
+}
+
 func transformerSpec(t *testing.T) Spec {
 	meta, err := transformer.NewMetadata(transformer.MetadataConfig{BatchSize: tB, SequenceLength: tS, NumHiddenLayers: tL,
 		NumHeads: transformer.Ptr(tH), HeadDim: transformer.Ptr(tD)})
@@ -55,9 +64,7 @@ func decodeStep(step int) []LayerWrite {
 }
 
 func TestStepMatchesTheCoreAndPublishesVersions(t *testing.T) {
-	rt := newRuntime(t)
-	c, err := rt.NewCache("c1", transformerSpec(t))
-	require.NoError(t, err)
+	c := newTransformerCache(t)
 	ctx := context.Background()
 
 	// The same writes applied directly to the core.
@@ -95,36 +102,20 @@ func TestStepMatchesTheCoreAndPublishesVersions(t *testing.T) {
 }
 
 func TestStaleBaseIsRejectedNotMerged(t *testing.T) {
-	rt := newRuntime(t)
-	c, err := rt.NewCache("c", transformerSpec(t))
-	require.NoError(t, err)
+	c := newTransformerCache(t)
 	ctx := context.Background()
-	_, _, err = c.Step(ctx, 0, decodeStep(0))
+	_, _, err := c.Step(ctx, 0, decodeStep(0))
 	require.NoError(t, err)
 	_, _, err = c.Step(ctx, 0, decodeStep(1))
 	require.ErrorIs(t, err, ErrStale)
 	assert.Contains(t, err.Error(), "based on version 0, the current version is 1")
 
 	// Concurrent steps on one base: exactly one wins.
-	var wg sync.WaitGroup
-	errs := make([]error, 8)
-	for i := range errs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, _, errs[i] = c.Step(ctx, 1, decodeStep(2+i))
-		}()
+	racing := make([][]LayerWrite, 8)
+	for i := range racing {
+		racing[i] = decodeStep(2 + i)
 	}
-	wg.Wait()
-	wins := 0
-	for _, e := range errs {
-		if e == nil {
-			wins++
-		} else {
-			require.ErrorIs(t, e, ErrStale)
-		}
-	}
-	assert.Equal(t, 1, wins)
+	requireOneWins(t, c, 1, racing)
 	cur, err := c.Current(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, uint64(2), cur.Number)
@@ -134,14 +125,12 @@ func TestStaleBaseIsRejectedNotMerged(t *testing.T) {
 }
 
 func TestFailedLayerFailsTheWholeStep(t *testing.T) {
-	rt := newRuntime(t)
-	c, err := rt.NewCache("c", transformerSpec(t))
-	require.NoError(t, err)
+	c := newTransformerCache(t)
 	ctx := context.Background()
 	ws := decodeStep(0)
 	bad := tensor.Must(tensor.New(tensor.Float32, tB, 1, tH+1, tD))
 	ws[2].Write = &TransformerWrite{Key: bad, Value: bad}
-	_, _, err = c.Step(ctx, 0, ws)
+	_, _, err := c.Step(ctx, 0, ws)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "layer 2")
 	cur, err := c.Current(ctx)
@@ -161,9 +150,7 @@ func TestFailedLayerFailsTheWholeStep(t *testing.T) {
 
 // Readers see version N or N+1, never a mix of layers from two steps.
 func TestReadersNeverSeeMixedVersions(t *testing.T) {
-	rt := newRuntime(t)
-	c, err := rt.NewCache("c", transformerSpec(t))
-	require.NoError(t, err)
+	c := newTransformerCache(t)
 	ctx := context.Background()
 	done := make(chan struct{})
 	var reads int
@@ -218,11 +205,9 @@ func (blockWrite) split(*Sharded) ([]Write, error) {
 }
 
 func TestPanicRestartsTheLayerAndKeepsCommittedData(t *testing.T) {
-	rt := newRuntime(t)
-	c, err := rt.NewCache("c", transformerSpec(t))
-	require.NoError(t, err)
+	c := newTransformerCache(t)
 	ctx := context.Background()
-	_, _, err = c.Step(ctx, 0, decodeStep(0))
+	_, _, err := c.Step(ctx, 0, decodeStep(0))
 	require.NoError(t, err)
 	ws := decodeStep(1)
 	ws[1].Write = panicWrite{}
@@ -238,9 +223,7 @@ func TestPanicRestartsTheLayerAndKeepsCommittedData(t *testing.T) {
 }
 
 func TestTimeoutAndBackPressure(t *testing.T) {
-	rt := newRuntime(t, WithTimeout(100*time.Millisecond), WithMaxInFlight(1))
-	c, err := rt.NewCache("c", transformerSpec(t))
-	require.NoError(t, err)
+	c := newTransformerCache(t, WithTimeout(100*time.Millisecond), WithMaxInFlight(1))
 	ctx := context.Background()
 	started, release := make(chan struct{}), make(chan struct{})
 	defer close(release)
@@ -250,7 +233,7 @@ func TestTimeoutAndBackPressure(t *testing.T) {
 		errc <- err
 	}()
 	<-started
-	_, _, err = c.Step(ctx, 0, decodeStep(0))
+	_, _, err := c.Step(ctx, 0, decodeStep(0))
 	require.ErrorIs(t, err, ErrBusy, "a second step is refused while one is in flight")
 	assert.Contains(t, err.Error(), "1 steps in flight (limit 1)")
 	err = <-errc
@@ -262,9 +245,7 @@ func TestTimeoutAndBackPressure(t *testing.T) {
 }
 
 func TestTransactions(t *testing.T) {
-	rt := newRuntime(t)
-	c, err := rt.NewCache("c", transformerSpec(t))
-	require.NoError(t, err)
+	c := newTransformerCache(t)
 	ctx := context.Background()
 	tx, err := c.Begin(ctx, 0)
 	require.NoError(t, err)
@@ -420,10 +401,8 @@ func TestHostActorSystemAndClose(t *testing.T) {
 }
 
 func TestPagesOnlyForPagedCaches(t *testing.T) {
-	rt := newRuntime(t)
-	c, err := rt.NewCache("c", transformerSpec(t))
-	require.NoError(t, err)
-	_, _, err = c.AllocPages(context.Background(), 1)
+	c := newTransformerCache(t)
+	_, _, err := c.AllocPages(context.Background(), 1)
 	require.ErrorIs(t, err, ErrInvalid)
 	assert.Contains(t, err.Error(), "only a paged cache with an HBMPageManager")
 }
