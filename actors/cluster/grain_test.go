@@ -2,7 +2,7 @@ package cluster
 
 import (
 	"bytes"
-	"math/rand/v2"
+	"math/rand"
 	"testing"
 	"time"
 
@@ -107,12 +107,7 @@ func TestShardGrainParts(t *testing.T) {
 	require.Equal(t, messages.Code_CODE_OK, init.Status.Code, init.Status.GetMessage())
 
 	const T = 512 // 512 tokens x 4 x 64 x 4 bytes = 512 KiB each of K and V
-	r := rand.New(rand.NewPCG(1, 2))
-	vals := make([]float64, T*4*64)
-	for i := range vals {
-		vals[i] = r.NormFloat64()
-	}
-	k := tensor.Must(tensor.FromFloat64s(tensor.Float32, vals, T, 4, 64))
+	k := wireRand(rand.New(rand.NewSource(1)), tensor.Float32, T, 4, 64)
 	table := make([]int32, 64)
 	for i := range table {
 		table[i] = int32(i + 1)
