@@ -49,41 +49,29 @@ func checkShardedUpdate(t *testing.T, r *rand.Rand, v View, meta Metadata, d sha
 	t.Helper()
 	parts, err := v.Split(specs, mesh)
 	require.NoError(t, err)
-	back, err := JoinViews(parts, meta, specs, mesh)
-	require.NoError(t, err)
-	requireSameView(t, v, back)
-
-	var want View
-	switch write {
-	case "replace state":
+	join := func(ps []View) (View, error) { return JoinViews(ps, meta, specs, mesh) }
+	if write == "replace state" {
 		kv := testkit.Rand(r, d.b, d.h, d.dk, d.dv)
-		want, err = v.UpdateKeyValue(kv)
-		require.NoError(t, err)
-		kvs, err := sharding.Split(kv, specs.KeyValue, mesh)
-		require.NoError(t, err)
-		for i := range parts {
-			parts[i], err = parts[i].UpdateKeyValue(kvs[i])
-			require.NoError(t, err)
-		}
-	default:
+		testkit.ShardedWrites(t, v, parts, join, requireSameView, testkit.TensorWrite(kv, specs.KeyValue, mesh, View.UpdateKeyValue))
+		return
+	}
+	testkit.ShardedWrites(t, v, parts, join, requireSameView, func(t *testing.T, whole View, parts []View) (View, []View) {
 		tokens := 1
 		if write == "update 2 tokens" {
 			tokens = 2
 		}
 		key, value, slopes := testkit.Rand(r, d.b, d.h, tokens, d.dk), testkit.Rand(r, d.b, d.h, tokens, d.dv), shardSlopes(r, d.h)
-		want, err = v.Update(key, value, slopes)
+		whole, err := whole.Update(key, value, slopes)
 		require.NoError(t, err)
 		keys, values, ss, err := specs.SplitUpdate(key, value, slopes, mesh)
 		require.NoError(t, err)
-		for i := range parts {
-			parts[i], err = parts[i].Update(keys[i], values[i], ss[i])
+		written := make([]View, len(parts))
+		for i, p := range parts {
+			written[i], err = p.Update(keys[i], values[i], ss[i])
 			require.NoError(t, err)
 		}
-	}
-	got, err := JoinViews(parts, meta, specs, mesh)
-	require.NoError(t, err)
-	requireSameView(t, want, got)
-	requireSameView(t, v, back) // the receiver is unchanged
+		return whole, written
+	})
 }
 
 // TestShardedWriteEqualsUnsharded splits a view with prior writes (or an

@@ -91,27 +91,12 @@ func TestShardedWriteEqualsUnsharded(t *testing.T) {
 								require.Equal(t, 4/specs.Conv[0].Blocks(mesh), pm.BatchSize)
 								require.Equal(t, inter/specs.Conv[1].Blocks(mesh), pm.IntermediateSize)
 							}
-							back, err := JoinViews(parts, meta, specs, mesh)
-							require.NoError(t, err)
-							requireSameView(t, v, back)
-
-							want := v
+							var writes []testkit.ShardWrite[View]
 							for _, u := range step {
 								up := shardUpdates[u]
-								in := testkit.Rand(r, up.input(meta)...)
-								want, err = up.apply(want, in)
-								require.NoError(t, err)
-								ins, err := sharding.Split(in, up.spec(specs), mesh)
-								require.NoError(t, err)
-								for i := range parts {
-									parts[i], err = up.apply(parts[i], ins[i])
-									require.NoError(t, err)
-								}
+								writes = append(writes, testkit.TensorWrite(testkit.Rand(r, up.input(meta)...), up.spec(specs), mesh, up.apply))
 							}
-							got, err := JoinViews(parts, meta, specs, mesh)
-							require.NoError(t, err)
-							requireSameView(t, want, got)
-							requireSameView(t, v, back) // the receiver is unchanged
+							testkit.ShardedWrites(t, v, parts, func(ps []View) (View, error) { return JoinViews(ps, meta, specs, mesh) }, requireSameView, writes...)
 						})
 					}
 				}

@@ -124,30 +124,16 @@ func TestShardedWriteEqualsUnsharded(t *testing.T) {
 								require.Equal(t, d.h/specs.SSM[1].Blocks(mesh), pm.NumHeads)
 								require.Equal(t, v.SeqlenOffset(), p.SeqlenOffset())
 							}
-							back, err := JoinViews(parts, meta, specs, mesh)
-							require.NoError(t, err)
-							requireSameView(t, v, back)
-
-							want := v
+							var writes []testkit.ShardWrite[View]
 							for _, up := range step {
 								var in tensor.Tensor
-								ins := make([]tensor.Tensor, len(parts))
+								var spec sharding.Spec
 								if up.input != nil {
-									in = testkit.Rand(r, up.input(meta)...)
-									ins, err = sharding.Split(in, up.spec(specs), mesh)
-									require.NoError(t, err)
+									in, spec = testkit.Rand(r, up.input(meta)...), up.spec(specs)
 								}
-								want, err = up.apply(want, in)
-								require.NoError(t, err)
-								for i := range parts {
-									parts[i], err = up.apply(parts[i], ins[i])
-									require.NoError(t, err)
-								}
+								writes = append(writes, testkit.TensorWrite(in, spec, mesh, up.apply))
 							}
-							got, err := JoinViews(parts, meta, specs, mesh)
-							require.NoError(t, err)
-							requireSameView(t, want, got)
-							requireSameView(t, v, back) // the receiver is unchanged
+							testkit.ShardedWrites(t, v, parts, func(ps []View) (View, error) { return JoinViews(ps, meta, specs, mesh) }, requireSameView, writes...)
 						})
 					}
 				}

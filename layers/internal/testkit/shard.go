@@ -67,3 +67,49 @@ func JoinChecks[V any](t *testing.T, parts []V, layer int, sentinel error, join 
 	require.ErrorIs(t, err, sentinel)
 	assert.Contains(t, err.Error(), "shard view 1 has layer index None, shard view 0 has "+strconv.Itoa(layer))
 }
+
+// ShardWrite applies one write to a whole view and to its shard views (part
+// i with device i's slice of the write's inputs) and returns them written.
+type ShardWrite[V any] func(t *testing.T, whole V, parts []V) (V, []V)
+
+// TensorWrite is the ShardWrite of apply with the input in, cut for the
+// parts by spec over mesh; a zero in (a write without input) gives every
+// part a zero input too.
+func TensorWrite[V any](in tensor.Tensor, spec sharding.Spec, mesh sharding.Mesh, apply func(V, tensor.Tensor) (V, error)) ShardWrite[V] {
+	return func(t *testing.T, whole V, parts []V) (V, []V) {
+		t.Helper()
+		ins := make([]tensor.Tensor, len(parts))
+		if !in.IsZero() {
+			var err error
+			ins, err = sharding.Split(in, spec, mesh)
+			require.NoError(t, err)
+		}
+		whole, err := apply(whole, in)
+		require.NoError(t, err)
+		parts = append([]V(nil), parts...)
+		for i := range parts {
+			parts[i], err = apply(parts[i], ins[i])
+			require.NoError(t, err)
+		}
+		return whole, parts
+	}
+}
+
+// ShardedWrites requires join(parts), the shard views of v, to give v
+// back, applies the writes in order to v and to the parts, and requires
+// join of the written parts to give the written v (same compares views
+// byte for byte), v itself unchanged.
+func ShardedWrites[V any](t *testing.T, v V, parts []V, join func(parts []V) (V, error), same func(t testing.TB, want, got V), writes ...ShardWrite[V]) {
+	t.Helper()
+	back, err := join(parts)
+	require.NoError(t, err)
+	same(t, v, back)
+	want := v
+	for _, w := range writes {
+		want, parts = w(t, want, parts)
+	}
+	got, err := join(parts)
+	require.NoError(t, err)
+	same(t, want, got)
+	same(t, v, back) // the receiver is unchanged
+}
