@@ -171,25 +171,13 @@ func mambaSpec(layers int) actors.Spec {
 		IntermediateSize: 8, SSMStateSize: 4, ConvKernelSize: 4}}}
 }
 
-func randomT(r *rand.Rand, shape ...int) tensor.Tensor {
-	n := 1
-	for _, d := range shape {
-		n *= d
-	}
-	x := make([]float64, n)
-	for i := range x {
-		x[i] = r.NormFloat64()
-	}
-	return tensor.Must(tensor.FromFloat64s(tensor.Float32, x, shape...))
-}
-
 // stepWrites is a decode step of every layer: a conv column shifted in and
 // a new SSM state.
 func stepWrites(r *rand.Rand, layers, pos int) []actors.LayerWrite {
 	var ws []actors.LayerWrite
 	for l := range layers {
 		ws = append(ws, actors.LayerWrite{Layer: l, Write: &actors.MambaWrite{ConvSSM: actors.ConvSSM{
-			ConvColumn: randomT(r, 2, 8), CachePosition: pos, SSMState: randomT(r, 2, 8, 4)}}})
+			ConvColumn: randTensor(r, tensor.Float32, 2, 8), CachePosition: pos, SSMState: randTensor(r, tensor.Float32, 2, 8, 4)}}})
 	}
 	return ws
 }

@@ -26,6 +26,8 @@ import (
 	"github.com/kvmesh/kvmesh/sharding"
 )
 
+// randTensor returns a tensor of dt and shape holding standard normal
+// values drawn from r.
 func randTensor(r *rand.Rand, dt tensor.DType, shape ...int) tensor.Tensor {
 	n := 1
 	for _, d := range shape {
