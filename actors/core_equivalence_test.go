@@ -222,18 +222,24 @@ func (m *kindModel[W, V]) check(got Version) error {
 		return fmt.Errorf("version %d has %d layers, want %d", got.Number, len(got.Views), len(ref.views))
 	}
 	for l := range ref.views {
-		w, err := viewAs[V](ref.views[l])
-		if err == nil {
-			var g V
-			if g, err = viewAs[V](got.Views[l]); err == nil {
-				err = m.same(ref, w, g)
-			}
-		}
-		if err != nil {
+		if err := m.sameLayer(ref, ref.views[l], got.Views[l]); err != nil {
 			return fmt.Errorf("version %d, layer %d: %w", got.Number, l, err)
 		}
 	}
 	return nil
+}
+
+// sameLayer is m.same of want, a layer of ref, and got, once both are V's.
+func (m *kindModel[W, V]) sameLayer(ref refVersion, want, got any) error {
+	w, err := viewAs[V](want)
+	if err != nil {
+		return err
+	}
+	g, err := viewAs[V](got)
+	if err != nil {
+		return err
+	}
+	return m.same(ref, w, g)
 }
 
 func (m *kindModel[W, V]) checkResults(n uint64, ws []LayerWrite, want, got []Result) error {
