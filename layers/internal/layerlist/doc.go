@@ -3,6 +3,9 @@
 // replacing a layer's view, applying a view update to one layer or to every
 // non-empty layer, and Insert's layer-by-layer pairing, all on immutable
 // slices (every change returns a new slice; the input is never modified).
+// It also holds what those caches' views share: their optional layer index
+// (Index), and the checks of shard views before a join (CheckParts,
+// CheckLayer).
 //
 // An entry may be the empty view (EasyDeL's None), the view type's zero
 // value. The functions report errors through an Ops value, which carries the
