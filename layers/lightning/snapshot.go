@@ -52,7 +52,7 @@ func putView(e viewsnap.Entry, v View) error {
 	if err := e.SetMetadata(v.meta); err != nil {
 		return err
 	}
-	e.SetLayerIndex(v.layer, v.hasLayer)
+	e.SetLayerIndex(v.layer.Get())
 	e.SetMeta("dtype", v.dtype.String())
 	if v.HasKeyValue() {
 		e.SetTensor("key_value", v.kv)

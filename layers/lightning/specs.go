@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/kvmesh/kvmesh/layers/internal/layerlist"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 	"github.com/kvmesh/kvmesh/sharding"
 )
@@ -165,7 +166,7 @@ func (v View) Split(s Specs, mesh sharding.Mesh) ([]View, error) {
 	}
 	out := make([]View, mesh.NumDevices())
 	for i := range out {
-		out[i] = View{dtype: v.dtype, meta: sm.clone(), layer: v.layer, hasLayer: v.hasLayer}
+		out[i] = View{dtype: v.dtype, meta: sm.clone(), layer: v.layer}
 	}
 	if !v.HasKeyValue() {
 		return out, nil
@@ -195,25 +196,20 @@ func JoinViews(parts []View, meta Metadata, s Specs, mesh sharding.Mesh) (View, 
 	if err := meta.Validate(); err != nil {
 		return View{}, err
 	}
-	if len(parts) != mesh.NumDevices() {
-		return View{}, fmt.Errorf("%w: %d shard views for a mesh of %d devices", ErrSharding, len(parts), mesh.NumDevices())
-	}
-	p0 := parts[0]
-	for i, p := range parts {
-		if p.IsEmpty() {
-			return View{}, fmt.Errorf("%w: shard view %d is empty", ErrSharding, i)
-		}
-		if p.dtype != p0.dtype {
-			return View{}, fmt.Errorf("%w: shard view %d is %s, shard view 0 is %s", ErrSharding, i, p.dtype, p0.dtype)
-		}
-		if p.layer != p0.layer || p.hasLayer != p0.hasLayer {
-			return View{}, fmt.Errorf("%w: shard view %d has layer index %s, shard view 0 has %s",
-				ErrSharding, i, layerString(p.layer, p.hasLayer), layerString(p0.layer, p0.hasLayer))
+	err := layerlist.CheckParts(ErrSharding, parts, mesh.NumDevices(), func(i int) error {
+		p, p0 := parts[i], parts[0]
+		if err := layerlist.CheckLayer(ErrSharding, i, p.layer, p0.layer); err != nil {
+			return err
 		}
 		if p.HasKeyValue() != p0.HasKeyValue() {
-			return View{}, fmt.Errorf("%w: shard view %d has key_value %s, shard view 0 has %s", ErrSharding, i, stateString(p), stateString(p0))
+			return fmt.Errorf("%w: shard view %d has key_value %s, shard view 0 has %s", ErrSharding, i, stateString(p), stateString(p0))
 		}
+		return nil
+	})
+	if err != nil {
+		return View{}, err
 	}
+	p0 := parts[0]
 	if len(s.KeyValue) != 4 {
 		return View{}, fmt.Errorf("%w: key_value spec %s has %d entries, want 4", ErrSharding, s.KeyValue, len(s.KeyValue))
 	}
@@ -231,7 +227,7 @@ func JoinViews(parts []View, meta Metadata, s Specs, mesh sharding.Mesh) (View, 
 	if _, err := s.shardMeta(meta, shape, mesh); err != nil {
 		return View{}, err
 	}
-	out := View{dtype: p0.dtype, meta: meta.clone(), layer: p0.layer, hasLayer: p0.hasLayer}
+	out := View{dtype: p0.dtype, meta: meta.clone(), layer: p0.layer}
 	if !p0.HasKeyValue() {
 		return out, nil
 	}
@@ -255,12 +251,4 @@ func stateString(v View) string {
 		return "None"
 	}
 	return v.kv.String()
-}
-
-// layerString formats an optional layer index for messages.
-func layerString(l int, ok bool) string {
-	if !ok {
-		return "None"
-	}
-	return fmt.Sprint(l)
 }

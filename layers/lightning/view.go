@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/kvmesh/kvmesh/layers/internal/layerlist"
 	"github.com/kvmesh/kvmesh/layers/internal/rowstore"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
@@ -24,11 +25,10 @@ var store = rowstore.Ops{Shape: ErrShape, OutOfRange: ErrOutOfRange, Incompatibl
 // leaves the receiver, its tensor and the inputs unchanged (EasyDeL's models
 // assign key_value on the view in place).
 type View struct {
-	kv       tensor.Tensor
-	dtype    tensor.DType
-	meta     Metadata
-	layer    int
-	hasLayer bool
+	kv    tensor.Tensor
+	dtype tensor.DType
+	meta  Metadata
+	layer layerlist.Index
 }
 
 // NewView returns a view for meta whose key_value is absent (EasyDeL's
@@ -44,11 +44,7 @@ func NewView(meta Metadata, dtype tensor.DType, layerIndex *int) (View, error) {
 	if !dtype.IsFloat() {
 		return View{}, fmt.Errorf("%w: cache dtype %s (want float32, bfloat16, float16 or float64)", ErrDType, dtype)
 	}
-	v := View{dtype: dtype, meta: meta.clone()}
-	if layerIndex != nil {
-		v.layer, v.hasLayer = *layerIndex, true
-	}
-	return v, nil
+	return View{dtype: dtype, meta: meta.clone(), layer: layerlist.IndexOf(layerIndex)}, nil
 }
 
 // IsEmpty reports whether v is the empty view (EasyDeL's None entry of a
@@ -71,7 +67,7 @@ func (v View) Metadata() Metadata { return v.meta.clone() }
 
 // LayerIndex returns the view's layer index; ok is false when it has none
 // (EasyDeL's layer_index=None).
-func (v View) LayerIndex() (layer int, ok bool) { return v.layer, v.hasLayer }
+func (v View) LayerIndex() (layer int, ok bool) { return v.layer.Get() }
 
 // String describes the view as "LightningCacheView(key_value=float32[2 4 4 4],
 // layer_index=0)", with key_value=None while the state is absent; the empty
@@ -80,14 +76,7 @@ func (v View) String() string {
 	if v.IsEmpty() {
 		return "None"
 	}
-	kv, li := "None", "None"
-	if v.HasKeyValue() {
-		kv = v.kv.String()
-	}
-	if v.hasLayer {
-		li = fmt.Sprint(v.layer)
-	}
-	return fmt.Sprintf("LightningCacheView(key_value=%s, layer_index=%s)", kv, li)
+	return fmt.Sprintf("LightningCacheView(key_value=%s, layer_index=%s)", stateString(v), v.layer)
 }
 
 func (v View) checkNotEmpty(op string) error {

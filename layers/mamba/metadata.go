@@ -2,9 +2,9 @@ package mamba
 
 import (
 	"encoding/json"
-	"fmt"
 	"slices"
 
+	"github.com/kvmesh/kvmesh/layers/internal/convssm"
 	"github.com/kvmesh/kvmesh/layers/internal/rawjson"
 )
 
@@ -60,23 +60,12 @@ func NewMetadata(cfg MetadataConfig) (Metadata, error) {
 // Validate checks what NewMetadata checks, in the same order. Decoders
 // (snapshots, JSON) use it on metadata they did not build.
 func (m Metadata) Validate() error {
-	for _, f := range []struct {
-		name string
-		v    int
-	}{
+	return convssm.CheckMetadata(ErrMetadata, convssm.Sizes{
 		{"batch_size", m.BatchSize},
 		{"intermediate_size", m.IntermediateSize},
 		{"ssm_state_size", m.SSMStateSize},
 		{"conv_kernel_size", m.ConvKernelSize},
-	} {
-		if f.v <= 0 {
-			return fmt.Errorf("%w: %s must be positive (got %d)", ErrMetadata, f.name, f.v)
-		}
-	}
-	if m.NumHiddenLayers < 0 {
-		return fmt.Errorf("%w: num_hidden_layers must not be negative (got %d)", ErrMetadata, m.NumHiddenLayers)
-	}
-	return rawjson.Check(ErrMetadata, "partition_axis", m.PartitionAxis)
+	}, m.NumHiddenLayers, m.PartitionAxis)
 }
 
 // stateShapes returns the shapes of the conv state (B, intermediate_size,

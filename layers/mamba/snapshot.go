@@ -1,7 +1,6 @@
 package mamba
 
 import (
-	"github.com/kvmesh/kvmesh/layers/internal/convssm"
 	"github.com/kvmesh/kvmesh/layers/internal/viewsnap"
 )
 
@@ -46,36 +45,18 @@ func (c Cache) MarshalBinary() ([]byte, error) { return snap.MarshalCache(c.view
 func UnmarshalCache(data []byte) (Cache, error) { return cacheOf(snap.UnmarshalCache(data)) }
 
 // putView stores the entries of a non-empty view (snap.Put).
-func putView(e viewsnap.Entry, v View) error {
-	if err := e.SetMetadata(v.meta); err != nil {
-		return err
-	}
-	e.SetLayerIndex(v.layer, v.hasLayer)
-	convssm.Put(e, v.st)
-	return nil
-}
+func putView(e viewsnap.Entry, v View) error { return layout.Put(e, v.meta, v.layer, v.st) }
 
 // getView decodes a non-empty view from its entries, checking them against
 // its metadata (snap.Get).
 func getView(e viewsnap.Entry) (View, error) {
-	var meta Metadata
-	if err := e.Metadata(&meta); err != nil {
-		return View{}, err
-	}
-	if err := meta.Validate(); err != nil {
-		return View{}, err
-	}
-	v := View{meta: meta}
-	layer, err := e.LayerIndex()
+	meta, layer, err := layout.GetHeader(e)
 	if err != nil {
 		return View{}, err
 	}
-	if layer != nil {
-		v.layer, v.hasLayer = *layer, true
-	}
-	conv, ssm := meta.stateShapes()
-	if v.st, err = states.Get(e, conv, ssm); err != nil {
+	st, err := layout.GetState(e, meta)
+	if err != nil {
 		return View{}, err
 	}
-	return v, nil
+	return View{st: st, meta: meta, layer: layer}, nil
 }

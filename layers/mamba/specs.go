@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/kvmesh/kvmesh/layers/internal/convssm"
+	"github.com/kvmesh/kvmesh/layers/internal/layerlist"
 	"github.com/kvmesh/kvmesh/sharding"
 )
 
@@ -12,9 +13,6 @@ import (
 // that shard an axis a shard view cannot express, and shard views that do
 // not join.
 var ErrSharding = errors.New("mamba: bad sharding")
-
-// shards does the State work of Specs, Split and JoinViews.
-var shards = convssm.ShardOps{Ops: states, Sharding: ErrSharding}
 
 // StateAxes returns the semantic axes of the conv state (B, I, K) and of
 // the SSM state (B, I, N): [BATCH, HEAD, LENGTH], EasyDeL's default
@@ -47,11 +45,7 @@ type Specs struct {
 // wraps ErrEmpty; an unknown mode or an invalid pa wraps ErrSharding and the
 // sharding error.
 func (v View) Specs(pa sharding.PartitionAxis, mode sharding.Mode, mesh sharding.Mesh) (Specs, error) {
-	if err := v.checkNotEmpty("Specs"); err != nil {
-		return Specs{}, err
-	}
-	conv, ssm := v.meta.stateShapes()
-	s, err := shards.Resolve(pa, mode, mesh, StateAxes(), PositionAxes(), conv, ssm)
+	s, err := layout.Specs(v.st, v.meta, pa, mode, mesh, StateAxes(), PositionAxes())
 	return Specs(s), err
 }
 
@@ -65,15 +59,16 @@ func (s Specs) ColumnSpec() sharding.Spec { return s.Conv.Pick(0, 1) }
 // shard).
 func (s Specs) WindowSpec() sharding.Spec { return s.Conv.Pick(0, 1, -1) }
 
-// shardMeta checks that s fits meta's tensors on mesh and that a shard view
-// can hold each device's slices, and returns a shard's metadata: batch_size,
-// intermediate_size and ssm_state_size divided by their block counts.
-func (s Specs) shardMeta(meta Metadata, mesh sharding.Mesh) (Metadata, error) {
+// shardMeta checks with o that s fits meta's tensors on mesh and that a
+// shard view can hold each device's slices, and returns a shard's
+// metadata: batch_size, intermediate_size and ssm_state_size divided by
+// their block counts.
+func shardMeta(o convssm.ShardOps, meta Metadata, s convssm.Specs, mesh sharding.Mesh) (Metadata, error) {
 	conv, ssm := meta.stateShapes()
-	if err := shards.CheckFit(convssm.Specs(s), conv, ssm, mesh); err != nil {
+	if err := o.CheckFit(s, conv, ssm, mesh); err != nil {
 		return Metadata{}, err
 	}
-	if err := shards.CheckBatch(convssm.Specs(s)); err != nil {
+	if err := o.CheckBatch(s); err != nil {
 		return Metadata{}, err
 	}
 	if !s.SSM.Pick(1).Equal(s.Conv.Pick(1)) {
@@ -103,21 +98,13 @@ func (s Specs) shardMeta(meta Metadata, mesh sharding.Mesh) (Metadata, error) {
 // otherwise the error wraps ErrSharding and names the spec. Slices covering
 // a whole state share v's storage; the others are copies.
 func (v View) Split(s Specs, mesh sharding.Mesh) ([]View, error) {
-	if err := v.checkNotEmpty("Split"); err != nil {
-		return nil, err
-	}
-	sm, err := s.shardMeta(v.meta, mesh)
-	if err != nil {
-		return nil, err
-	}
-	conv, ssm := sm.stateShapes()
-	parts, err := shards.Split(v.st, convssm.Specs(s), mesh, conv, ssm)
+	sm, parts, err := layout.Split(v.st, v.meta, convssm.Specs(s), mesh)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]View, len(parts))
 	for i, st := range parts {
-		out[i] = View{st: st, meta: sm.clone(), layer: v.layer, hasLayer: v.hasLayer}
+		out[i] = View{st: st, meta: sm.clone(), layer: v.layer}
 	}
 	return out, nil
 }
@@ -130,22 +117,15 @@ func (v View) Split(s Specs, mesh sharding.Mesh) ([]View, error) {
 // and meta, or replicas that differ, give an error wrapping ErrSharding (and
 // sharding.ErrReplicaMismatch for the latter) that names the device.
 func JoinViews(parts []View, meta Metadata, s Specs, mesh sharding.Mesh) (View, error) {
-	if err := meta.Validate(); err != nil {
-		return View{}, err
-	}
-	if _, err := s.shardMeta(meta, mesh); err != nil {
-		return View{}, err
-	}
 	sts := make([]convssm.State, len(parts))
 	for i, p := range parts {
 		sts[i] = p.st
 	}
-	conv, ssm := meta.stateShapes()
-	st, err := shards.Join(sts, convssm.Specs(s), mesh, conv, ssm, func(i int) error {
-		return shards.CheckLayer(i, parts[i].layer, parts[i].hasLayer, parts[0].layer, parts[0].hasLayer)
+	st, err := layout.Join(sts, meta, convssm.Specs(s), mesh, func(i int) error {
+		return layerlist.CheckLayer(ErrSharding, i, parts[i].layer, parts[0].layer)
 	})
 	if err != nil {
 		return View{}, err
 	}
-	return View{st: st, meta: meta.clone(), layer: parts[0].layer, hasLayer: parts[0].hasLayer}, nil
+	return View{st: st, meta: meta.clone(), layer: parts[0].layer}, nil
 }

@@ -5,14 +5,24 @@ import (
 	"slices"
 
 	"github.com/kvmesh/kvmesh/layers/internal/convssm"
+	"github.com/kvmesh/kvmesh/layers/internal/layerlist"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
 
-// states does the row and column work on a view's conv and SSM states
+// layout does the row and column work on a view's conv and SSM states
 // (stored one chunk per batch row, so an update of some rows shares the
-// other rows' storage), reporting failures with this package's sentinel
-// errors.
-var states = convssm.Ops{Shape: ErrShape, DType: ErrDType, OutOfRange: ErrOutOfRange, Incompatible: ErrIncompatible}
+// other rows' storage), their input checks, sharding and snapshot entries,
+// reporting failures with this package's sentinel errors and names.
+var layout = convssm.Layout[Metadata]{
+	ShardOps: convssm.ShardOps{
+		Ops: convssm.Ops{Shape: ErrShape, DType: ErrDType, OutOfRange: ErrOutOfRange, Incompatible: ErrIncompatible, Empty: ErrEmpty,
+			Channels: "intermediate_size", SSMAxes: []string{"intermediate_size", "ssm_state_size"}},
+		Sharding: ErrSharding,
+	},
+	Validate:  Metadata.Validate,
+	Shapes:    Metadata.stateShapes,
+	ShardMeta: shardMeta,
+}
 
 // View is one layer's Mamba state: EasyDeL's MambaCacheView. ConvStates is
 // (B, intermediate_size, conv_kernel_size) and holds each channel's last K
@@ -26,10 +36,9 @@ var states = convssm.Ops{Shape: ErrShape, DType: ErrDType, OutOfRange: ErrOutOfR
 // update_conv_state, update_ssm_state and reset mutate the view and return
 // None).
 type View struct {
-	st       convssm.State
-	meta     Metadata
-	layer    int
-	hasLayer bool
+	st    convssm.State
+	meta  Metadata
+	layer layerlist.Index
 }
 
 // NewView returns a zero-filled view for meta (EasyDeL's MambaCacheView.init)
@@ -40,26 +49,15 @@ type View struct {
 // gives the sharding for a mesh), and dtype must be given (EasyDeL's cache
 // defaults to bfloat16).
 func NewView(meta Metadata, dtype tensor.DType, layerIndex *int) (View, error) {
-	if err := meta.Validate(); err != nil {
-		return View{}, err
-	}
-	if !dtype.IsFloat() {
-		return View{}, fmt.Errorf("%w: cache dtype %s (want float32, bfloat16, float16 or float64)", ErrDType, dtype)
-	}
-	conv, ssm := meta.stateShapes()
-	st, err := states.New(dtype, conv, ssm)
+	st, err := layout.New(meta, dtype)
 	if err != nil {
 		return View{}, err
 	}
-	v := View{st: st, meta: meta.clone()}
-	if layerIndex != nil {
-		v.layer, v.hasLayer = *layerIndex, true
-	}
-	return v, nil
+	return View{st: st, meta: meta.clone(), layer: layerlist.IndexOf(layerIndex)}, nil
 }
 
 // IsEmpty reports whether v is the empty view (EasyDeL's None).
-func (v View) IsEmpty() bool { return v.st.IsZero() }
+func (v View) IsEmpty() bool { return v.st.IsEmpty() }
 
 // ConvStates returns the conv state (B, intermediate_size, conv_kernel_size).
 func (v View) ConvStates() tensor.Tensor { return v.st.Conv }
@@ -78,7 +76,7 @@ func (v View) Metadata() Metadata { return v.meta.clone() }
 
 // LayerIndex returns the view's layer index; ok is false when it has none
 // (EasyDeL's layer_index=None).
-func (v View) LayerIndex() (layer int, ok bool) { return v.layer, v.hasLayer }
+func (v View) LayerIndex() (layer int, ok bool) { return v.layer.Get() }
 
 // String describes the view as EasyDeL's repr does:
 // "MambaCacheView(conv_states=float32[2 64 4], ssm_states=float32[2 64 16], layer_index=0)";
@@ -87,18 +85,7 @@ func (v View) String() string {
 	if v.IsEmpty() {
 		return "None"
 	}
-	li := "None"
-	if v.hasLayer {
-		li = fmt.Sprint(v.layer)
-	}
-	return fmt.Sprintf("MambaCacheView(conv_states=%s, ssm_states=%s, layer_index=%s)", v.st.Conv, v.st.SSM, li)
-}
-
-func (v View) checkNotEmpty(op string) error {
-	if v.IsEmpty() {
-		return fmt.Errorf("%w: %s on an empty view", ErrEmpty, op)
-	}
-	return nil
+	return fmt.Sprintf("MambaCacheView(conv_states=%s, ssm_states=%s, layer_index=%s)", v.st.Conv, v.st.SSM, v.layer)
 }
 
 // UpdateConvState returns the view after EasyDeL's update_conv_state with a
@@ -117,15 +104,7 @@ func (v View) checkNotEmpty(op string) error {
 // and returns None), and newConvState must have exactly the shape
 // (B, intermediate_size) (no broadcasting).
 func (v View) UpdateConvState(newConvState tensor.Tensor, cachePosition int) (View, error) {
-	if err := v.checkNotEmpty("UpdateConvState"); err != nil {
-		return View{}, err
-	}
-	m := v.meta
-	if newConvState.IsZero() || !newConvState.HasShape(m.BatchSize, m.IntermediateSize) {
-		return View{}, fmt.Errorf("%w: new_conv_state has shape %s, want (batch %d, intermediate_size %d)",
-			ErrShape, shapeOf(newConvState), m.BatchSize, m.IntermediateSize)
-	}
-	return v.rollConv(newConvState, []int{convssm.Clip(cachePosition, m.ConvKernelSize)})
+	return v.with(layout.UpdateConv(v.st, newConvState, cachePosition))
 }
 
 // UpdateConvStatePositions is UpdateConvState with an array cache_position
@@ -136,19 +115,7 @@ func (v View) UpdateConvState(newConvState tensor.Tensor, cachePosition int) (Vi
 // window. When a clipped position repeats, the later one wins (EasyDeL's
 // scatter order is unspecified).
 func (v View) UpdateConvStatePositions(newConvState tensor.Tensor, cachePositions []int32) (View, error) {
-	if err := v.checkNotEmpty("UpdateConvStatePositions"); err != nil {
-		return View{}, err
-	}
-	m := v.meta
-	if newConvState.IsZero() || !newConvState.HasShape(m.BatchSize, m.IntermediateSize, len(cachePositions)) {
-		return View{}, fmt.Errorf("%w: new_conv_state has shape %s, want (batch %d, intermediate_size %d, positions %d)",
-			ErrShape, shapeOf(newConvState), m.BatchSize, m.IntermediateSize, len(cachePositions))
-	}
-	return v.rollConv(newConvState, convssm.ClipAll(cachePositions, m.ConvKernelSize))
-}
-
-func (v View) rollConv(cols tensor.Tensor, cps []int) (View, error) {
-	return v.with(states.RollConv(v.st, cols, cps))
+	return v.with(layout.UpdateConvPositions(v.st, newConvState, cachePositions))
 }
 
 // with returns v holding st, or err.
@@ -165,62 +132,22 @@ func (v View) with(st convssm.State, err error) (View, error) {
 // newSSMState (B, intermediate_size, ssm_state_size), converted to the cache
 // dtype (EasyDeL's update_ssm_state, which mutates the view instead).
 func (v View) UpdateSSMState(newSSMState tensor.Tensor) (View, error) {
-	if err := v.checkNotEmpty("UpdateSSMState"); err != nil {
-		return View{}, err
-	}
-	m := v.meta
-	if newSSMState.IsZero() || !newSSMState.HasShape(m.BatchSize, m.IntermediateSize, m.SSMStateSize) {
-		return View{}, fmt.Errorf("%w: new_ssm_state has shape %s, want (batch %d, intermediate_size %d, ssm_state_size %d)",
-			ErrShape, shapeOf(newSSMState), m.BatchSize, m.IntermediateSize, m.SSMStateSize)
-	}
-	return v.with(states.SetSSM(v.st, newSSMState))
+	return v.with(layout.UpdateSSM(v.st, newSSMState))
 }
 
 // Reset returns the view with both states zeroed, shapes and dtype kept
 // (EasyDeL's reset, which mutates the view and returns None). It allocates
 // no state storage.
-func (v View) Reset() (View, error) {
-	if err := v.checkNotEmpty("Reset"); err != nil {
-		return View{}, err
-	}
-	return v.with(states.Reset(v.st))
-}
+func (v View) Reset() (View, error) { return v.with(layout.Reset(v.st)) }
 
 // ResetRows returns the view with the states of the given batch rows zeroed
 // (a freed decode slot); the other rows share the receiver's storage. Rows
 // must be distinct and in range. Not in EasyDeL.
-func (v View) ResetRows(rows ...int) (View, error) {
-	if err := v.checkNotEmpty("ResetRows"); err != nil {
-		return View{}, err
-	}
-	return v.with(states.ResetRows(v.st, rows))
-}
+func (v View) ResetRows(rows ...int) (View, error) { return v.with(layout.ResetRows(v.st, rows)) }
 
 // Insert returns the view whose rows [slot, slot+B') hold o's B' rows (conv
 // and SSM states and positions), sharing o's storage instead of copying it:
 // the transfer of a prefilled sequence into a decode slot. o must have the
 // same intermediate, state and kernel sizes and dtype, and fit. Not in
 // EasyDeL (its MambaCache has no insert).
-func (v View) Insert(o View, slot int) (View, error) {
-	if err := v.checkNotEmpty("Insert"); err != nil {
-		return View{}, err
-	}
-	if o.IsEmpty() {
-		return View{}, fmt.Errorf("%w: Insert of an empty view", ErrEmpty)
-	}
-	m, om := v.meta, o.meta
-	if m.IntermediateSize != om.IntermediateSize || m.SSMStateSize != om.SSMStateSize ||
-		m.ConvKernelSize != om.ConvKernelSize || v.DType() != o.DType() {
-		return View{}, fmt.Errorf("%w: inserting conv_states %s / ssm_states %s into conv_states %s / ssm_states %s (want equal sizes and dtype)",
-			ErrIncompatible, o.st.Conv, o.st.SSM, v.st.Conv, v.st.SSM)
-	}
-	return v.with(states.Insert(v.st, o.st, slot))
-}
-
-// shapeOf describes a tensor's shape for error messages.
-func shapeOf(t tensor.Tensor) string {
-	if t.IsZero() {
-		return "<absent>"
-	}
-	return fmt.Sprint(t.Shape())
-}
+func (v View) Insert(o View, slot int) (View, error) { return v.with(layout.Insert(v.st, o.st, slot)) }

@@ -2,9 +2,9 @@ package mamba2
 
 import (
 	"encoding/json"
-	"fmt"
 	"slices"
 
+	"github.com/kvmesh/kvmesh/layers/internal/convssm"
 	"github.com/kvmesh/kvmesh/layers/internal/rawjson"
 )
 
@@ -72,10 +72,7 @@ func NewMetadata(cfg MetadataConfig) (Metadata, error) {
 // Validate checks what NewMetadata checks, in the same order. Decoders
 // (snapshots, JSON) use it on metadata they did not build.
 func (m Metadata) Validate() error {
-	for _, f := range []struct {
-		name string
-		v    int
-	}{
+	return convssm.CheckMetadata(ErrMetadata, convssm.Sizes{
 		{"batch_size", m.BatchSize},
 		{"intermediate_size", m.IntermediateSize},
 		{"num_heads", m.NumHeads},
@@ -83,15 +80,7 @@ func (m Metadata) Validate() error {
 		{"state_size", m.StateSize},
 		{"conv_kernel_size", m.ConvKernelSize},
 		{"n_groups", m.NGroups},
-	} {
-		if f.v <= 0 {
-			return fmt.Errorf("%w: %s must be positive (got %d)", ErrMetadata, f.name, f.v)
-		}
-	}
-	if m.NumHiddenLayers < 0 {
-		return fmt.Errorf("%w: num_hidden_layers must not be negative (got %d)", ErrMetadata, m.NumHiddenLayers)
-	}
-	return rawjson.Check(ErrMetadata, "partition_axis", m.PartitionAxis)
+	}, m.NumHiddenLayers, m.PartitionAxis)
 }
 
 // ConvDim returns the conv state's channel count, intermediate_size +

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strconv"
 
-	"github.com/kvmesh/kvmesh/layers/internal/convssm"
 	"github.com/kvmesh/kvmesh/layers/internal/viewsnap"
 )
 
@@ -52,42 +51,25 @@ func UnmarshalCache(data []byte) (Cache, error) { return cacheOf(snap.UnmarshalC
 
 // putView stores the entries of a non-empty view (snap.Put).
 func putView(e viewsnap.Entry, v View) error {
-	if err := e.SetMetadata(v.meta); err != nil {
-		return err
-	}
-	e.SetLayerIndex(v.layer, v.hasLayer)
 	e.SetMeta("seqlen_offset", strconv.Itoa(v.seqlenOffset))
-	convssm.Put(e, v.st)
-	return nil
+	return layout.Put(e, v.meta, v.layer, v.st)
 }
 
 // getView decodes a non-empty view from its entries, checking them against
 // its metadata (snap.Get).
 func getView(e viewsnap.Entry) (View, error) {
-	var meta Metadata
-	if err := e.Metadata(&meta); err != nil {
-		return View{}, err
-	}
-	if err := meta.Validate(); err != nil {
-		return View{}, err
-	}
-	v := View{meta: meta}
-	layer, err := e.LayerIndex()
+	meta, layer, err := layout.GetHeader(e)
 	if err != nil {
 		return View{}, err
-	}
-	if layer != nil {
-		v.layer, v.hasLayer = *layer, true
 	}
 	so, _ := e.Meta("seqlen_offset")
 	off, err := strconv.Atoi(so)
 	if err != nil || off < 0 {
 		return View{}, fmt.Errorf("%w: %s = %q (want a non-negative integer)", ErrSnapshot, e.Key("seqlen_offset"), so)
 	}
-	v.seqlenOffset = off
-	conv, ssm := meta.stateShapes()
-	if v.st, err = states.Get(e, conv, ssm); err != nil {
+	st, err := layout.GetState(e, meta)
+	if err != nil {
 		return View{}, err
 	}
-	return v, nil
+	return View{st: st, seqlenOffset: off, meta: meta, layer: layer}, nil
 }

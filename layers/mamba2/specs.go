@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/kvmesh/kvmesh/layers/internal/convssm"
+	"github.com/kvmesh/kvmesh/layers/internal/layerlist"
 	"github.com/kvmesh/kvmesh/sharding"
 )
 
@@ -12,9 +13,6 @@ import (
 // that shard an axis a shard view cannot express, and shard views that do
 // not join.
 var ErrSharding = errors.New("mamba2: bad sharding")
-
-// shards does the State work of Specs, Split and JoinViews.
-var shards = convssm.ShardOps{Ops: states, Sharding: ErrSharding}
 
 // StateAxes returns the semantic axes of the conv state (B, conv_dim, K)
 // and of the SSM state (B, H, P, N): [BATCH, HEAD, LENGTH], EasyDeL's
@@ -47,11 +45,7 @@ type Specs struct {
 // wraps ErrEmpty; an unknown mode or an invalid pa wraps ErrSharding and the
 // sharding error.
 func (v View) Specs(pa sharding.PartitionAxis, mode sharding.Mode, mesh sharding.Mesh) (Specs, error) {
-	if err := v.checkNotEmpty("Specs"); err != nil {
-		return Specs{}, err
-	}
-	conv, ssm := v.meta.stateShapes()
-	s, err := shards.Resolve(pa, mode, mesh, StateAxes(), PositionAxes(), conv, ssm)
+	s, err := layout.Specs(v.st, v.meta, pa, mode, mesh, StateAxes(), PositionAxes())
 	return Specs(s), err
 }
 
@@ -65,20 +59,21 @@ func (s Specs) ColumnSpec() sharding.Spec { return s.Conv.Pick(0, 1) }
 // shard).
 func (s Specs) WindowSpec() sharding.Spec { return s.Conv.Pick(0, 1, -1) }
 
-// shardMeta checks that s fits meta's tensors on mesh and that a shard view
-// can hold each device's slices, and returns a shard's metadata: batch_size,
-// num_heads and head_dim divided by their block counts, and
-// intermediate_size and n_groups by the conv channels' block count.
-func (s Specs) shardMeta(meta Metadata, mesh sharding.Mesh) (Metadata, error) {
+// shardMeta checks with o that s fits meta's tensors on mesh and that a
+// shard view can hold each device's slices, and returns a shard's
+// metadata: batch_size, num_heads and head_dim divided by their block
+// counts, and intermediate_size and n_groups by the conv channels' block
+// count.
+func shardMeta(o convssm.ShardOps, meta Metadata, s convssm.Specs, mesh sharding.Mesh) (Metadata, error) {
 	conv, ssm := meta.stateShapes()
-	if err := shards.CheckFit(convssm.Specs(s), conv, ssm, mesh); err != nil {
+	if err := o.CheckFit(s, conv, ssm, mesh); err != nil {
 		return Metadata{}, err
 	}
 	if k := s.SSM[3].Blocks(mesh); k > 1 {
 		return Metadata{}, fmt.Errorf("%w: ssm_states spec %s cuts state_size %d into %d blocks over %s; a shard view's state_size also sizes its conv channels",
 			ErrSharding, s.SSM, meta.StateSize, k, s.SSM[3])
 	}
-	if err := shards.CheckBatch(convssm.Specs(s)); err != nil {
+	if err := o.CheckBatch(s); err != nil {
 		return Metadata{}, err
 	}
 	kc := s.Conv[1].Blocks(mesh)
@@ -119,15 +114,7 @@ func (s Specs) shardMeta(meta Metadata, mesh sharding.Mesh) (Metadata, error) {
 // ErrSharding and names the spec. Slices covering a whole state share v's
 // storage; the others are copies.
 func (v View) Split(s Specs, mesh sharding.Mesh) ([]View, error) {
-	if err := v.checkNotEmpty("Split"); err != nil {
-		return nil, err
-	}
-	sm, err := s.shardMeta(v.meta, mesh)
-	if err != nil {
-		return nil, err
-	}
-	conv, ssm := sm.stateShapes()
-	parts, err := shards.Split(v.st, convssm.Specs(s), mesh, conv, ssm)
+	sm, parts, err := layout.Split(v.st, v.meta, convssm.Specs(s), mesh)
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +128,7 @@ func (v View) Split(s Specs, mesh sharding.Mesh) ([]View, error) {
 // withParts returns a view of meta holding st, with v's seqlen_offset and
 // layer index.
 func (v View) withParts(meta Metadata, st convssm.State) View {
-	return View{st: st, seqlenOffset: v.seqlenOffset, meta: meta.clone(), layer: v.layer, hasLayer: v.hasLayer}
+	return View{st: st, seqlenOffset: v.seqlenOffset, meta: meta.clone(), layer: v.layer}
 }
 
 // JoinViews rebuilds the view that Split cut by s over mesh from one shard
@@ -153,23 +140,16 @@ func (v View) withParts(meta Metadata, st convssm.State) View {
 // ErrSharding (and sharding.ErrReplicaMismatch for the latter) that names
 // the device.
 func JoinViews(parts []View, meta Metadata, s Specs, mesh sharding.Mesh) (View, error) {
-	if err := meta.Validate(); err != nil {
-		return View{}, err
-	}
-	if _, err := s.shardMeta(meta, mesh); err != nil {
-		return View{}, err
-	}
 	sts := make([]convssm.State, len(parts))
 	for i, p := range parts {
 		sts[i] = p.st
 	}
-	conv, ssm := meta.stateShapes()
-	st, err := shards.Join(sts, convssm.Specs(s), mesh, conv, ssm, func(i int) error {
+	st, err := layout.Join(sts, meta, convssm.Specs(s), mesh, func(i int) error {
 		p, p0 := parts[i], parts[0]
 		if p.seqlenOffset != p0.seqlenOffset {
 			return fmt.Errorf("%w: shard view %d has seqlen_offset %d, shard view 0 has %d", ErrSharding, i, p.seqlenOffset, p0.seqlenOffset)
 		}
-		return shards.CheckLayer(i, p.layer, p.hasLayer, p0.layer, p0.hasLayer)
+		return layerlist.CheckLayer(ErrSharding, i, p.layer, p0.layer)
 	})
 	if err != nil {
 		return View{}, err

@@ -6,14 +6,24 @@ import (
 	"slices"
 
 	"github.com/kvmesh/kvmesh/layers/internal/convssm"
+	"github.com/kvmesh/kvmesh/layers/internal/layerlist"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
 
-// states does the row and column work on a view's conv and SSM states
+// layout does the row and column work on a view's conv and SSM states
 // (stored one chunk per batch row, so an update of some rows shares the
-// other rows' storage), reporting failures with this package's sentinel
-// errors.
-var states = convssm.Ops{Shape: ErrShape, DType: ErrDType, OutOfRange: ErrOutOfRange, Incompatible: ErrIncompatible}
+// other rows' storage), their input checks, sharding and snapshot entries,
+// reporting failures with this package's sentinel errors and names.
+var layout = convssm.Layout[Metadata]{
+	ShardOps: convssm.ShardOps{
+		Ops: convssm.Ops{Shape: ErrShape, DType: ErrDType, OutOfRange: ErrOutOfRange, Incompatible: ErrIncompatible, Empty: ErrEmpty,
+			Channels: "conv_dim", SSMAxes: []string{"num_heads", "head_dim", "state_size"}},
+		Sharding: ErrSharding,
+	},
+	Validate:  Metadata.Validate,
+	Shapes:    Metadata.stateShapes,
+	ShardMeta: shardMeta,
+}
 
 // View is one layer's Mamba2 state: EasyDeL's Mamba2CacheView. ConvStates
 // is (B, intermediate_size + 2·n_groups·state_size, conv_kernel_size) and
@@ -31,8 +41,7 @@ type View struct {
 	st           convssm.State
 	seqlenOffset int
 	meta         Metadata
-	layer        int
-	hasLayer     bool
+	layer        layerlist.Index
 }
 
 // NewView returns a zero-filled view for meta (EasyDeL's
@@ -43,26 +52,15 @@ type View struct {
 // Deviation from EasyDeL: there is no partition_specs argument, and dtype
 // must be given (EasyDeL's cache defaults to bfloat16).
 func NewView(meta Metadata, dtype tensor.DType, layerIndex *int) (View, error) {
-	if err := meta.Validate(); err != nil {
-		return View{}, err
-	}
-	if !dtype.IsFloat() {
-		return View{}, fmt.Errorf("%w: cache dtype %s (want float32, bfloat16, float16 or float64)", ErrDType, dtype)
-	}
-	conv, ssm := meta.stateShapes()
-	st, err := states.New(dtype, conv, ssm)
+	st, err := layout.New(meta, dtype)
 	if err != nil {
 		return View{}, err
 	}
-	v := View{st: st, meta: meta.clone()}
-	if layerIndex != nil {
-		v.layer, v.hasLayer = *layerIndex, true
-	}
-	return v, nil
+	return View{st: st, meta: meta.clone(), layer: layerlist.IndexOf(layerIndex)}, nil
 }
 
 // IsEmpty reports whether v is the empty view (EasyDeL's None).
-func (v View) IsEmpty() bool { return v.st.IsZero() }
+func (v View) IsEmpty() bool { return v.st.IsEmpty() }
 
 // ConvStates returns the conv state (B, intermediate_size + 2·n_groups·state_size,
 // conv_kernel_size).
@@ -86,7 +84,7 @@ func (v View) Metadata() Metadata { return v.meta.clone() }
 
 // LayerIndex returns the view's layer index; ok is false when it has none
 // (EasyDeL's layer_index=None).
-func (v View) LayerIndex() (layer int, ok bool) { return v.layer, v.hasLayer }
+func (v View) LayerIndex() (layer int, ok bool) { return v.layer.Get() }
 
 // String describes the view as "Mamba2CacheView(conv_states=float32[2 96 4],
 // ssm_states=float32[2 4 16 16], positions=int32[2], seqlen_offset=0,
@@ -95,19 +93,8 @@ func (v View) String() string {
 	if v.IsEmpty() {
 		return "None"
 	}
-	li := "None"
-	if v.hasLayer {
-		li = fmt.Sprint(v.layer)
-	}
 	return fmt.Sprintf("Mamba2CacheView(conv_states=%s, ssm_states=%s, positions=int32[%d], seqlen_offset=%d, layer_index=%s)",
-		v.st.Conv, v.st.SSM, len(v.st.Positions), v.seqlenOffset, li)
-}
-
-func (v View) checkNotEmpty(op string) error {
-	if v.IsEmpty() {
-		return fmt.Errorf("%w: %s on an empty view", ErrEmpty, op)
-	}
-	return nil
+		v.st.Conv, v.st.SSM, len(v.st.Positions), v.seqlenOffset, v.layer)
 }
 
 // UpdateConvState returns the view after EasyDeL's update_conv_state with a
@@ -125,15 +112,7 @@ func (v View) checkNotEmpty(op string) error {
 // Deviation from EasyDeL: the update is functional (EasyDeL mutates the view),
 // and newConvState must have exactly the shape (B, conv_dim).
 func (v View) UpdateConvState(newConvState tensor.Tensor, cachePosition int) (View, error) {
-	if err := v.checkNotEmpty("UpdateConvState"); err != nil {
-		return View{}, err
-	}
-	m := v.meta
-	if newConvState.IsZero() || !newConvState.HasShape(m.BatchSize, m.ConvDim()) {
-		return View{}, fmt.Errorf("%w: new_conv_state has shape %s, want (batch %d, conv_dim %d)",
-			ErrShape, shapeOf(newConvState), m.BatchSize, m.ConvDim())
-	}
-	return v.rollConv(newConvState, []int{convssm.Clip(cachePosition, m.ConvKernelSize)})
+	return v.with(layout.UpdateConv(v.st, newConvState, cachePosition))
 }
 
 // UpdateConvStatePositions is UpdateConvState with an array cache_position
@@ -143,19 +122,7 @@ func (v View) UpdateConvState(newConvState tensor.Tensor, cachePosition int) (Vi
 // last K inputs (left-padded with zeros) it sets the whole window. When a
 // clipped position repeats, the later one wins.
 func (v View) UpdateConvStatePositions(newConvState tensor.Tensor, cachePositions []int32) (View, error) {
-	if err := v.checkNotEmpty("UpdateConvStatePositions"); err != nil {
-		return View{}, err
-	}
-	m := v.meta
-	if newConvState.IsZero() || !newConvState.HasShape(m.BatchSize, m.ConvDim(), len(cachePositions)) {
-		return View{}, fmt.Errorf("%w: new_conv_state has shape %s, want (batch %d, conv_dim %d, positions %d)",
-			ErrShape, shapeOf(newConvState), m.BatchSize, m.ConvDim(), len(cachePositions))
-	}
-	return v.rollConv(newConvState, convssm.ClipAll(cachePositions, m.ConvKernelSize))
-}
-
-func (v View) rollConv(cols tensor.Tensor, cps []int) (View, error) {
-	return v.with(states.RollConv(v.st, cols, cps))
+	return v.with(layout.UpdateConvPositions(v.st, newConvState, cachePositions))
 }
 
 // with returns v holding st, or err.
@@ -172,15 +139,7 @@ func (v View) with(st convssm.State, err error) (View, error) {
 // newSSMState (B, num_heads, head_dim, state_size), converted to the cache
 // dtype (EasyDeL's update_ssm_state, which mutates the view instead).
 func (v View) UpdateSSMState(newSSMState tensor.Tensor) (View, error) {
-	if err := v.checkNotEmpty("UpdateSSMState"); err != nil {
-		return View{}, err
-	}
-	m := v.meta
-	if newSSMState.IsZero() || !newSSMState.HasShape(m.BatchSize, m.NumHeads, m.HeadDim, m.StateSize) {
-		return View{}, fmt.Errorf("%w: new_ssm_state has shape %s, want (batch %d, num_heads %d, head_dim %d, state_size %d)",
-			ErrShape, shapeOf(newSSMState), m.BatchSize, m.NumHeads, m.HeadDim, m.StateSize)
-	}
-	return v.with(states.SetSSM(v.st, newSSMState))
+	return v.with(layout.UpdateSSM(v.st, newSSMState))
 }
 
 // UpdateSeq returns the view with every position and the seqlen offset
@@ -191,7 +150,7 @@ func (v View) UpdateSSMState(newSSMState tensor.Tensor) (View, error) {
 // Deviation from EasyDeL: a negative num, or a position or offset that
 // would overflow, is an error naming it.
 func (v View) UpdateSeq(num int) (View, error) {
-	if err := v.checkNotEmpty("UpdateSeq"); err != nil {
+	if err := layout.NotEmpty(v.st, "UpdateSeq"); err != nil {
 		return View{}, err
 	}
 	if num < 0 {
@@ -219,10 +178,7 @@ func (v View) UpdateSeq(num int) (View, error) {
 // Deviation from EasyDeL: its reset zeroes only the two states and keeps
 // seqlen_offset, so a mixer would take the decode path on a fresh state.
 func (v View) Reset() (View, error) {
-	if err := v.checkNotEmpty("Reset"); err != nil {
-		return View{}, err
-	}
-	next, err := v.with(states.Reset(v.st))
+	next, err := v.with(layout.Reset(v.st))
 	if err != nil {
 		return View{}, err
 	}
@@ -234,38 +190,11 @@ func (v View) Reset() (View, error) {
 // batch rows zeroed (a freed decode slot); the other rows share the
 // receiver's storage, and seqlen_offset is kept. Rows must be distinct and
 // in range. Not in EasyDeL.
-func (v View) ResetRows(rows ...int) (View, error) {
-	if err := v.checkNotEmpty("ResetRows"); err != nil {
-		return View{}, err
-	}
-	return v.with(states.ResetRows(v.st, rows))
-}
+func (v View) ResetRows(rows ...int) (View, error) { return v.with(layout.ResetRows(v.st, rows)) }
 
 // Insert returns the view whose rows [slot, slot+B') hold o's B' rows (conv
 // and SSM states and positions), sharing o's storage instead of copying it:
 // the transfer of a prefilled sequence into a decode slot. The receiver's
 // seqlen_offset is kept. o must have the same conv_dim, heads, head dim,
 // state and kernel sizes and dtype, and fit. Not in EasyDeL.
-func (v View) Insert(o View, slot int) (View, error) {
-	if err := v.checkNotEmpty("Insert"); err != nil {
-		return View{}, err
-	}
-	if o.IsEmpty() {
-		return View{}, fmt.Errorf("%w: Insert of an empty view", ErrEmpty)
-	}
-	m, om := v.meta, o.meta
-	if m.ConvDim() != om.ConvDim() || m.NumHeads != om.NumHeads || m.HeadDim != om.HeadDim ||
-		m.StateSize != om.StateSize || m.ConvKernelSize != om.ConvKernelSize || v.DType() != o.DType() {
-		return View{}, fmt.Errorf("%w: inserting conv_states %s / ssm_states %s into conv_states %s / ssm_states %s (want equal sizes and dtype)",
-			ErrIncompatible, o.st.Conv, o.st.SSM, v.st.Conv, v.st.SSM)
-	}
-	return v.with(states.Insert(v.st, o.st, slot))
-}
-
-// shapeOf describes a tensor's shape for error messages.
-func shapeOf(t tensor.Tensor) string {
-	if t.IsZero() {
-		return "<absent>"
-	}
-	return fmt.Sprint(t.Shape())
-}
+func (v View) Insert(o View, slot int) (View, error) { return v.with(layout.Insert(v.st, o.st, slot)) }

@@ -3,6 +3,7 @@ package convssm
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/kvmesh/kvmesh/layers/internal/rowstore"
 	"github.com/kvmesh/kvmesh/layers/internal/viewsnap"
@@ -20,19 +21,23 @@ type State struct {
 	Positions []int32
 }
 
-// IsZero reports whether s is the zero (absent) State.
-func (s State) IsZero() bool { return s.Conv.IsZero() }
+// IsEmpty reports whether s is the zero State, the empty view's.
+func (s State) IsEmpty() bool { return s.Conv.IsZero() }
 
 // DType returns the states' dtype (0 for the zero State).
 func (s State) DType() tensor.DType { return s.Conv.DType() }
 
 // Ops are the State operations that can fail, reporting failures with one
-// cache package's sentinel errors.
+// cache package's sentinel errors and names. The operations a view method
+// calls check its input as that method documents and name the method in
+// their errors: UpdateConv (UpdateConvState), UpdateConvPositions
+// (UpdateConvStatePositions), UpdateSSM (UpdateSSMState), Reset,
+// ResetRows and Insert.
 type Ops struct {
 	// Shape is wrapped by errors about shapes and conversions.
 	Shape error
-	// DType is wrapped by errors about dtypes (a snapshot whose states
-	// differ in dtype).
+	// DType is wrapped by errors about dtypes (a cache dtype that is not a
+	// float dtype, a snapshot whose states differ in dtype).
 	DType error
 	// OutOfRange is wrapped by errors about batch rows or slots out of
 	// range.
@@ -40,17 +45,39 @@ type Ops struct {
 	// Incompatible is wrapped by errors about states that cannot be
 	// combined (Insert).
 	Incompatible error
+	// Empty is wrapped by errors about an operation on an empty view (the
+	// zero State).
+	Empty error
+	// Channels names the conv state's channel axis C in messages
+	// ("intermediate_size").
+	Channels string
+	// SSMAxes name the SSM state's axes after the batch in messages
+	// ("intermediate_size", "ssm_state_size").
+	SSMAxes []string
 }
 
 func (o Ops) store() rowstore.Ops {
 	return rowstore.Ops{Shape: o.Shape, OutOfRange: o.OutOfRange, Incompatible: o.Incompatible}
 }
 
+// NotEmpty returns an error wrapping o.Empty ("<op> on an empty view")
+// when s is the zero State.
+func (o Ops) NotEmpty(s State, op string) error {
+	if s.IsEmpty() {
+		return fmt.Errorf("%w: %s on an empty view", o.Empty, op)
+	}
+	return nil
+}
+
 // New returns a zero-filled State of dtype with a conv state of convShape
 // (B, C, K), an SSM state of ssmShape (B, ...) and B zero positions.
-// Storage is allocated on first write. The error names the state whose
-// shape is invalid ("conv_states: ...").
+// Storage is allocated on first write. A dtype that is not a float dtype
+// wraps o.DType; an invalid shape wraps o.Shape and names its state
+// ("conv_states: ...").
 func (o Ops) New(dtype tensor.DType, convShape, ssmShape []int) (State, error) {
+	if !dtype.IsFloat() {
+		return State{}, fmt.Errorf("%w: cache dtype %s (want float32, bfloat16, float16 or float64)", o.DType, dtype)
+	}
 	conv, err := rowstore.New(dtype, convShape...)
 	if err != nil {
 		return State{}, fmt.Errorf("%w: conv_states: %v", o.Shape, err)
@@ -73,6 +100,69 @@ func ClipAll(positions []int32, k int) []int {
 		out[j] = Clip(int(p), k)
 	}
 	return out
+}
+
+// UpdateConv is EasyDeL's update_conv_state with a scalar cache_position
+// (View.UpdateConvState): col must be (B, C) and is written into column
+// Clip(cachePosition, K) after the roll (see RollConv). An empty s wraps
+// o.Empty, a col of another shape o.Shape.
+func (o Ops) UpdateConv(s State, col tensor.Tensor, cachePosition int) (State, error) {
+	if err := o.NotEmpty(s, "UpdateConvState"); err != nil {
+		return State{}, err
+	}
+	b, c, k := s.Conv.Dim(0), s.Conv.Dim(1), s.Conv.Dim(2)
+	if col.IsZero() || !col.HasShape(b, c) {
+		return State{}, fmt.Errorf("%w: new_conv_state has shape %s, want (batch %d, %s %d)", o.Shape, shapeOf(col), b, o.Channels, c)
+	}
+	return o.RollConv(s, col, []int{Clip(cachePosition, k)})
+}
+
+// UpdateConvPositions is UpdateConv with an array cache_position
+// (View.UpdateConvStatePositions): cols must be (B, C, len(cachePositions))
+// and column Clip(cachePositions[j], K) takes cols[:, :, j] after the roll,
+// a later duplicate winning. An empty s wraps o.Empty, cols of another
+// shape o.Shape.
+func (o Ops) UpdateConvPositions(s State, cols tensor.Tensor, cachePositions []int32) (State, error) {
+	if err := o.NotEmpty(s, "UpdateConvStatePositions"); err != nil {
+		return State{}, err
+	}
+	b, c, k := s.Conv.Dim(0), s.Conv.Dim(1), s.Conv.Dim(2)
+	if cols.IsZero() || !cols.HasShape(b, c, len(cachePositions)) {
+		return State{}, fmt.Errorf("%w: new_conv_state has shape %s, want (batch %d, %s %d, positions %d)",
+			o.Shape, shapeOf(cols), b, o.Channels, c, len(cachePositions))
+	}
+	return o.RollConv(s, cols, ClipAll(cachePositions, k))
+}
+
+// UpdateSSM returns s with the SSM state replaced by ssm, converted to the
+// state dtype (View.UpdateSSMState): ssm must have the SSM state's shape.
+// An empty s wraps o.Empty, an ssm of another shape o.Shape (the message
+// names the axes by o.SSMAxes).
+func (o Ops) UpdateSSM(s State, ssm tensor.Tensor) (State, error) {
+	if err := o.NotEmpty(s, "UpdateSSMState"); err != nil {
+		return State{}, err
+	}
+	want := s.SSM.Shape()
+	if ssm.IsZero() || !ssm.HasShape(want...) {
+		axes := make([]string, len(want))
+		for i, d := range want {
+			name := "batch"
+			if i > 0 {
+				name = o.SSMAxes[i-1]
+			}
+			axes[i] = fmt.Sprintf("%s %d", name, d)
+		}
+		return State{}, fmt.Errorf("%w: new_ssm_state has shape %s, want (%s)", o.Shape, shapeOf(ssm), strings.Join(axes, ", "))
+	}
+	return o.SetSSM(s, ssm)
+}
+
+// shapeOf describes a tensor's shape for error messages.
+func shapeOf(t tensor.Tensor) string {
+	if t.IsZero() {
+		return "<absent>"
+	}
+	return fmt.Sprint(t.Shape())
 }
 
 // RollConv applies EasyDeL's update_conv_state to s's conv state: it rolls
@@ -153,8 +243,16 @@ func (o Ops) SetSSM(s State, ssm tensor.Tensor) (State, error) {
 
 // ResetRows returns s with the states and positions of the given batch
 // rows zeroed; the other rows share s's storage. Rows must be distinct and
-// in range (errors wrap o.OutOfRange and name the row).
+// in range (errors wrap o.OutOfRange and name the row); an empty s wraps
+// o.Empty.
 func (o Ops) ResetRows(s State, rows []int) (State, error) {
+	if err := o.NotEmpty(s, "ResetRows"); err != nil {
+		return State{}, err
+	}
+	return o.resetRows(s, rows)
+}
+
+func (o Ops) resetRows(s State, rows []int) (State, error) {
 	store := o.store()
 	if err := store.CheckRows(rows, len(s.Positions)); err != nil {
 		return State{}, err
@@ -174,20 +272,34 @@ func (o Ops) ResetRows(s State, rows []int) (State, error) {
 }
 
 // Reset returns s with every row zeroed: ResetRows of all rows. It
-// allocates no state storage.
+// allocates no state storage. An empty s wraps o.Empty.
 func (o Ops) Reset(s State) (State, error) {
+	if err := o.NotEmpty(s, "Reset"); err != nil {
+		return State{}, err
+	}
 	rows := make([]int, len(s.Positions))
 	for i := range rows {
 		rows[i] = i
 	}
-	return o.ResetRows(s, rows)
+	return o.resetRows(s, rows)
 }
 
 // Insert returns s whose rows [slot, slot+B') hold from's B' rows (both
 // states and the positions), sharing from's storage instead of copying it.
-// The caller checks that the per-row sizes and dtypes agree; a slot range
-// past s's rows wraps o.OutOfRange.
+// Both must be non-empty (else the error wraps o.Empty) and have the same
+// per-row state sizes and dtype (else o.Incompatible), and the slot range
+// must be within s's rows (else o.OutOfRange).
 func (o Ops) Insert(s, from State, slot int) (State, error) {
+	if err := o.NotEmpty(s, "Insert"); err != nil {
+		return State{}, err
+	}
+	if from.IsEmpty() {
+		return State{}, fmt.Errorf("%w: Insert of an empty view", o.Empty)
+	}
+	if !slices.Equal(s.Conv.Shape()[1:], from.Conv.Shape()[1:]) || !slices.Equal(s.SSM.Shape()[1:], from.SSM.Shape()[1:]) || s.DType() != from.DType() {
+		return State{}, fmt.Errorf("%w: inserting conv_states %s / ssm_states %s into conv_states %s / ssm_states %s (want equal sizes and dtype)",
+			o.Incompatible, from.Conv, from.SSM, s.Conv, s.SSM)
+	}
 	batch, rows := len(s.Positions), len(from.Positions)
 	if slot < 0 || slot+rows > batch {
 		return State{}, fmt.Errorf("%w: slot %d for %d rows (batch has rows 0..%d)", o.OutOfRange, slot, rows, batch-1)

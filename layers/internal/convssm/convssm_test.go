@@ -18,8 +18,10 @@ var (
 	errDType        = errors.New("test: bad dtype")
 	errOutOfRange   = errors.New("test: out of range")
 	errIncompatible = errors.New("test: incompatible")
+	errEmpty        = errors.New("test: empty view")
 	errSnapshot     = errors.New("test: bad snapshot")
-	ops             = Ops{Shape: errShape, DType: errDType, OutOfRange: errOutOfRange, Incompatible: errIncompatible}
+	ops             = Ops{Shape: errShape, DType: errDType, OutOfRange: errOutOfRange, Incompatible: errIncompatible, Empty: errEmpty,
+		Channels: "channels", SSMAxes: []string{"channels"}}
 )
 
 // ramp returns a dense tensor of shape holding first, first+1, ... in
@@ -55,7 +57,7 @@ func filled(t testing.TB, dtype tensor.DType, b int) State {
 func TestNew(t *testing.T) {
 	s, err := ops.New(tensor.BFloat16, []int{3, 4, 2}, []int{3, 4, 5, 6})
 	require.NoError(t, err)
-	assert.False(t, s.IsZero())
+	assert.False(t, s.IsEmpty())
 	assert.Equal(t, tensor.BFloat16, s.DType())
 	assert.True(t, s.Conv.HasShape(3, 4, 2))
 	assert.True(t, s.SSM.HasShape(3, 4, 5, 6))
@@ -63,7 +65,7 @@ func TestNew(t *testing.T) {
 	assert.Equal(t, []int32{0, 0, 0}, s.Positions)
 	assert.Equal(t, make([]float64, 24), s.Conv.Float64s())
 
-	assert.True(t, State{}.IsZero())
+	assert.True(t, State{}.IsEmpty())
 	assert.Equal(t, tensor.DType(0), State{}.DType())
 
 	_, err = ops.New(tensor.Float32, []int{3, -4, 2}, []int{3, 4})
@@ -72,6 +74,95 @@ func TestNew(t *testing.T) {
 	_, err = ops.New(tensor.Float32, []int{3, 4, 2}, []int{3, -4})
 	require.ErrorIs(t, err, errShape)
 	assert.Regexp(t, "^test: bad shape: ssm_states: ", err.Error())
+	for _, d := range []tensor.DType{0, tensor.DType(99)} {
+		_, err = ops.New(d, []int{3, 4, 2}, []int{3, 4})
+		require.ErrorIs(t, err, errDType)
+		assert.Regexp(t, `^test: bad dtype: cache dtype .* \(want float32, bfloat16, float16 or float64\)$`, err.Error())
+	}
+}
+
+// TestEmpty checks that every operation a view method calls refuses the
+// empty view, naming the method.
+func TestEmpty(t *testing.T) {
+	s := filled(t, tensor.Float32, 2)
+	col := tensor.Must(tensor.New(tensor.Float32, 2, 2))
+	for _, tc := range []struct {
+		op string
+		fn func(State) (State, error)
+	}{
+		{"UpdateConvState", func(e State) (State, error) { return ops.UpdateConv(e, col, 0) }},
+		{"UpdateConvStatePositions", func(e State) (State, error) { return ops.UpdateConvPositions(e, col, nil) }},
+		{"UpdateSSMState", func(e State) (State, error) { return ops.UpdateSSM(e, col) }},
+		{"Reset", ops.Reset},
+		{"ResetRows", func(e State) (State, error) { return ops.ResetRows(e, nil) }},
+		{"Insert", func(e State) (State, error) { return ops.Insert(e, s, 0) }},
+	} {
+		_, err := tc.fn(State{})
+		require.ErrorIs(t, err, errEmpty, tc.op)
+		assert.EqualError(t, err, "test: empty view: "+tc.op+" on an empty view")
+		assert.NoError(t, ops.NotEmpty(s, tc.op))
+	}
+	_, err := ops.Insert(s, State{}, 0)
+	require.ErrorIs(t, err, errEmpty)
+	assert.EqualError(t, err, "test: empty view: Insert of an empty view")
+}
+
+func TestUpdateConv(t *testing.T) {
+	// Windows [1 2 3] and [4 5 6] (batch 1, 2 channels, K = 3) roll left to
+	// [2 3 1] and [5 6 4]; then the clipped column takes the input.
+	s := filled(t, tensor.Float32, 1)
+	col := tensor.Must(tensor.FromFloat64s(tensor.Float64, []float64{7, 8}, 1, 2))
+	for _, tc := range []struct {
+		cp   int
+		want []float64
+	}{
+		{2, []float64{2, 3, 7, 5, 6, 8}},
+		{9, []float64{2, 3, 7, 5, 6, 8}},
+		{-4, []float64{7, 3, 1, 8, 6, 4}},
+	} {
+		got, err := ops.UpdateConv(s, col, tc.cp)
+		require.NoError(t, err)
+		assert.Equal(t, tc.want, got.Conv.Float64s(), "cp %d", tc.cp)
+	}
+	cols := tensor.Must(tensor.FromFloat64s(tensor.Float64, []float64{7, 9, 8, 10}, 1, 2, 2))
+	got, err := ops.UpdateConvPositions(s, cols, []int32{-1, 5})
+	require.NoError(t, err)
+	assert.Equal(t, []float64{7, 3, 9, 8, 6, 10}, got.Conv.Float64s(), "positions clipped to 0 and 2")
+	assert.Equal(t, []float64{1, 2, 3, 4, 5, 6}, s.Conv.Float64s(), "the input is unchanged")
+
+	for _, tc := range []struct {
+		name string
+		fn   func() (State, error)
+		msg  string
+	}{
+		{"column of another shape", func() (State, error) { return ops.UpdateConv(s, cols, 0) },
+			"test: bad shape: new_conv_state has shape [1 2 2], want (batch 1, channels 2)"},
+		{"absent column", func() (State, error) { return ops.UpdateConv(s, tensor.Tensor{}, 0) },
+			"test: bad shape: new_conv_state has shape <absent>, want (batch 1, channels 2)"},
+		{"window for other positions", func() (State, error) { return ops.UpdateConvPositions(s, cols, []int32{0}) },
+			"test: bad shape: new_conv_state has shape [1 2 2], want (batch 1, channels 2, positions 1)"},
+		{"ssm of another shape", func() (State, error) { return ops.UpdateSSM(s, cols) },
+			"test: bad shape: new_ssm_state has shape [1 2 2], want (batch 1, channels 2)"},
+	} {
+		_, err := tc.fn()
+		require.ErrorIs(t, err, errShape, tc.name)
+		assert.EqualError(t, err, tc.msg, tc.name)
+	}
+}
+
+func TestUpdateSSM(t *testing.T) {
+	s := filled(t, tensor.BFloat16, 2)
+	got, err := ops.UpdateSSM(s, tensor.Must(tensor.FromFloat64s(tensor.Float64, []float64{1, 2, 3, 1 + 1.0/1024}, 2, 2)))
+	require.NoError(t, err)
+	assert.Equal(t, []float64{1, 2, 3, 1}, got.SSM.Float64s(), "converted to bfloat16")
+	assert.True(t, got.Conv.SharesChunk(1, s.Conv, 1), "the conv state is shared")
+
+	rank4 := Ops{Shape: errShape, Empty: errEmpty, SSMAxes: []string{"num_heads", "head_dim", "state_size"}}
+	s4, err := rank4.New(tensor.Float32, []int{2, 3, 4}, []int{2, 4, 16, 8})
+	require.NoError(t, err)
+	_, err = rank4.UpdateSSM(s4, tensor.Must(tensor.New(tensor.Float32, 2, 4, 16, 7)))
+	require.ErrorIs(t, err, errShape)
+	assert.EqualError(t, err, "test: bad shape: new_ssm_state has shape [2 4 16 7], want (batch 2, num_heads 4, head_dim 16, state_size 8)")
 }
 
 func TestClip(t *testing.T) {
@@ -204,12 +295,21 @@ func TestInsert(t *testing.T) {
 	}
 	_, err = ops.Insert(dst, filled(t, tensor.Float16, 2), 0)
 	require.ErrorIs(t, err, errIncompatible, "storage of another dtype cannot be shared")
+	assert.EqualError(t, err, "test: incompatible: inserting conv_states float16[2 2 3] / ssm_states float16[2 2] into conv_states float32[4 2 3] / ssm_states float32[4 2] (want equal sizes and dtype)")
+	wide, err := ops.New(tensor.Float32, []int{1, 2, 3}, []int{1, 3})
+	require.NoError(t, err)
+	_, err = ops.Insert(dst, wide, 0)
+	require.ErrorIs(t, err, errIncompatible, "another SSM size")
+	long, err := ops.New(tensor.Float32, []int{1, 2, 4}, []int{1, 2})
+	require.NoError(t, err)
+	_, err = ops.Insert(dst, long, 0)
+	require.ErrorIs(t, err, errIncompatible, "another kernel size")
 }
 
 // view wraps a State for a snapshot round trip; the zero view is empty.
 type view struct{ s State }
 
-func (v view) IsEmpty() bool { return v.s.IsZero() }
+func (v view) IsEmpty() bool { return v.s.IsEmpty() }
 
 var codec = viewsnap.Codec[view]{
 	ViewFormat:  "test.View/v1",

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/kvmesh/kvmesh/layers/internal/layerlist"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 	"github.com/kvmesh/kvmesh/sharding"
 )
@@ -118,29 +119,20 @@ func (o ShardOps) Split(st State, s Specs, mesh sharding.Mesh, convShape, ssmSha
 
 // Join rebuilds the State of the full shapes convShape and ssmShape that
 // Split cut by s over mesh from one part per device, in device order
-// (sharding.Join, sharding.JoinValues). There must be one part per device;
-// part by part, each must be present and of part 0's dtype, and then pass
-// agree (the caller's check of the view fields a State does not hold,
-// e.g. the layer index), whose error is returned as it is. Replicas must
+// (sharding.Join, sharding.JoinValues). The parts must pass
+// layerlist.CheckParts with agree (the caller's check of the view fields a
+// State does not hold, e.g. the layer index), whose error is returned as it
+// is. Replicas must
 // hold the same bytes (else the error also wraps
 // sharding.ErrReplicaMismatch). Failures wrap o.Sharding and name the part
 // or the tensor; a joined state of the wrong shape wraps o.Shape.
 func (o ShardOps) Join(parts []State, s Specs, mesh sharding.Mesh, convShape, ssmShape []int, agree func(i int) error) (State, error) {
-	if len(parts) != mesh.NumDevices() {
-		return State{}, fmt.Errorf("%w: %d shard views for a mesh of %d devices", o.Sharding, len(parts), mesh.NumDevices())
+	if err := layerlist.CheckParts(o.Sharding, parts, mesh.NumDevices(), agree); err != nil {
+		return State{}, err
 	}
 	n := len(parts)
 	convs, ssms, pos := make([]tensor.Tensor, n), make([]tensor.Tensor, n), make([][]int32, n)
 	for i, p := range parts {
-		if p.IsZero() {
-			return State{}, fmt.Errorf("%w: shard view %d is empty", o.Sharding, i)
-		}
-		if p.DType() != parts[0].DType() {
-			return State{}, fmt.Errorf("%w: shard view %d is %s, shard view 0 is %s", o.Sharding, i, p.DType(), parts[0].DType())
-		}
-		if err := agree(i); err != nil {
-			return State{}, err
-		}
 		convs[i], ssms[i], pos[i] = p.Conv, p.SSM, p.Positions
 	}
 	conv, err := sharding.Join(convs, s.Conv, mesh, convShape)
@@ -176,23 +168,4 @@ func (o ShardOps) assemble(conv, ssm tensor.Tensor, pos []int32, convShape, ssmS
 		return State{}, err
 	}
 	return State{Conv: conv, SSM: ssm, Positions: slices.Clone(pos)}, nil
-}
-
-// CheckLayer checks that shard view i's optional layer index (layer, or
-// none when !ok: EasyDeL's layer_index=None) is shard view 0's (layer0,
-// ok0). The failure wraps o.Sharding.
-func (o ShardOps) CheckLayer(i, layer int, ok bool, layer0 int, ok0 bool) error {
-	if layer != layer0 || ok != ok0 {
-		return fmt.Errorf("%w: shard view %d has layer index %s, shard view 0 has %s",
-			o.Sharding, i, layerString(layer, ok), layerString(layer0, ok0))
-	}
-	return nil
-}
-
-// layerString formats an optional layer index for messages.
-func layerString(l int, ok bool) string {
-	if !ok {
-		return "None"
-	}
-	return fmt.Sprint(l)
 }

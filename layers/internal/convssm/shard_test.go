@@ -240,28 +240,3 @@ func TestShardOpsJoinErrors(t *testing.T) {
 		})
 	}
 }
-
-func TestShardOpsCheckLayer(t *testing.T) {
-	tests := []struct {
-		layer     int
-		ok        bool
-		layer0    int
-		ok0       bool
-		wantError string
-	}{
-		{2, true, 2, true, ""},
-		{0, false, 0, false, ""},
-		{1, true, 2, true, "test: bad sharding: shard view 3 has layer index 1, shard view 0 has 2"},
-		{0, false, 0, true, "test: bad sharding: shard view 3 has layer index None, shard view 0 has 0"},
-		{5, true, 5, false, "test: bad sharding: shard view 3 has layer index 5, shard view 0 has None"},
-	}
-	for _, tc := range tests {
-		err := shards.CheckLayer(3, tc.layer, tc.ok, tc.layer0, tc.ok0)
-		if tc.wantError == "" {
-			assert.NoError(t, err)
-			continue
-		}
-		require.ErrorIs(t, err, errSharding)
-		assert.EqualError(t, err, tc.wantError)
-	}
-}
