@@ -224,3 +224,27 @@ func RequireSameHeader(t testing.TB, want, got HeaderView) bool {
 	require.Equal(t, wl, gl, "layer index")
 	return true
 }
+
+// StateView is a mamba-family view as RequireSameStates sees it.
+type StateView interface {
+	HeaderView
+	ConvStates() tensor.Tensor
+	SSMStates() tensor.Tensor
+	Positions() []int32
+}
+
+// RequireSameStates is RequireSameHeader, then, for non-empty views, the
+// same conv and SSM states and positions, got's states in the store layout
+// (one chunk per batch row). It reports whether the views are non-empty,
+// their other fields still to compare.
+func RequireSameStates(t testing.TB, want, got StateView) bool {
+	t.Helper()
+	if !RequireSameHeader(t, want, got) {
+		return false
+	}
+	require.True(t, want.ConvStates().Equal(got.ConvStates()), "conv_states differ")
+	require.True(t, want.SSMStates().Equal(got.SSMStates()), "ssm_states differ")
+	require.Equal(t, want.Positions(), got.Positions())
+	require.Equal(t, want.ConvStates().Dim(0), got.ConvStates().NumChunks(), "store layout restored")
+	return true
+}
