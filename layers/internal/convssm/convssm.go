@@ -51,8 +51,8 @@ type Ops struct {
 	// Channels names the conv state's channel axis C in messages
 	// ("intermediate_size").
 	Channels string
-	// SSMAxes name the SSM state's axes after the batch in messages
-	// ("intermediate_size", "ssm_state_size").
+	// SSMAxes name the SSM state's axes after the batch in messages, one
+	// name per axis ("intermediate_size", "ssm_state_size").
 	SSMAxes []string
 }
 

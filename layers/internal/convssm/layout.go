@@ -16,7 +16,9 @@ import (
 // the states' shapes and a shard's metadata. It does the package-neutral
 // work of the package's NewView, Specs, Split, JoinViews and snapshot
 // entries, in the order those document; the view types keep their own
-// fields (e.g. mamba2's seqlen_offset) and compose the results.
+// fields (e.g. mamba2's seqlen_offset) and compose the results. Its Split
+// and Join take the metadata and hide ShardOps.Split and ShardOps.Join,
+// which they call with the metadata's shapes.
 type Layout[M any] struct {
 	ShardOps
 	// Validate checks metadata as the package's Metadata.Validate does.
