@@ -205,21 +205,8 @@ func TestShardBytesMatchBudget(t *testing.T) {
 	d := shardDims{b: 4, h: 8, dk: 4, dv: 3}
 	meta, err := NewMetadata(MetadataConfig{BatchSize: Ptr(4), NumHeads: Ptr(8), KeyDim: Ptr(4), ValueDim: Ptr(3)})
 	require.NoError(t, err)
-	for _, tp := range []int{1, 2, 4} {
-		v := shardPrior(t, rand.New(rand.NewSource(2)), meta, d, tensor.BFloat16, true)
-		mesh := testkit.ShardMesh(t, 2, tp, true)
-		pa := sharding.DefaultPartitionAxis()
-		s, err := v.Specs(pa, sharding.ModePrefill, mesh)
-		require.NoError(t, err)
-		parts, err := v.Split(s, mesh)
-		require.NoError(t, err)
-		want, err := sharding.BytesPerDevice(sharding.LightningShape{NumHiddenLayers: 1, BatchSize: 4, NumHeads: 8,
-			KeyDim: 4, ValueDim: 3, DType: tensor.BFloat16}, pa, mesh)
-		require.NoError(t, err)
-		for _, p := range parts {
-			assert.Equal(t, want, int64(p.KeyValue().NumBytes()), "tp %d", tp)
-		}
-	}
+	testkit.BytesMatchBudget(t, sharding.LightningShape{NumHiddenLayers: 1, BatchSize: 4, NumHeads: 8, KeyDim: 4, ValueDim: 3, DType: tensor.BFloat16},
+		shardPrior(t, rand.New(rand.NewSource(2)), meta, d, tensor.BFloat16, true), View.Specs, View.Split, func(p View) int { return p.KeyValue().NumBytes() })
 }
 
 func TestSplitErrors(t *testing.T) {

@@ -155,23 +155,9 @@ func TestViewSpecs(t *testing.T) {
 // TestShardBytesMatchBudget checks that the shard views hold exactly the
 // bytes per device that sharding.BytesPerDevice budgets for one layer.
 func TestShardBytesMatchBudget(t *testing.T) {
-	for _, tp := range []int{1, 2, 4} {
-		meta := testMeta(t, 1, 4, 8, 4, 4)
-		v := shardPrior(t, rand.New(rand.NewSource(2)), meta, tensor.BFloat16)
-		mesh := testkit.ShardMesh(t, 2, tp, true)
-		pa := sharding.DefaultPartitionAxis()
-		s, err := v.Specs(pa, sharding.ModePrefill, mesh)
-		require.NoError(t, err)
-		parts, err := v.Split(s, mesh)
-		require.NoError(t, err)
-		want, err := sharding.BytesPerDevice(sharding.MambaShape{NumHiddenLayers: 1, BatchSize: 4, IntermediateSize: 8,
-			SSMStateSize: 4, ConvKernelSize: 4, DType: tensor.BFloat16}, pa, mesh)
-		require.NoError(t, err)
-		for _, p := range parts {
-			got := p.ConvStates().NumBytes() + p.SSMStates().NumBytes() + 4*len(p.Positions())
-			assert.Equal(t, want, int64(got), "tp %d", tp)
-		}
-	}
+	v := shardPrior(t, rand.New(rand.NewSource(2)), testMeta(t, 1, 4, 8, 4, 4), tensor.BFloat16)
+	testkit.BytesMatchBudget(t, sharding.MambaShape{NumHiddenLayers: 1, BatchSize: 4, IntermediateSize: 8, SSMStateSize: 4, ConvKernelSize: 4, DType: tensor.BFloat16},
+		v, View.Specs, View.Split, func(p View) int { return p.ConvStates().NumBytes() + p.SSMStates().NumBytes() + 4*len(p.Positions()) })
 }
 
 func TestSplitErrors(t *testing.T) {

@@ -189,23 +189,10 @@ func TestViewSpecs(t *testing.T) {
 // bytes per device that sharding.BytesPerDevice budgets for one layer.
 func TestShardBytesMatchBudget(t *testing.T) {
 	d := dims{layers: 1, b: 4, i: 16, h: 8, p: 2, n: 2, k: 4, g: 4}
-	for _, tp := range []int{1, 2, 4} {
-		meta := testMeta(t, d)
-		v := shardPrior(t, rand.New(rand.NewSource(2)), meta, tensor.BFloat16)
-		mesh := testkit.ShardMesh(t, 2, tp, true)
-		pa := sharding.DefaultPartitionAxis()
-		s, err := v.Specs(pa, sharding.ModePrefill, mesh)
-		require.NoError(t, err)
-		parts, err := v.Split(s, mesh)
-		require.NoError(t, err)
-		want, err := sharding.BytesPerDevice(sharding.Mamba2Shape{NumHiddenLayers: 1, BatchSize: d.b, IntermediateSize: d.i,
-			NumHeads: d.h, HeadDim: d.p, StateSize: d.n, ConvKernelSize: d.k, NGroups: d.g, DType: tensor.BFloat16}, pa, mesh)
-		require.NoError(t, err)
-		for _, p := range parts {
-			got := p.ConvStates().NumBytes() + p.SSMStates().NumBytes() + 4*len(p.Positions())
-			assert.Equal(t, want, int64(got), "tp %d", tp)
-		}
-	}
+	v := shardPrior(t, rand.New(rand.NewSource(2)), testMeta(t, d), tensor.BFloat16)
+	testkit.BytesMatchBudget(t, sharding.Mamba2Shape{NumHiddenLayers: 1, BatchSize: d.b, IntermediateSize: d.i,
+		NumHeads: d.h, HeadDim: d.p, StateSize: d.n, ConvKernelSize: d.k, NGroups: d.g, DType: tensor.BFloat16},
+		v, View.Specs, View.Split, func(p View) int { return p.ConvStates().NumBytes() + p.SSMStates().NumBytes() + 4*len(p.Positions()) })
 }
 
 func TestSplitErrors(t *testing.T) {

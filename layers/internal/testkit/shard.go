@@ -113,3 +113,28 @@ func ShardedWrites[V any](t *testing.T, v V, parts []V, join func(parts []V) (V,
 	same(t, want, got)
 	same(t, v, back) // the receiver is unchanged
 }
+
+// BytesMatchBudget requires the shard views of v, one layer, split for a
+// mesh of 2×tp devices with an fsdp axis (tp in {1, 2, 4}) by the specs of
+// the default partition axis in prefill mode (specs, split: the package's
+// View.Specs and View.Split), to hold exactly the bytes per device that
+// sharding.BytesPerDevice budgets for c; bytes counts the bytes a shard
+// view holds.
+func BytesMatchBudget[V, S any](t *testing.T, c sharding.CacheShape, v V,
+	specs func(v V, pa sharding.PartitionAxis, mode sharding.Mode, mesh sharding.Mesh) (S, error),
+	split func(v V, s S, mesh sharding.Mesh) ([]V, error), bytes func(V) int) {
+	t.Helper()
+	pa := sharding.DefaultPartitionAxis()
+	for _, tp := range []int{1, 2, 4} {
+		mesh := ShardMesh(t, 2, tp, true)
+		want, err := sharding.BytesPerDevice(c, pa, mesh)
+		require.NoError(t, err)
+		s, err := specs(v, pa, sharding.ModePrefill, mesh)
+		require.NoError(t, err)
+		parts, err := split(v, s, mesh)
+		require.NoError(t, err)
+		for i, p := range parts {
+			assert.Equal(t, want, int64(bytes(p)), "tp %d, device %d", tp, i)
+		}
+	}
+}
