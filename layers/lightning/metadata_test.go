@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kvmesh/kvmesh/layers/internal/testkit"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
 
@@ -35,17 +36,8 @@ func TestNewMetadataValidation(t *testing.T) {
 		{"bad partition axis", MetadataConfig{PartitionAxis: json.RawMessage(`{`)}, "partition_axis is not valid JSON", [4]int{}},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			m, err := NewMetadata(tc.cfg)
-			assert.Equal(t, err, tc.cfg.Validate(), "Validate and NewMetadata agree")
-			if tc.want == "" {
-				require.NoError(t, err)
-				assert.Equal(t, tc.shape, m.StateShape())
-				return
-			}
-			require.ErrorIs(t, err, ErrMetadata)
-			assert.Contains(t, err.Error(), tc.want)
-			assert.Equal(t, Metadata{}, m)
+		testkit.NewMetadataCase(t, tc.name, tc.cfg, tc.want, NewMetadata, ErrMetadata, func(t *testing.T, m Metadata) {
+			assert.Equal(t, tc.shape, m.StateShape())
 		})
 	}
 }

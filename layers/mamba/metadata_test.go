@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kvmesh/kvmesh/layers/internal/testkit"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
 
@@ -37,22 +38,12 @@ func TestNewMetadataValidation(t *testing.T) {
 		{"partition axis", with(func(c *MetadataConfig) { c.PartitionAxis = json.RawMessage(`{"batch_axis": ["fsdp", "dp"]}`) }), ""},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			m, err := NewMetadata(tc.cfg)
-			assert.Equal(t, err, tc.cfg.Validate(), "Validate and NewMetadata agree")
-			if tc.want == "" {
-				require.NoError(t, err)
-				require.NoError(t, m.Validate())
-				assert.Equal(t, tc.cfg.BatchSize, m.BatchSize)
-				assert.Equal(t, tc.cfg.IntermediateSize, m.IntermediateSize)
-				assert.Equal(t, tc.cfg.SSMStateSize, m.SSMStateSize)
-				assert.Equal(t, tc.cfg.ConvKernelSize, m.ConvKernelSize)
-				assert.Equal(t, tc.cfg.NumHiddenLayers, m.NumHiddenLayers)
-				return
-			}
-			require.ErrorIs(t, err, ErrMetadata)
-			assert.Contains(t, err.Error(), tc.want)
-			assert.Zero(t, m.BatchSize)
+		testkit.NewMetadataCase(t, tc.name, tc.cfg, tc.want, NewMetadata, ErrMetadata, func(t *testing.T, m Metadata) {
+			assert.Equal(t, tc.cfg.BatchSize, m.BatchSize)
+			assert.Equal(t, tc.cfg.IntermediateSize, m.IntermediateSize)
+			assert.Equal(t, tc.cfg.SSMStateSize, m.SSMStateSize)
+			assert.Equal(t, tc.cfg.ConvKernelSize, m.ConvKernelSize)
+			assert.Equal(t, tc.cfg.NumHiddenLayers, m.NumHiddenLayers)
 		})
 	}
 }

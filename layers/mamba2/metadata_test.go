@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kvmesh/kvmesh/layers/internal/testkit"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 )
 
@@ -41,23 +42,14 @@ func TestNewMetadataValidation(t *testing.T) {
 		{"heads need not divide groups or match intermediate", with(func(c *MetadataConfig) { c.NumHeads, c.NGroups = 3, 2 }), ""},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			m, err := NewMetadata(tc.cfg)
-			assert.Equal(t, err, tc.cfg.Validate(), "Validate and NewMetadata agree")
-			if tc.want == "" {
-				require.NoError(t, err)
-				assert.Equal(t, tc.cfg.BatchSize, m.BatchSize)
-				assert.Equal(t, tc.cfg.IntermediateSize, m.IntermediateSize)
-				assert.Equal(t, tc.cfg.NumHeads, m.NumHeads)
-				assert.Equal(t, tc.cfg.HeadDim, m.HeadDim)
-				assert.Equal(t, tc.cfg.StateSize, m.StateSize)
-				assert.Equal(t, tc.cfg.ConvKernelSize, m.ConvKernelSize)
-				assert.Equal(t, tc.cfg.NGroups, m.NGroups)
-				return
-			}
-			require.ErrorIs(t, err, ErrMetadata)
-			assert.Contains(t, err.Error(), tc.want)
-			assert.Zero(t, m.BatchSize)
+		testkit.NewMetadataCase(t, tc.name, tc.cfg, tc.want, NewMetadata, ErrMetadata, func(t *testing.T, m Metadata) {
+			assert.Equal(t, tc.cfg.BatchSize, m.BatchSize)
+			assert.Equal(t, tc.cfg.IntermediateSize, m.IntermediateSize)
+			assert.Equal(t, tc.cfg.NumHeads, m.NumHeads)
+			assert.Equal(t, tc.cfg.HeadDim, m.HeadDim)
+			assert.Equal(t, tc.cfg.StateSize, m.StateSize)
+			assert.Equal(t, tc.cfg.ConvKernelSize, m.ConvKernelSize)
+			assert.Equal(t, tc.cfg.NGroups, m.NGroups)
 		})
 	}
 }
