@@ -8,18 +8,13 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kvmesh/kvmesh/layers/internal/testkit"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 	"github.com/kvmesh/kvmesh/sharding"
 )
 
-// shardMesh returns a mesh of dp×tp devices (dp major).
-func shardMesh(t testing.TB, dp, tp int) sharding.Mesh {
-	t.Helper()
-	m, err := sharding.NewMesh(sharding.MeshConfig{Sizes: map[string]int{sharding.DP: dp, sharding.TP: tp},
-		Devices: sharding.UniformDevices(dp*tp, 1<<30)})
-	require.NoError(t, err)
-	return m
-}
+// shardMesh returns a mesh of dp×tp devices (dp major), without fsdp.
+func shardMesh(t testing.TB, dp, tp int) sharding.Mesh { return testkit.ShardMesh(t, dp, tp, false) }
 
 // shardRandKV returns a float32 (rows, h, d) tensor of seeded random values.
 func shardRandKV(r *mrand.Rand, rows, h, d int) tensor.Tensor {

@@ -8,23 +8,13 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kvmesh/kvmesh/layers/internal/testkit"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 	"github.com/kvmesh/kvmesh/sharding"
 )
 
-// shardMesh returns a mesh of dp×tp devices (dp major), with an fsdp axis
-// of size 1 when withFSDP: eformer's batch rule ('fsdp', 'dp') applies
-// only when both axes are in the mesh.
-func shardMesh(t testing.TB, dp, tp int, withFSDP bool) sharding.Mesh {
-	t.Helper()
-	sizes := map[string]int{sharding.DP: dp, sharding.TP: tp}
-	if withFSDP {
-		sizes[sharding.FSDP] = 1
-	}
-	m, err := sharding.NewMesh(sharding.MeshConfig{Sizes: sizes, Devices: sharding.UniformDevices(dp*tp, 1<<30)})
-	require.NoError(t, err)
-	return m
-}
+// shardMesh is testkit.ShardMesh.
+var shardMesh = testkit.ShardMesh
 
 // kvHeadsOverTP is the default PartitionAxis with kv heads sharded over tp,
 // as newer eformer releases default (v0.0.38 leaves them replicated).
