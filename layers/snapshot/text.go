@@ -11,14 +11,20 @@ import (
 
 // WriteText writes the summary of the snapshot for a reader: File on a line
 // of its own (when set), then its format and kind, its views one per line
-// (empty ones noted) and a table of its tensors with their total. It returns the
+// (empty ones noted) and a table of its tensors with their total. The labels
+// of the summary lines share one column, as wide as the widest view label
+// needs, so the rows line up for any number of views. It returns the
 // error of writing to w.
 func (f Info) WriteText(w io.Writer) error {
 	var b bytes.Buffer
 	if f.File != "" {
 		fmt.Fprintln(&b, f.File)
 	}
-	width := len("tensors") + 2
+	width := len("tensors")
+	for _, v := range f.Views {
+		width = max(width, len(viewLabel(v.Position)))
+	}
+	width += 2
 	line := func(label, format string, args ...any) {
 		fmt.Fprintf(&b, "  %-*s%s\n", width, label, fmt.Sprintf(format, args...))
 	}
@@ -41,7 +47,7 @@ func (f Info) WriteText(w io.Writer) error {
 		}
 		line("views", "%s", views)
 		for _, v := range f.Views {
-			fmt.Fprintf(&b, "  view %d   %s\n", v.Position, v.describe(f.Kind))
+			line(viewLabel(v.Position), "%s", v.describe(f.Kind))
 		}
 	}
 	line("tensors", "%d, %d bytes (file %d bytes)", len(f.Tensors), f.TensorBytes, f.FileBytes)
@@ -57,6 +63,9 @@ func (f Info) WriteText(w io.Writer) error {
 	_, err := w.Write(b.Bytes())
 	return err
 }
+
+// viewLabel is the label of the view at position i.
+func viewLabel(i int) string { return "view " + strconv.Itoa(i) }
 
 // describe is the one-line text form of a view of the given kind.
 func (v View) describe(kind string) string {

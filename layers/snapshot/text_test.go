@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -27,6 +28,45 @@ func tinyTransformerCache(t *testing.T, layers int) []byte {
 		require.NoError(t, err)
 	}
 	return marshal(t, c)
+}
+
+// The summary lines' values start in one column for any number of views:
+// column 11 (two spaces and a 9-wide label) up to 99 views, as before the
+// views reached two digits, wider from view 100 on.
+func TestWriteTextAlignsViews(t *testing.T) {
+	for _, tc := range []struct {
+		layers, column int
+	}{{1, 11}, {10, 11}, {12, 11}, {100, 11}, {101, 12}} {
+		t.Run(fmt.Sprintf("%d layers", tc.layers), func(t *testing.T) {
+			f := describe(t, tinyTransformerCache(t, tc.layers))
+			f.File = "cache.safetensors"
+			lines := strings.Split(text(t, f), "\n")
+			require.Equal(t, "cache.safetensors", lines[0])
+			// The summary: format, views, one line per view, tensors.
+			summary := lines[1 : 1+2+tc.layers+1]
+			labels := []string{"format", "views"}
+			for i := range tc.layers {
+				labels = append(labels, fmt.Sprintf("view %d", i))
+			}
+			labels = append(labels, "tensors")
+			var bad []string // at most 3, to keep a failure short
+			for i, line := range summary {
+				label := strings.TrimRight(line[:min(len(line), tc.column)], " ")
+				aligned := len(line) > tc.column && label == "  "+labels[i] && len(label) < tc.column && line[tc.column] != ' '
+				if !aligned && len(bad) < 3 {
+					bad = append(bad, line)
+				}
+			}
+			assert.Empty(t, bad, "lines whose label is not followed by spaces up to column %d, where the value starts", tc.column)
+			last := summary[len(summary)-2]
+			if (tc.layers-1)%3 == 1 {
+				assert.True(t, strings.HasSuffix(last, " empty"), "line %q", last)
+			} else {
+				assert.Contains(t, last, fmt.Sprintf("layer %d: batch 1", tc.layers-1))
+			}
+			assert.True(t, strings.HasPrefix(lines[1+2+tc.layers+1], "    name "), "the tensor table follows")
+		})
+	}
 }
 
 // WriteText starts with the file name only when one is set.
