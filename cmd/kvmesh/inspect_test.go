@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/kvmesh/kvmesh/layers/mamba"
 	"github.com/kvmesh/kvmesh/layers/mamba2"
 	"github.com/kvmesh/kvmesh/layers/paged"
+	"github.com/kvmesh/kvmesh/layers/snapshot"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 	"github.com/kvmesh/kvmesh/layers/transformer"
 )
@@ -31,15 +33,15 @@ func writeTemp(t *testing.T, name string, data []byte) string {
 }
 
 // inspectJSON runs kvmesh inspect --json on files and decodes its lines.
-func inspectJSON(t *testing.T, files ...string) []fileInfo {
+func inspectJSON(t *testing.T, files ...string) []snapshot.Info {
 	t.Helper()
 	code, out, errOut := runCLI(append([]string{"inspect", "--json"}, files...)...)
 	require.Equal(t, 0, code, errOut)
-	var infos []fileInfo
+	var infos []snapshot.Info
 	sc := bufio.NewScanner(strings.NewReader(out))
 	sc.Buffer(nil, 1<<24)
 	for sc.Scan() {
-		var f fileInfo
+		var f snapshot.Info
 		require.NoError(t, json.Unmarshal(sc.Bytes(), &f), "each line is one JSON object")
 		infos = append(infos, f)
 	}
@@ -60,350 +62,86 @@ func ramp(shape ...int) tensor.Tensor {
 	return tensor.Must(tensor.FromFloat64s(tensor.Float32, x, shape...))
 }
 
-// tensorsByName indexes a file's tensor table.
-func tensorsByName(f fileInfo) map[string]tensorInfo {
-	m := map[string]tensorInfo{}
-	for _, t := range f.Tensors {
-		m[t.Name] = t
-	}
-	return m
-}
-
-// checkTable checks the tensor table's total and that it lists exactly the
-// entries of data, with their dtypes, shapes and sizes.
-func checkTable(t *testing.T, f fileInfo, data []byte) {
-	t.Helper()
-	s, err := tensor.UnmarshalSnapshot(data)
-	require.NoError(t, err)
-	assert.Len(t, f.Tensors, len(s.Tensors)+len(s.Int32s))
-	var total int64
-	byName := tensorsByName(f)
-	for name, x := range s.Tensors {
-		assert.Equal(t, tensorInfo{name, x.DType().SafetensorsName(), x.Shape(), int64(x.NumBytes())}, byName[name])
-		total += int64(x.NumBytes())
-	}
-	for name, a := range s.Int32s {
-		assert.Equal(t, tensorInfo{name, "I32", []int{len(a)}, int64(4 * len(a))}, byName[name])
-		total += int64(4 * len(a))
-	}
-	assert.Equal(t, total, f.TensorBytes)
-	assert.Equal(t, int64(len(data)), f.FileBytes)
-}
-
-func transformerMeta(t *testing.T, layers int) transformer.Metadata {
-	t.Helper()
-	meta, err := transformer.NewMetadata(transformer.MetadataConfig{BatchSize: 2, SequenceLength: 8, NumHiddenLayers: layers,
+// An end-to-end run over files of every sort: --json prints one line per
+// file, in argument order, which is snapshot.Describe's Info of the file
+// with File the path as given; the text form is each Info's WriteText, a
+// blank line between files. A plain safetensors file is no error.
+func TestInspectEndToEnd(t *testing.T) {
+	meta, err := transformer.NewMetadata(transformer.MetadataConfig{BatchSize: 2, SequenceLength: 8, NumHiddenLayers: 12,
 		NumHeads: transformer.Ptr(2), HeadDim: transformer.Ptr(4)})
 	require.NoError(t, err)
-	return meta
-}
-
-// A transformer cache of three layers, the middle one empty, layer 0
-// written three tokens past different starts; stored plain and int8.
-func TestInspectTransformerCache(t *testing.T) {
-	for _, st := range []transformer.Storage{{DType: tensor.Float32}, {DType: tensor.Float32, Quantization: tensor.Int8},
-		{DType: tensor.BFloat16, Quantization: tensor.NF4, BlockSize: 2}} {
-		t.Run(quantName(st.Quantization), func(t *testing.T) {
-			meta := transformerMeta(t, 3)
-			c, err := transformer.InitStorage(meta, st, []int32{0, 2})
-			require.NoError(t, err)
-			v0, err := c.View(0)
-			require.NoError(t, err)
-			v0, err = v0.Append(ramp(2, 3, 2, 4), ramp(2, 3, 2, 4))
-			require.NoError(t, err)
-			c, err = c.WithView(0, v0)
-			require.NoError(t, err)
-			c, err = c.WithView(1, transformer.View{})
-			require.NoError(t, err)
-			data, err := c.MarshalBinary()
-			require.NoError(t, err)
-			path := writeTemp(t, "t.safetensors", data)
-
-			f := inspectJSON(t, path)[0]
-			assert.Equal(t, path, f.File)
-			assert.Equal(t, transformer.CacheSnapshotFormat, f.Format)
-			assert.Equal(t, "transformer", f.Kind)
-			assert.Equal(t, "cache", f.Object)
-			assert.Equal(t, 3, f.NumViews)
-			assert.Equal(t, []int{1}, f.EmptyViews)
-			require.Len(t, f.Views, 3)
-			assert.Equal(t, viewInfo{Position: 1, Empty: true}, f.Views[1])
-			for _, i := range []int{0, 2} {
-				v, err := c.View(i)
-				require.NoError(t, err)
-				got := f.Views[i]
-				assert.Equal(t, i, got.Position)
-				assert.False(t, got.Empty)
-				require.NotNil(t, got.LayerIndex)
-				assert.Equal(t, i, *got.LayerIndex)
-				assert.Equal(t, st.DType.String(), got.DType)
-				assert.Equal(t, 2, got.BatchSize)
-				assert.Equal(t, 8, got.SequenceLength)
-				assert.Equal(t, 2, got.KVHeads)
-				assert.Equal(t, 4, got.HeadDim)
-				assert.Equal(t, quantName(st.Quantization), got.Quantization)
-				if st.Quantization == tensor.NF4 {
-					assert.Equal(t, 2, got.BlockSize)
-				} else {
-					assert.Zero(t, got.BlockSize)
-				}
-				assert.Equal(t, v.Index(), got.Index)
-				assert.Equal(t, v.Starts(), got.Starts)
-				var m transformer.Metadata
-				require.NoError(t, json.Unmarshal(got.Metadata, &m))
-				assert.Equal(t, meta, m)
-			}
-			assert.Equal(t, []int32{3, 3}, f.Views[0].Index, "layer 0 wrote three tokens in each row")
-			assert.Equal(t, []int32{0, 0}, f.Views[2].Index)
-
-			byName := tensorsByName(f)
-			key := byName["views.0.key"]
-			switch st.Quantization {
-			case tensor.None:
-				assert.Equal(t, tensorInfo{"views.0.key", "F32", []int{2, 8, 2, 4}, 2 * 8 * 2 * 4 * 4}, key)
-				assert.NotContains(t, byName, "views.0.key_scales")
-			case tensor.Int8:
-				assert.Equal(t, tensorInfo{"views.0.key", "I8", []int{2, 8, 2, 4}, 2 * 8 * 2 * 4}, key)
-				assert.Equal(t, tensorInfo{"views.0.key_scales", "F32", []int{2, 8, 2, 1}, 2 * 8 * 2 * 4}, byName["views.0.key_scales"])
-			case tensor.NF4:
-				assert.Equal(t, tensorInfo{"views.0.key", "U8", []int{2, 8, 2, 2}, 2 * 8 * 2 * 2}, key)
-				assert.Equal(t, tensorInfo{"views.0.key_scales", "BF16", []int{2, 8, 2, 2}, 2 * 8 * 2 * 2 * 2}, byName["views.0.key_scales"])
-			}
-			assert.NotContains(t, byName, "views.1.key", "an empty view stores no tensors")
-			checkTable(t, f, data)
-
-			code, out, errOut := runCLI("inspect", path)
-			require.Equal(t, 0, code, errOut)
-			for _, want := range []string{path, "format   kvmesh.transformer.Cache/v1 (transformer cache)", "views    3, 1 empty: 1",
-				"view 0   layer 0: batch 2, sequence length 8, 2 kv heads, head dim 4", "index [3 3], starts [0 2]", "view 1   empty",
-				"views.0.key ", "total "} {
-				assert.Contains(t, out, want)
-			}
-			if st.Quantization != tensor.None {
-				assert.Contains(t, out, "stored "+quantName(st.Quantization))
-			}
-		})
-	}
-}
-
-// A paged cache with an absent layer, plain and NF4, and a paged view.
-func TestInspectPaged(t *testing.T) {
-	meta := paged.Metadata{BatchSize: 3, NumHiddenLayers: 2, NumPagesPerLayer: 9, NumPagesPerSequence: 4, MaxSequences: 16,
-		PageSize: 4, NumKVHeads: 2, KVHeadDimSize: 8, HBMUtilization: 0.9}
-	for _, st := range []paged.Storage{{DType: tensor.Float32}, {DType: tensor.Float32, Quantization: tensor.NF4, BlockSize: 4}} {
-		t.Run(quantName(st.Quantization), func(t *testing.T) {
-			c, err := paged.InitStorage(meta, st)
-			require.NoError(t, err)
-			c, err = c.WithView(1, paged.View{})
-			require.NoError(t, err)
-			data, err := c.MarshalBinary()
-			require.NoError(t, err)
-			v0, err := c.View(0)
-			require.NoError(t, err)
-			vdata, err := v0.MarshalBinary()
-			require.NoError(t, err)
-			cpath, vpath := writeTemp(t, "c.safetensors", data), writeTemp(t, "v.safetensors", vdata)
-
-			fs := inspectJSON(t, cpath, vpath)
-			f, fv := fs[0], fs[1]
-			assert.Equal(t, paged.CacheSnapshotFormat, f.Format)
-			assert.Equal(t, "paged", f.Kind)
-			assert.Equal(t, "cache", f.Object)
-			assert.Equal(t, 2, f.NumViews)
-			assert.Equal(t, []int{1}, f.EmptyViews)
-			assert.Equal(t, paged.ViewSnapshotFormat, fv.Format)
-			assert.Equal(t, "view", fv.Object)
-			assert.Equal(t, 1, fv.NumViews)
-			assert.Empty(t, fv.EmptyViews)
-			for _, got := range []viewInfo{f.Views[0], fv.Views[0]} {
-				require.NotNil(t, got.LayerIndex)
-				assert.Equal(t, 0, *got.LayerIndex)
-				assert.Equal(t, "float32", got.DType)
-				assert.Equal(t, meta.NumPagesPerLayer, got.Pages)
-				assert.Equal(t, meta.PageSize, got.PageSize)
-				assert.Equal(t, meta.NumPagesPerSequence, got.PagesPerSequence)
-				assert.Equal(t, meta.MaxSequences, got.MaxSequenceLength)
-				assert.Equal(t, meta.NumKVHeads, got.KVHeads)
-				assert.Equal(t, meta.KVHeadDimSize, got.HeadDim)
-				assert.Equal(t, meta.BatchSize, got.BatchSize)
-				assert.Equal(t, quantName(st.Quantization), got.Quantization)
-				var m paged.Metadata
-				require.NoError(t, json.Unmarshal(got.Metadata, &m))
-				assert.Equal(t, meta, m)
-			}
-			assert.Equal(t, viewInfo{Position: 1, Empty: true}, f.Views[1])
-			byName := tensorsByName(f)
-			if st.Quantization == tensor.NF4 {
-				assert.Equal(t, 4, f.Views[0].BlockSize)
-				assert.Equal(t, tensorInfo{"layers.0.key_pages", "U8", []int{2, 9, 4, 4}, 2 * 9 * 4 * 4}, byName["layers.0.key_pages"])
-				assert.Equal(t, tensorInfo{"layers.0.key_scales", "F32", []int{2, 9, 4, 2}, 2 * 9 * 4 * 2 * 4}, byName["layers.0.key_scales"])
-			} else {
-				assert.Equal(t, tensorInfo{"layers.0.key_pages", "F32", []int{2, 9, 4, 8}, 2 * 9 * 4 * 8 * 4}, byName["layers.0.key_pages"])
-			}
-			assert.Len(t, f.Tensors, len(fv.Tensors), "the absent layer stores nothing")
-			checkTable(t, f, data)
-			checkTable(t, fv, vdata)
-
-			code, out, errOut := runCLI("inspect", cpath)
-			require.Equal(t, 0, code, errOut)
-			assert.Contains(t, out, "view 0   layer 0: 9 pages of 4 tokens (page 0 the dummy), 2 kv heads, head dim 8")
-			assert.Contains(t, out, "batch 3, 4 pages per sequence (16 tokens)")
-			assert.Contains(t, out, "view 1   empty")
-		})
-	}
-}
-
-// Mamba and Mamba2 caches with an empty view and written states; a
-// lightning cache with one written and one unwritten state, and views.
-func TestInspectRecurrent(t *testing.T) {
+	tc, err := transformer.InitStorage(meta, transformer.Storage{DType: tensor.Float32, Quantization: tensor.Int8}, []int32{0, 2})
+	require.NoError(t, err)
+	tc, err = tc.WithView(1, transformer.View{})
+	require.NoError(t, err)
+	pc, err := paged.Init(paged.Metadata{BatchSize: 3, NumHiddenLayers: 2, NumPagesPerLayer: 9, NumPagesPerSequence: 4, MaxSequences: 16,
+		PageSize: 4, NumKVHeads: 2, KVHeadDimSize: 8, HBMUtilization: 0.9}, tensor.Float32)
+	require.NoError(t, err)
+	pv, err := pc.View(1)
+	require.NoError(t, err)
 	mmeta, err := mamba.NewMetadata(mamba.MetadataConfig{NumHiddenLayers: 2, BatchSize: 2, IntermediateSize: 4, SSMStateSize: 3, ConvKernelSize: 3})
 	require.NoError(t, err)
 	mc, err := mamba.Init(mmeta, tensor.Float32)
 	require.NoError(t, err)
-	mc, err = mc.UpdateConvState(0, ramp(2, 4), 1)
-	require.NoError(t, err)
-	mc, err = mc.WithView(1, mamba.View{})
-	require.NoError(t, err)
-
-	m2meta, err := mamba2.NewMetadata(mamba2.MetadataConfig{NumHiddenLayers: 2, BatchSize: 2, IntermediateSize: 8, NumHeads: 2, HeadDim: 4,
-		StateSize: 3, ConvKernelSize: 4, NGroups: 1})
-	require.NoError(t, err)
-	m2, err := mamba2.Init(m2meta, tensor.BFloat16)
-	require.NoError(t, err)
-	m2, err = m2.UpdateSeq(5)
-	require.NoError(t, err)
-	m2, err = m2.WithView(0, mamba2.View{})
-	require.NoError(t, err)
-
 	b, h, d := 2, 2, 3
 	lmeta, err := lightning.NewMetadata(lightning.MetadataConfig{BatchSize: &b, NumHeads: &h, HeadDim: &d})
 	require.NoError(t, err)
 	lc, err := lightning.Init(2, lmeta, tensor.Float64)
 	require.NoError(t, err)
-	lc, err = lc.Update(1, ramp(2, 2, 1, 3), ramp(2, 2, 1, 3), []float64{0.5, 0.25})
-	require.NoError(t, err)
-	lv, err := lc.View(1)
-	require.NoError(t, err)
+	plain := tensor.Snapshot{Metadata: map[string]string{"format": "pt"}, Tensors: map[string]tensor.Tensor{"w": ramp(2, 3)}}
 
-	marshal := func(m interface{ MarshalBinary() ([]byte, error) }) []byte {
+	var paths []string
+	var want []snapshot.Info
+	for i, m := range []interface{ MarshalBinary() ([]byte, error) }{tc, pv, mc, lc, plain} {
 		data, err := m.MarshalBinary()
 		require.NoError(t, err)
-		return data
-	}
-	mdata, m2data, ldata, lvdata := marshal(mc), marshal(m2), marshal(lc), marshal(lv)
-	paths := []string{writeTemp(t, "m.safetensors", mdata), writeTemp(t, "m2.safetensors", m2data),
-		writeTemp(t, "l.safetensors", ldata), writeTemp(t, "lv.safetensors", lvdata)}
-	fs := inspectJSON(t, paths...)
-
-	f := fs[0]
-	assert.Equal(t, mamba.CacheSnapshotFormat, f.Format)
-	assert.Equal(t, "mamba", f.Kind)
-	assert.Equal(t, []int{1}, f.EmptyViews)
-	mv, err := mc.View(0)
-	require.NoError(t, err)
-	got := f.Views[0]
-	assert.Equal(t, 2, got.BatchSize)
-	assert.Equal(t, "float32", got.DType)
-	assert.Equal(t, mv.ConvStates().Shape(), got.ConvStateShape)
-	assert.Equal(t, []int{2, 4, 3}, got.ConvStateShape)
-	assert.Equal(t, []int{2, 4, 3}, got.SSMStateShape)
-	assert.Equal(t, mv.Positions(), got.Positions)
-	assert.Nil(t, got.SeqlenOffset, "mamba has no seqlen offset")
-	checkTable(t, f, mdata)
-
-	f = fs[1]
-	assert.Equal(t, mamba2.CacheSnapshotFormat, f.Format)
-	assert.Equal(t, "mamba2", f.Kind)
-	assert.Equal(t, []int{0}, f.EmptyViews)
-	m2v, err := m2.View(1)
-	require.NoError(t, err)
-	got = f.Views[1]
-	require.NotNil(t, got.LayerIndex)
-	assert.Equal(t, 1, *got.LayerIndex)
-	assert.Equal(t, "bfloat16", got.DType)
-	assert.Equal(t, m2v.ConvStates().Shape(), got.ConvStateShape)
-	assert.Equal(t, m2v.SSMStates().Shape(), got.SSMStateShape)
-	assert.Equal(t, []int{2, 2, 4, 3}, got.SSMStateShape)
-	assert.Equal(t, []int32{5, 5}, got.Positions)
-	require.NotNil(t, got.SeqlenOffset)
-	assert.Equal(t, 5, *got.SeqlenOffset)
-	var m2m mamba2.Metadata
-	require.NoError(t, json.Unmarshal(got.Metadata, &m2m))
-	assert.Equal(t, m2meta.StateSize, m2m.StateSize)
-	assert.Equal(t, m2meta.NGroups, m2m.NGroups)
-	checkTable(t, f, m2data)
-
-	f = fs[2]
-	assert.Equal(t, lightning.CacheSnapshotFormat, f.Format)
-	assert.Equal(t, "lightning", f.Kind)
-	assert.Empty(t, f.EmptyViews)
-	assert.Nil(t, f.Views[0].KeyValueShape, "layer 0's state was never written")
-	assert.Equal(t, 2, f.Views[0].BatchSize, "the metadata gives the batch")
-	assert.Equal(t, 2, f.Views[0].Heads)
-	assert.Equal(t, []int{2, 2, 3, 3}, f.Views[1].KeyValueShape)
-	assert.Equal(t, "float64", f.Views[1].DType)
-	assert.Equal(t, []tensorInfo{{"views.1.key_value", "F64", []int{2, 2, 3, 3}, 2 * 2 * 3 * 3 * 8}}, f.Tensors)
-	checkTable(t, f, ldata)
-
-	f = fs[3]
-	assert.Equal(t, lightning.ViewSnapshotFormat, f.Format)
-	assert.Equal(t, "view", f.Object)
-	require.NotNil(t, f.Views[0].LayerIndex)
-	assert.Equal(t, 1, *f.Views[0].LayerIndex)
-	assert.Equal(t, []int{2, 2, 3, 3}, f.Views[0].KeyValueShape)
-
-	code, out, errOut := runCLI(append([]string{"inspect"}, paths...)...)
-	require.Equal(t, 0, code, errOut)
-	for _, want := range []string{"(mamba cache)", "conv state [2 4 3], ssm state [2 4 3]", "(mamba2 cache)", "seqlen offset 5",
-		"view 0   layer 0: batch 2, 2 heads, float64, key_value not written yet", "key_value [2 2 3 3]", "(lightning view)"} {
-		assert.Contains(t, out, want)
-	}
-}
-
-// The --json field names are the documented ones.
-func TestInspectJSONFieldNames(t *testing.T) {
-	c, err := transformer.Init(transformerMeta(t, 1), tensor.Float32, nil)
-	require.NoError(t, err)
-	data, err := c.MarshalBinary()
-	require.NoError(t, err)
-	code, out, errOut := runCLI("inspect", "--json", writeTemp(t, "t.safetensors", data))
-	require.Equal(t, 0, code, errOut)
-	var m map[string]any
-	require.NoError(t, json.Unmarshal([]byte(out), &m))
-	for _, k := range []string{"file", "format", "kind", "object", "num_views", "empty_views", "views", "tensors", "tensor_bytes", "file_bytes"} {
-		assert.Contains(t, m, k)
-	}
-	view := m["views"].([]any)[0].(map[string]any)
-	for _, k := range []string{"position", "empty", "layer_index", "dtype", "batch_size", "sequence_length", "kv_heads", "head_dim",
-		"value_heads", "value_dim", "quantization", "index", "starts", "metadata"} {
-		assert.Contains(t, view, k)
-	}
-	tensorEntry := m["tensors"].([]any)[0].(map[string]any)
-	assert.Len(t, tensorEntry, 4)
-	for _, k := range []string{"name", "dtype", "shape", "bytes"} {
-		assert.Contains(t, tensorEntry, k)
-	}
-}
-
-// A safetensors file that is not a kvmesh snapshot is listed, not decoded.
-func TestInspectPlainSafetensors(t *testing.T) {
-	for _, meta := range []map[string]string{nil, {"format": "pt"}} {
-		s := tensor.Snapshot{Metadata: meta, Tensors: map[string]tensor.Tensor{"w": ramp(2, 3)}, Int32s: map[string][]int32{"ids": {1, 2}}}
-		data, err := s.MarshalBinary()
+		path := writeTemp(t, fmt.Sprintf("f%d.safetensors", i), data)
+		info, err := snapshot.Describe(data)
 		require.NoError(t, err)
-		path := writeTemp(t, "plain.safetensors", data)
-		f := inspectJSON(t, path)[0]
-		assert.Equal(t, "safetensors", f.Kind)
-		assert.Equal(t, meta["format"], f.Format)
-		assert.Empty(t, f.Object)
-		assert.Zero(t, f.NumViews)
-		assert.Contains(t, f.Note, "not a kvmesh snapshot")
-		assert.Equal(t, []tensorInfo{{"ids", "I32", []int{2}, 8}, {"w", "F32", []int{2, 3}, 24}}, f.Tensors)
-		code, out, _ := runCLI("inspect", path)
-		assert.Equal(t, 0, code)
-		assert.Contains(t, out, "not a kvmesh snapshot")
-		assert.Contains(t, out, "    w      F32    [2 3]  24\n")
+		info.File = path
+		paths, want = append(paths, path), append(want, info)
 	}
+
+	code, out, errOut := runCLI(append([]string{"inspect", "--json"}, paths...)...)
+	require.Equal(t, 0, code, errOut)
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	require.Len(t, lines, len(paths), "one line per file")
+	for i, line := range lines {
+		wantJSON, err := json.Marshal(want[i])
+		require.NoError(t, err)
+		assert.True(t, bytes.Equal(wantJSON, []byte(line)), "file %d: --json line differs from snapshot.Describe's Info", i)
+		var f snapshot.Info
+		require.NoError(t, json.Unmarshal([]byte(line), &f))
+		assert.Equal(t, paths[i], f.File, "the file is the path as given")
+	}
+	infos := inspectJSON(t, paths...)
+	assert.Equal(t, "transformer", infos[0].Kind)
+	assert.Equal(t, []int{1}, infos[0].EmptyViews)
+	assert.Equal(t, "paged", infos[1].Kind)
+	assert.Equal(t, "view", infos[1].Object)
+	assert.Equal(t, "mamba", infos[2].Kind)
+	assert.Equal(t, "lightning", infos[3].Kind)
+	assert.Equal(t, "safetensors", infos[4].Kind)
+	assert.Contains(t, infos[4].Note, "not a kvmesh snapshot")
+
+	code, out, errOut = runCLI(append([]string{"inspect"}, paths...)...)
+	require.Equal(t, 0, code, errOut)
+	assert.Empty(t, errOut)
+	var wantText bytes.Buffer
+	for i, info := range want {
+		if i > 0 {
+			wantText.WriteString("\n")
+		}
+		require.NoError(t, info.WriteText(&wantText))
+	}
+	assert.Equal(t, wantText.String(), out)
+	assert.True(t, strings.HasPrefix(out, paths[0]+"\n"), "the first summary starts with its file")
+	for _, path := range paths[1:] {
+		assert.Contains(t, out, "\n\n"+path+"\n", "each further summary starts with its file after a blank line")
+	}
+	assert.Contains(t, out, "  view 9   layer 9: batch 2")
+	assert.Contains(t, out, "  view 10  layer 10: batch 2", "views past 9 line up with the others")
+	assert.Contains(t, out, "not a kvmesh snapshot")
 }
 
 // Unreadable and invalid files exit 2 with a message naming the file; the
