@@ -5,7 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-
+	"maps"
 	"slices"
 	"sort"
 )
@@ -121,7 +121,9 @@ func UnmarshalSnapshot(data []byte) (Snapshot, error) {
 		begin, end int64
 	}
 	spans := make([]span, 0, len(raw))
-	for name, msg := range raw {
+	// In name order, so that a bad file always gets the same error.
+	for _, name := range slices.Sorted(maps.Keys(raw)) {
+		msg := raw[name]
 		if name == metadataKey {
 			if err := json.Unmarshal(msg, &s.Metadata); err != nil {
 				return Snapshot{}, fmt.Errorf("%w: %s: %v", ErrSnapshot, metadataKey, err)
