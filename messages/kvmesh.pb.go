@@ -215,6 +215,65 @@ func (Quantization) EnumDescriptor() ([]byte, []int) {
 	return file_kvmesh_proto_rawDescGZIP(), []int{2}
 }
 
+// Mode is the runtime mode a cache's partition specs are resolved in
+// (sharding.Mode, eformer's MODE_*). MODE_UNSPECIFIED is the runtime's
+// default, which is MODE_DECODE; it is kept apart from an explicit
+// MODE_DECODE so that a spec travels unchanged.
+type Mode int32
+
+const (
+	Mode_MODE_UNSPECIFIED Mode = 0
+	Mode_MODE_PREFILL     Mode = 1 // "__prefill__"
+	Mode_MODE_DECODE      Mode = 2 // "__autoregressive__"
+	Mode_MODE_TRAIN       Mode = 3 // "__train__"
+	Mode_MODE_INSERT      Mode = 4 // "__insert__"
+)
+
+// Enum value maps for Mode.
+var (
+	Mode_name = map[int32]string{
+		0: "MODE_UNSPECIFIED",
+		1: "MODE_PREFILL",
+		2: "MODE_DECODE",
+		3: "MODE_TRAIN",
+		4: "MODE_INSERT",
+	}
+	Mode_value = map[string]int32{
+		"MODE_UNSPECIFIED": 0,
+		"MODE_PREFILL":     1,
+		"MODE_DECODE":      2,
+		"MODE_TRAIN":       3,
+		"MODE_INSERT":      4,
+	}
+)
+
+func (x Mode) Enum() *Mode {
+	p := new(Mode)
+	*p = x
+	return p
+}
+
+func (x Mode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Mode) Descriptor() protoreflect.EnumDescriptor {
+	return file_kvmesh_proto_enumTypes[3].Descriptor()
+}
+
+func (Mode) Type() protoreflect.EnumType {
+	return &file_kvmesh_proto_enumTypes[3]
+}
+
+func (x Mode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Mode.Descriptor instead.
+func (Mode) EnumDescriptor() ([]byte, []int) {
+	return file_kvmesh_proto_rawDescGZIP(), []int{3}
+}
+
 // Status is the outcome of a request: CODE_OK, or a code and a message that
 // names the offending value.
 type Status struct {
@@ -794,8 +853,11 @@ type MambaMetadata struct {
 	IntermediateSize int64                  `protobuf:"varint,3,opt,name=intermediate_size,json=intermediateSize,proto3" json:"intermediate_size,omitempty"`
 	SsmStateSize     int64                  `protobuf:"varint,4,opt,name=ssm_state_size,json=ssmStateSize,proto3" json:"ssm_state_size,omitempty"`
 	ConvKernelSize   int64                  `protobuf:"varint,5,opt,name=conv_kernel_size,json=convKernelSize,proto3" json:"conv_kernel_size,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// EasyDeL's partition_axis in its JSON form, verbatim (see the note
+	// after LightningMetadata); absent is None.
+	PartitionAxisJson []byte `protobuf:"bytes,6,opt,name=partition_axis_json,json=partitionAxisJson,proto3,oneof" json:"partition_axis_json,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *MambaMetadata) Reset() {
@@ -863,6 +925,13 @@ func (x *MambaMetadata) GetConvKernelSize() int64 {
 	return 0
 }
 
+func (x *MambaMetadata) GetPartitionAxisJson() []byte {
+	if x != nil {
+		return x.PartitionAxisJson
+	}
+	return nil
+}
+
 type Mamba2Metadata struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	NumHiddenLayers  int64                  `protobuf:"varint,1,opt,name=num_hidden_layers,json=numHiddenLayers,proto3" json:"num_hidden_layers,omitempty"`
@@ -873,8 +942,10 @@ type Mamba2Metadata struct {
 	StateSize        int64                  `protobuf:"varint,6,opt,name=state_size,json=stateSize,proto3" json:"state_size,omitempty"`
 	ConvKernelSize   int64                  `protobuf:"varint,7,opt,name=conv_kernel_size,json=convKernelSize,proto3" json:"conv_kernel_size,omitempty"`
 	NGroups          int64                  `protobuf:"varint,8,opt,name=n_groups,json=nGroups,proto3" json:"n_groups,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// EasyDeL's partition_axis in its JSON form, verbatim; absent is None.
+	PartitionAxisJson []byte `protobuf:"bytes,9,opt,name=partition_axis_json,json=partitionAxisJson,proto3,oneof" json:"partition_axis_json,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Mamba2Metadata) Reset() {
@@ -963,6 +1034,13 @@ func (x *Mamba2Metadata) GetNGroups() int64 {
 	return 0
 }
 
+func (x *Mamba2Metadata) GetPartitionAxisJson() []byte {
+	if x != nil {
+		return x.PartitionAxisJson
+	}
+	return nil
+}
+
 type LightningMetadata struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	NumHiddenLayers int64                  `protobuf:"varint,1,opt,name=num_hidden_layers,json=numHiddenLayers,proto3" json:"num_hidden_layers,omitempty"`
@@ -973,8 +1051,10 @@ type LightningMetadata struct {
 	ValueHeads      *int64                 `protobuf:"varint,6,opt,name=value_heads,json=valueHeads,proto3,oneof" json:"value_heads,omitempty"`
 	KeyDim          *int64                 `protobuf:"varint,7,opt,name=key_dim,json=keyDim,proto3,oneof" json:"key_dim,omitempty"`
 	ValueDim        *int64                 `protobuf:"varint,8,opt,name=value_dim,json=valueDim,proto3,oneof" json:"value_dim,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// EasyDeL's partition_axis in its JSON form, verbatim; absent is None.
+	PartitionAxisJson []byte `protobuf:"bytes,9,opt,name=partition_axis_json,json=partitionAxisJson,proto3,oneof" json:"partition_axis_json,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *LightningMetadata) Reset() {
@@ -1063,6 +1143,317 @@ func (x *LightningMetadata) GetValueDim() int64 {
 	return 0
 }
 
+func (x *LightningMetadata) GetPartitionAxisJson() []byte {
+	if x != nil {
+		return x.PartitionAxisJson
+	}
+	return nil
+}
+
+// MeshAxes is the sharding of one tensor axis (sharding.MeshAxes, a JAX
+// PartitionSpec entry): the mesh axes it is split over, the most
+// significant first. An absent MeshAxes field is None; a present one with
+// no names is an explicitly empty rule (also unsharded).
+type MeshAxes struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Names         []string               `protobuf:"bytes,1,rep,name=names,proto3" json:"names,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MeshAxes) Reset() {
+	*x = MeshAxes{}
+	mi := &file_kvmesh_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MeshAxes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MeshAxes) ProtoMessage() {}
+
+func (x *MeshAxes) ProtoReflect() protoreflect.Message {
+	mi := &file_kvmesh_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MeshAxes.ProtoReflect.Descriptor instead.
+func (*MeshAxes) Descriptor() ([]byte, []int) {
+	return file_kvmesh_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *MeshAxes) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
+// PartitionAxis maps semantic tensor axes to mesh axes: eformer v0.0.38's
+// PartitionAxis (sharding.PartitionAxis), field for field, with EasyDeL's
+// field names and in eformer's order. It is a structured message rather
+// than EasyDeL's JSON in a bytes field so that every rule is typed and
+// checked by the wire, and protojson with proto names gives EasyDeL's keys.
+// Every field is sent as it stands (nothing is defaulted on the wire): a
+// decoder gets back exactly the values the sender resolved. A field that a
+// newer eformer adds (attention_kv_dim_axis) takes a new number.
+type PartitionAxis struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Mesh axis names.
+	DataParallelAxis             string `protobuf:"bytes,1,opt,name=data_parallel_axis,json=dataParallelAxis,proto3" json:"data_parallel_axis,omitempty"`
+	FullyShardedDataParallelAxis string `protobuf:"bytes,2,opt,name=fully_sharded_data_parallel_axis,json=fullyShardedDataParallelAxis,proto3" json:"fully_sharded_data_parallel_axis,omitempty"`
+	TensorParallelAxis           string `protobuf:"bytes,3,opt,name=tensor_parallel_axis,json=tensorParallelAxis,proto3" json:"tensor_parallel_axis,omitempty"`
+	SequenceParallelAxis         string `protobuf:"bytes,4,opt,name=sequence_parallel_axis,json=sequenceParallelAxis,proto3" json:"sequence_parallel_axis,omitempty"`
+	ExpertParallelAxis           string `protobuf:"bytes,5,opt,name=expert_parallel_axis,json=expertParallelAxis,proto3" json:"expert_parallel_axis,omitempty"`
+	// Rules for the semantic axes.
+	BatchAxis            *MeshAxes `protobuf:"bytes,6,opt,name=batch_axis,json=batchAxis,proto3" json:"batch_axis,omitempty"`
+	SequenceAxis         *MeshAxes `protobuf:"bytes,7,opt,name=sequence_axis,json=sequenceAxis,proto3" json:"sequence_axis,omitempty"`
+	QuerySequenceAxis    *MeshAxes `protobuf:"bytes,8,opt,name=query_sequence_axis,json=querySequenceAxis,proto3" json:"query_sequence_axis,omitempty"`
+	HeadAxis             *MeshAxes `protobuf:"bytes,9,opt,name=head_axis,json=headAxis,proto3" json:"head_axis,omitempty"`
+	KvHeadAxis           *MeshAxes `protobuf:"bytes,10,opt,name=kv_head_axis,json=kvHeadAxis,proto3" json:"kv_head_axis,omitempty"`
+	KeySequenceAxis      *MeshAxes `protobuf:"bytes,11,opt,name=key_sequence_axis,json=keySequenceAxis,proto3" json:"key_sequence_axis,omitempty"`
+	HiddenStateAxis      *MeshAxes `protobuf:"bytes,12,opt,name=hidden_state_axis,json=hiddenStateAxis,proto3" json:"hidden_state_axis,omitempty"`
+	MlpIntermediateAxis  *MeshAxes `protobuf:"bytes,13,opt,name=mlp_intermediate_axis,json=mlpIntermediateAxis,proto3" json:"mlp_intermediate_axis,omitempty"`
+	VocabAxis            *MeshAxes `protobuf:"bytes,14,opt,name=vocab_axis,json=vocabAxis,proto3" json:"vocab_axis,omitempty"`
+	ExpertAxis           *MeshAxes `protobuf:"bytes,15,opt,name=expert_axis,json=expertAxis,proto3" json:"expert_axis,omitempty"`
+	ExpertGateAxis       *MeshAxes `protobuf:"bytes,16,opt,name=expert_gate_axis,json=expertGateAxis,proto3" json:"expert_gate_axis,omitempty"`
+	AttentionDimAxis     *MeshAxes `protobuf:"bytes,17,opt,name=attention_dim_axis,json=attentionDimAxis,proto3" json:"attention_dim_axis,omitempty"`
+	BiasHeadSequenceAxis *MeshAxes `protobuf:"bytes,18,opt,name=bias_head_sequence_axis,json=biasHeadSequenceAxis,proto3" json:"bias_head_sequence_axis,omitempty"`
+	BiasKeySequenceAxis  *MeshAxes `protobuf:"bytes,19,opt,name=bias_key_sequence_axis,json=biasKeySequenceAxis,proto3" json:"bias_key_sequence_axis,omitempty"`
+	// Generation-mode overrides (decode_attention_kv_dim_axis applies in
+	// every mode, as in eformer v0.0.38).
+	DecodeBatchAxis          *MeshAxes `protobuf:"bytes,20,opt,name=decode_batch_axis,json=decodeBatchAxis,proto3" json:"decode_batch_axis,omitempty"`
+	DecodeQuerySequenceAxis  *MeshAxes `protobuf:"bytes,21,opt,name=decode_query_sequence_axis,json=decodeQuerySequenceAxis,proto3" json:"decode_query_sequence_axis,omitempty"`
+	DecodeHeadAxis           *MeshAxes `protobuf:"bytes,22,opt,name=decode_head_axis,json=decodeHeadAxis,proto3" json:"decode_head_axis,omitempty"`
+	DecodeKvHeadAxis         *MeshAxes `protobuf:"bytes,23,opt,name=decode_kv_head_axis,json=decodeKvHeadAxis,proto3" json:"decode_kv_head_axis,omitempty"`
+	DecodeKeySequenceAxis    *MeshAxes `protobuf:"bytes,24,opt,name=decode_key_sequence_axis,json=decodeKeySequenceAxis,proto3" json:"decode_key_sequence_axis,omitempty"`
+	DecodeAttentionDimAxis   *MeshAxes `protobuf:"bytes,25,opt,name=decode_attention_dim_axis,json=decodeAttentionDimAxis,proto3" json:"decode_attention_dim_axis,omitempty"`
+	DecodeAttentionKvDimAxis *MeshAxes `protobuf:"bytes,26,opt,name=decode_attention_kv_dim_axis,json=decodeAttentionKvDimAxis,proto3" json:"decode_attention_kv_dim_axis,omitempty"`
+	unknownFields            protoimpl.UnknownFields
+	sizeCache                protoimpl.SizeCache
+}
+
+func (x *PartitionAxis) Reset() {
+	*x = PartitionAxis{}
+	mi := &file_kvmesh_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionAxis) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionAxis) ProtoMessage() {}
+
+func (x *PartitionAxis) ProtoReflect() protoreflect.Message {
+	mi := &file_kvmesh_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionAxis.ProtoReflect.Descriptor instead.
+func (*PartitionAxis) Descriptor() ([]byte, []int) {
+	return file_kvmesh_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *PartitionAxis) GetDataParallelAxis() string {
+	if x != nil {
+		return x.DataParallelAxis
+	}
+	return ""
+}
+
+func (x *PartitionAxis) GetFullyShardedDataParallelAxis() string {
+	if x != nil {
+		return x.FullyShardedDataParallelAxis
+	}
+	return ""
+}
+
+func (x *PartitionAxis) GetTensorParallelAxis() string {
+	if x != nil {
+		return x.TensorParallelAxis
+	}
+	return ""
+}
+
+func (x *PartitionAxis) GetSequenceParallelAxis() string {
+	if x != nil {
+		return x.SequenceParallelAxis
+	}
+	return ""
+}
+
+func (x *PartitionAxis) GetExpertParallelAxis() string {
+	if x != nil {
+		return x.ExpertParallelAxis
+	}
+	return ""
+}
+
+func (x *PartitionAxis) GetBatchAxis() *MeshAxes {
+	if x != nil {
+		return x.BatchAxis
+	}
+	return nil
+}
+
+func (x *PartitionAxis) GetSequenceAxis() *MeshAxes {
+	if x != nil {
+		return x.SequenceAxis
+	}
+	return nil
+}
+
+func (x *PartitionAxis) GetQuerySequenceAxis() *MeshAxes {
+	if x != nil {
+		return x.QuerySequenceAxis
+	}
+	return nil
+}
+
+func (x *PartitionAxis) GetHeadAxis() *MeshAxes {
+	if x != nil {
+		return x.HeadAxis
+	}
+	return nil
+}
+
+func (x *PartitionAxis) GetKvHeadAxis() *MeshAxes {
+	if x != nil {
+		return x.KvHeadAxis
+	}
+	return nil
+}
+
+func (x *PartitionAxis) GetKeySequenceAxis() *MeshAxes {
+	if x != nil {
+		return x.KeySequenceAxis
+	}
+	return nil
+}
+
+func (x *PartitionAxis) GetHiddenStateAxis() *MeshAxes {
+	if x != nil {
+		return x.HiddenStateAxis
+	}
+	return nil
+}
+
+func (x *PartitionAxis) GetMlpIntermediateAxis() *MeshAxes {
+	if x != nil {
+		return x.MlpIntermediateAxis
+	}
+	return nil
+}
+
+func (x *PartitionAxis) GetVocabAxis() *MeshAxes {
+	if x != nil {
+		return x.VocabAxis
+	}
+	return nil
+}
+
+func (x *PartitionAxis) GetExpertAxis() *MeshAxes {
+	if x != nil {
+		return x.ExpertAxis
+	}
+	return nil
+}
+
+func (x *PartitionAxis) GetExpertGateAxis() *MeshAxes {
+	if x != nil {
+		return x.ExpertGateAxis
+	}
+	return nil
+}
+
+func (x *PartitionAxis) GetAttentionDimAxis() *MeshAxes {
+	if x != nil {
+		return x.AttentionDimAxis
+	}
+	return nil
+}
+
+func (x *PartitionAxis) GetBiasHeadSequenceAxis() *MeshAxes {
+	if x != nil {
+		return x.BiasHeadSequenceAxis
+	}
+	return nil
+}
+
+func (x *PartitionAxis) GetBiasKeySequenceAxis() *MeshAxes {
+	if x != nil {
+		return x.BiasKeySequenceAxis
+	}
+	return nil
+}
+
+func (x *PartitionAxis) GetDecodeBatchAxis() *MeshAxes {
+	if x != nil {
+		return x.DecodeBatchAxis
+	}
+	return nil
+}
+
+func (x *PartitionAxis) GetDecodeQuerySequenceAxis() *MeshAxes {
+	if x != nil {
+		return x.DecodeQuerySequenceAxis
+	}
+	return nil
+}
+
+func (x *PartitionAxis) GetDecodeHeadAxis() *MeshAxes {
+	if x != nil {
+		return x.DecodeHeadAxis
+	}
+	return nil
+}
+
+func (x *PartitionAxis) GetDecodeKvHeadAxis() *MeshAxes {
+	if x != nil {
+		return x.DecodeKvHeadAxis
+	}
+	return nil
+}
+
+func (x *PartitionAxis) GetDecodeKeySequenceAxis() *MeshAxes {
+	if x != nil {
+		return x.DecodeKeySequenceAxis
+	}
+	return nil
+}
+
+func (x *PartitionAxis) GetDecodeAttentionDimAxis() *MeshAxes {
+	if x != nil {
+		return x.DecodeAttentionDimAxis
+	}
+	return nil
+}
+
+func (x *PartitionAxis) GetDecodeAttentionKvDimAxis() *MeshAxes {
+	if x != nil {
+		return x.DecodeAttentionKvDimAxis
+	}
+	return nil
+}
+
 // CacheSpec says what cache to create.
 type CacheSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1076,14 +1467,19 @@ type CacheSpec struct {
 	Metadata isCacheSpec_Metadata `protobuf_oneof:"metadata"`
 	Storage  *Storage             `protobuf:"bytes,10,opt,name=storage,proto3" json:"storage,omitempty"`
 	// Mesh axis sizes (dp, fsdp, tp, sp, ep); empty means one shard.
-	Mesh          map[string]int64 `protobuf:"bytes,11,rep,name=mesh,proto3" json:"mesh,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Mesh map[string]int64 `protobuf:"bytes,11,rep,name=mesh,proto3" json:"mesh,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// How the cache is cut over the mesh; absent means EasyDeL's defaults
+	// (sharding.DefaultPartitionAxis).
+	PartitionAxis *PartitionAxis `protobuf:"bytes,12,opt,name=partition_axis,json=partitionAxis,proto3" json:"partition_axis,omitempty"`
+	// The mode partition_axis is resolved in.
+	Mode          Mode `protobuf:"varint,13,opt,name=mode,proto3,enum=kvmesh.v1.Mode" json:"mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CacheSpec) Reset() {
 	*x = CacheSpec{}
-	mi := &file_kvmesh_proto_msgTypes[10]
+	mi := &file_kvmesh_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1095,7 +1491,7 @@ func (x *CacheSpec) String() string {
 func (*CacheSpec) ProtoMessage() {}
 
 func (x *CacheSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[10]
+	mi := &file_kvmesh_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1108,7 +1504,7 @@ func (x *CacheSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheSpec.ProtoReflect.Descriptor instead.
 func (*CacheSpec) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{10}
+	return file_kvmesh_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CacheSpec) GetMetadata() isCacheSpec_Metadata {
@@ -1177,6 +1573,20 @@ func (x *CacheSpec) GetMesh() map[string]int64 {
 	return nil
 }
 
+func (x *CacheSpec) GetPartitionAxis() *PartitionAxis {
+	if x != nil {
+		return x.PartitionAxis
+	}
+	return nil
+}
+
+func (x *CacheSpec) GetMode() Mode {
+	if x != nil {
+		return x.Mode
+	}
+	return Mode_MODE_UNSPECIFIED
+}
+
 type isCacheSpec_Metadata interface {
 	isCacheSpec_Metadata()
 }
@@ -1224,7 +1634,7 @@ type TransformerWrite struct {
 
 func (x *TransformerWrite) Reset() {
 	*x = TransformerWrite{}
-	mi := &file_kvmesh_proto_msgTypes[11]
+	mi := &file_kvmesh_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1236,7 +1646,7 @@ func (x *TransformerWrite) String() string {
 func (*TransformerWrite) ProtoMessage() {}
 
 func (x *TransformerWrite) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[11]
+	mi := &file_kvmesh_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1249,7 +1659,7 @@ func (x *TransformerWrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformerWrite.ProtoReflect.Descriptor instead.
 func (*TransformerWrite) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{11}
+	return file_kvmesh_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TransformerWrite) GetKey() *Tensor {
@@ -1296,7 +1706,7 @@ type TokenTypes struct {
 
 func (x *TokenTypes) Reset() {
 	*x = TokenTypes{}
-	mi := &file_kvmesh_proto_msgTypes[12]
+	mi := &file_kvmesh_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1308,7 +1718,7 @@ func (x *TokenTypes) String() string {
 func (*TokenTypes) ProtoMessage() {}
 
 func (x *TokenTypes) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[12]
+	mi := &file_kvmesh_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1321,7 +1731,7 @@ func (x *TokenTypes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenTypes.ProtoReflect.Descriptor instead.
 func (*TokenTypes) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{12}
+	return file_kvmesh_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TokenTypes) GetIds() []int32 {
@@ -1341,7 +1751,7 @@ type PageTableRow struct {
 
 func (x *PageTableRow) Reset() {
 	*x = PageTableRow{}
-	mi := &file_kvmesh_proto_msgTypes[13]
+	mi := &file_kvmesh_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1353,7 +1763,7 @@ func (x *PageTableRow) String() string {
 func (*PageTableRow) ProtoMessage() {}
 
 func (x *PageTableRow) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[13]
+	mi := &file_kvmesh_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1366,7 +1776,7 @@ func (x *PageTableRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageTableRow.ProtoReflect.Descriptor instead.
 func (*PageTableRow) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{13}
+	return file_kvmesh_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PageTableRow) GetPages() []int32 {
@@ -1392,7 +1802,7 @@ type PagedStep struct {
 
 func (x *PagedStep) Reset() {
 	*x = PagedStep{}
-	mi := &file_kvmesh_proto_msgTypes[14]
+	mi := &file_kvmesh_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1404,7 +1814,7 @@ func (x *PagedStep) String() string {
 func (*PagedStep) ProtoMessage() {}
 
 func (x *PagedStep) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[14]
+	mi := &file_kvmesh_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1417,7 +1827,7 @@ func (x *PagedStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagedStep.ProtoReflect.Descriptor instead.
 func (*PagedStep) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{14}
+	return file_kvmesh_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PagedStep) GetHasPrefill() bool {
@@ -1482,7 +1892,7 @@ type PagedWrite struct {
 
 func (x *PagedWrite) Reset() {
 	*x = PagedWrite{}
-	mi := &file_kvmesh_proto_msgTypes[15]
+	mi := &file_kvmesh_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1494,7 +1904,7 @@ func (x *PagedWrite) String() string {
 func (*PagedWrite) ProtoMessage() {}
 
 func (x *PagedWrite) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[15]
+	mi := &file_kvmesh_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1507,7 +1917,7 @@ func (x *PagedWrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagedWrite.ProtoReflect.Descriptor instead.
 func (*PagedWrite) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{15}
+	return file_kvmesh_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PagedWrite) GetPrefillKey() *Tensor {
@@ -1558,7 +1968,7 @@ type ConvSSMWrite struct {
 
 func (x *ConvSSMWrite) Reset() {
 	*x = ConvSSMWrite{}
-	mi := &file_kvmesh_proto_msgTypes[16]
+	mi := &file_kvmesh_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1570,7 +1980,7 @@ func (x *ConvSSMWrite) String() string {
 func (*ConvSSMWrite) ProtoMessage() {}
 
 func (x *ConvSSMWrite) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[16]
+	mi := &file_kvmesh_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1583,7 +1993,7 @@ func (x *ConvSSMWrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConvSSMWrite.ProtoReflect.Descriptor instead.
 func (*ConvSSMWrite) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{16}
+	return file_kvmesh_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ConvSSMWrite) GetConvColumn() *Tensor {
@@ -1633,7 +2043,7 @@ type LightningWrite struct {
 
 func (x *LightningWrite) Reset() {
 	*x = LightningWrite{}
-	mi := &file_kvmesh_proto_msgTypes[17]
+	mi := &file_kvmesh_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1645,7 +2055,7 @@ func (x *LightningWrite) String() string {
 func (*LightningWrite) ProtoMessage() {}
 
 func (x *LightningWrite) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[17]
+	mi := &file_kvmesh_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1658,7 +2068,7 @@ func (x *LightningWrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LightningWrite.ProtoReflect.Descriptor instead.
 func (*LightningWrite) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{17}
+	return file_kvmesh_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *LightningWrite) GetKey() *Tensor {
@@ -1705,7 +2115,7 @@ type LayerWrite struct {
 
 func (x *LayerWrite) Reset() {
 	*x = LayerWrite{}
-	mi := &file_kvmesh_proto_msgTypes[18]
+	mi := &file_kvmesh_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1717,7 +2127,7 @@ func (x *LayerWrite) String() string {
 func (*LayerWrite) ProtoMessage() {}
 
 func (x *LayerWrite) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[18]
+	mi := &file_kvmesh_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1730,7 +2140,7 @@ func (x *LayerWrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LayerWrite.ProtoReflect.Descriptor instead.
 func (*LayerWrite) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{18}
+	return file_kvmesh_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *LayerWrite) GetLayer() uint32 {
@@ -1821,7 +2231,7 @@ type CreateCache struct {
 
 func (x *CreateCache) Reset() {
 	*x = CreateCache{}
-	mi := &file_kvmesh_proto_msgTypes[19]
+	mi := &file_kvmesh_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1833,7 +2243,7 @@ func (x *CreateCache) String() string {
 func (*CreateCache) ProtoMessage() {}
 
 func (x *CreateCache) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[19]
+	mi := &file_kvmesh_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1846,7 +2256,7 @@ func (x *CreateCache) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCache.ProtoReflect.Descriptor instead.
 func (*CreateCache) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{19}
+	return file_kvmesh_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreateCache) GetCacheId() string {
@@ -1873,7 +2283,7 @@ type CreateCacheReply struct {
 
 func (x *CreateCacheReply) Reset() {
 	*x = CreateCacheReply{}
-	mi := &file_kvmesh_proto_msgTypes[20]
+	mi := &file_kvmesh_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1885,7 +2295,7 @@ func (x *CreateCacheReply) String() string {
 func (*CreateCacheReply) ProtoMessage() {}
 
 func (x *CreateCacheReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[20]
+	mi := &file_kvmesh_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1898,7 +2308,7 @@ func (x *CreateCacheReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCacheReply.ProtoReflect.Descriptor instead.
 func (*CreateCacheReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{20}
+	return file_kvmesh_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CreateCacheReply) GetStatus() *Status {
@@ -1929,7 +2339,7 @@ type StepWrite struct {
 
 func (x *StepWrite) Reset() {
 	*x = StepWrite{}
-	mi := &file_kvmesh_proto_msgTypes[21]
+	mi := &file_kvmesh_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1941,7 +2351,7 @@ func (x *StepWrite) String() string {
 func (*StepWrite) ProtoMessage() {}
 
 func (x *StepWrite) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[21]
+	mi := &file_kvmesh_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1954,7 +2364,7 @@ func (x *StepWrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepWrite.ProtoReflect.Descriptor instead.
 func (*StepWrite) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{21}
+	return file_kvmesh_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StepWrite) GetCacheId() string {
@@ -1995,7 +2405,7 @@ type StepReply struct {
 
 func (x *StepReply) Reset() {
 	*x = StepReply{}
-	mi := &file_kvmesh_proto_msgTypes[22]
+	mi := &file_kvmesh_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2007,7 +2417,7 @@ func (x *StepReply) String() string {
 func (*StepReply) ProtoMessage() {}
 
 func (x *StepReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[22]
+	mi := &file_kvmesh_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2020,7 +2430,7 @@ func (x *StepReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepReply.ProtoReflect.Descriptor instead.
 func (*StepReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{22}
+	return file_kvmesh_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *StepReply) GetStatus() *Status {
@@ -2049,7 +2459,7 @@ type Begin struct {
 
 func (x *Begin) Reset() {
 	*x = Begin{}
-	mi := &file_kvmesh_proto_msgTypes[23]
+	mi := &file_kvmesh_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2061,7 +2471,7 @@ func (x *Begin) String() string {
 func (*Begin) ProtoMessage() {}
 
 func (x *Begin) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[23]
+	mi := &file_kvmesh_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2074,7 +2484,7 @@ func (x *Begin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Begin.ProtoReflect.Descriptor instead.
 func (*Begin) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{23}
+	return file_kvmesh_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Begin) GetCacheId() string {
@@ -2101,7 +2511,7 @@ type BeginReply struct {
 
 func (x *BeginReply) Reset() {
 	*x = BeginReply{}
-	mi := &file_kvmesh_proto_msgTypes[24]
+	mi := &file_kvmesh_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2113,7 +2523,7 @@ func (x *BeginReply) String() string {
 func (*BeginReply) ProtoMessage() {}
 
 func (x *BeginReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[24]
+	mi := &file_kvmesh_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2126,7 +2536,7 @@ func (x *BeginReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginReply.ProtoReflect.Descriptor instead.
 func (*BeginReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{24}
+	return file_kvmesh_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *BeginReply) GetStatus() *Status {
@@ -2153,7 +2563,7 @@ type WriteLayer struct {
 
 func (x *WriteLayer) Reset() {
 	*x = WriteLayer{}
-	mi := &file_kvmesh_proto_msgTypes[25]
+	mi := &file_kvmesh_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2165,7 +2575,7 @@ func (x *WriteLayer) String() string {
 func (*WriteLayer) ProtoMessage() {}
 
 func (x *WriteLayer) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[25]
+	mi := &file_kvmesh_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2178,7 +2588,7 @@ func (x *WriteLayer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteLayer.ProtoReflect.Descriptor instead.
 func (*WriteLayer) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{25}
+	return file_kvmesh_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *WriteLayer) GetTxnId() string {
@@ -2209,7 +2619,7 @@ type WriteLayerReply struct {
 
 func (x *WriteLayerReply) Reset() {
 	*x = WriteLayerReply{}
-	mi := &file_kvmesh_proto_msgTypes[26]
+	mi := &file_kvmesh_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2221,7 +2631,7 @@ func (x *WriteLayerReply) String() string {
 func (*WriteLayerReply) ProtoMessage() {}
 
 func (x *WriteLayerReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[26]
+	mi := &file_kvmesh_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2234,7 +2644,7 @@ func (x *WriteLayerReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteLayerReply.ProtoReflect.Descriptor instead.
 func (*WriteLayerReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{26}
+	return file_kvmesh_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WriteLayerReply) GetStatus() *Status {
@@ -2274,7 +2684,7 @@ type Commit struct {
 
 func (x *Commit) Reset() {
 	*x = Commit{}
-	mi := &file_kvmesh_proto_msgTypes[27]
+	mi := &file_kvmesh_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2286,7 +2696,7 @@ func (x *Commit) String() string {
 func (*Commit) ProtoMessage() {}
 
 func (x *Commit) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[27]
+	mi := &file_kvmesh_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2299,7 +2709,7 @@ func (x *Commit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Commit.ProtoReflect.Descriptor instead.
 func (*Commit) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{27}
+	return file_kvmesh_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Commit) GetTxnId() string {
@@ -2319,7 +2729,7 @@ type CommitReply struct {
 
 func (x *CommitReply) Reset() {
 	*x = CommitReply{}
-	mi := &file_kvmesh_proto_msgTypes[28]
+	mi := &file_kvmesh_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2331,7 +2741,7 @@ func (x *CommitReply) String() string {
 func (*CommitReply) ProtoMessage() {}
 
 func (x *CommitReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[28]
+	mi := &file_kvmesh_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2344,7 +2754,7 @@ func (x *CommitReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitReply.ProtoReflect.Descriptor instead.
 func (*CommitReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{28}
+	return file_kvmesh_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CommitReply) GetStatus() *Status {
@@ -2370,7 +2780,7 @@ type Abort struct {
 
 func (x *Abort) Reset() {
 	*x = Abort{}
-	mi := &file_kvmesh_proto_msgTypes[29]
+	mi := &file_kvmesh_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2382,7 +2792,7 @@ func (x *Abort) String() string {
 func (*Abort) ProtoMessage() {}
 
 func (x *Abort) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[29]
+	mi := &file_kvmesh_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2395,7 +2805,7 @@ func (x *Abort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Abort.ProtoReflect.Descriptor instead.
 func (*Abort) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{29}
+	return file_kvmesh_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Abort) GetTxnId() string {
@@ -2414,7 +2824,7 @@ type AbortReply struct {
 
 func (x *AbortReply) Reset() {
 	*x = AbortReply{}
-	mi := &file_kvmesh_proto_msgTypes[30]
+	mi := &file_kvmesh_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2426,7 +2836,7 @@ func (x *AbortReply) String() string {
 func (*AbortReply) ProtoMessage() {}
 
 func (x *AbortReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[30]
+	mi := &file_kvmesh_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2439,7 +2849,7 @@ func (x *AbortReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortReply.ProtoReflect.Descriptor instead.
 func (*AbortReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{30}
+	return file_kvmesh_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *AbortReply) GetStatus() *Status {
@@ -2461,7 +2871,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_kvmesh_proto_msgTypes[31]
+	mi := &file_kvmesh_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2473,7 +2883,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[31]
+	mi := &file_kvmesh_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2486,7 +2896,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{31}
+	return file_kvmesh_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Snapshot) GetCacheId() string {
@@ -2514,7 +2924,7 @@ type SnapshotReply struct {
 
 func (x *SnapshotReply) Reset() {
 	*x = SnapshotReply{}
-	mi := &file_kvmesh_proto_msgTypes[32]
+	mi := &file_kvmesh_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2526,7 +2936,7 @@ func (x *SnapshotReply) String() string {
 func (*SnapshotReply) ProtoMessage() {}
 
 func (x *SnapshotReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[32]
+	mi := &file_kvmesh_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2539,7 +2949,7 @@ func (x *SnapshotReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotReply.ProtoReflect.Descriptor instead.
 func (*SnapshotReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{32}
+	return file_kvmesh_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SnapshotReply) GetStatus() *Status {
@@ -2577,7 +2987,7 @@ type Insert struct {
 
 func (x *Insert) Reset() {
 	*x = Insert{}
-	mi := &file_kvmesh_proto_msgTypes[33]
+	mi := &file_kvmesh_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2589,7 +2999,7 @@ func (x *Insert) String() string {
 func (*Insert) ProtoMessage() {}
 
 func (x *Insert) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[33]
+	mi := &file_kvmesh_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2602,7 +3012,7 @@ func (x *Insert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Insert.ProtoReflect.Descriptor instead.
 func (*Insert) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{33}
+	return file_kvmesh_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Insert) GetCacheId() string {
@@ -2643,7 +3053,7 @@ type InsertReply struct {
 
 func (x *InsertReply) Reset() {
 	*x = InsertReply{}
-	mi := &file_kvmesh_proto_msgTypes[34]
+	mi := &file_kvmesh_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2655,7 +3065,7 @@ func (x *InsertReply) String() string {
 func (*InsertReply) ProtoMessage() {}
 
 func (x *InsertReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[34]
+	mi := &file_kvmesh_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2668,7 +3078,7 @@ func (x *InsertReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InsertReply.ProtoReflect.Descriptor instead.
 func (*InsertReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{34}
+	return file_kvmesh_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *InsertReply) GetStatus() *Status {
@@ -2694,7 +3104,7 @@ type CloseCache struct {
 
 func (x *CloseCache) Reset() {
 	*x = CloseCache{}
-	mi := &file_kvmesh_proto_msgTypes[35]
+	mi := &file_kvmesh_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2706,7 +3116,7 @@ func (x *CloseCache) String() string {
 func (*CloseCache) ProtoMessage() {}
 
 func (x *CloseCache) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[35]
+	mi := &file_kvmesh_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2719,7 +3129,7 @@ func (x *CloseCache) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseCache.ProtoReflect.Descriptor instead.
 func (*CloseCache) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{35}
+	return file_kvmesh_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CloseCache) GetCacheId() string {
@@ -2738,7 +3148,7 @@ type CloseCacheReply struct {
 
 func (x *CloseCacheReply) Reset() {
 	*x = CloseCacheReply{}
-	mi := &file_kvmesh_proto_msgTypes[36]
+	mi := &file_kvmesh_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2750,7 +3160,7 @@ func (x *CloseCacheReply) String() string {
 func (*CloseCacheReply) ProtoMessage() {}
 
 func (x *CloseCacheReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[36]
+	mi := &file_kvmesh_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2763,7 +3173,7 @@ func (x *CloseCacheReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseCacheReply.ProtoReflect.Descriptor instead.
 func (*CloseCacheReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{36}
+	return file_kvmesh_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CloseCacheReply) GetStatus() *Status {
@@ -2786,7 +3196,7 @@ type AllocPages struct {
 
 func (x *AllocPages) Reset() {
 	*x = AllocPages{}
-	mi := &file_kvmesh_proto_msgTypes[37]
+	mi := &file_kvmesh_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2798,7 +3208,7 @@ func (x *AllocPages) String() string {
 func (*AllocPages) ProtoMessage() {}
 
 func (x *AllocPages) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[37]
+	mi := &file_kvmesh_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2811,7 +3221,7 @@ func (x *AllocPages) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocPages.ProtoReflect.Descriptor instead.
 func (*AllocPages) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{37}
+	return file_kvmesh_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *AllocPages) GetCacheId() string {
@@ -2846,7 +3256,7 @@ type AllocPrefillPages struct {
 
 func (x *AllocPrefillPages) Reset() {
 	*x = AllocPrefillPages{}
-	mi := &file_kvmesh_proto_msgTypes[38]
+	mi := &file_kvmesh_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2858,7 +3268,7 @@ func (x *AllocPrefillPages) String() string {
 func (*AllocPrefillPages) ProtoMessage() {}
 
 func (x *AllocPrefillPages) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[38]
+	mi := &file_kvmesh_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2871,7 +3281,7 @@ func (x *AllocPrefillPages) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocPrefillPages.ProtoReflect.Descriptor instead.
 func (*AllocPrefillPages) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{38}
+	return file_kvmesh_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *AllocPrefillPages) GetCacheId() string {
@@ -2906,7 +3316,7 @@ type FreePages struct {
 
 func (x *FreePages) Reset() {
 	*x = FreePages{}
-	mi := &file_kvmesh_proto_msgTypes[39]
+	mi := &file_kvmesh_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2918,7 +3328,7 @@ func (x *FreePages) String() string {
 func (*FreePages) ProtoMessage() {}
 
 func (x *FreePages) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[39]
+	mi := &file_kvmesh_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2931,7 +3341,7 @@ func (x *FreePages) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreePages.ProtoReflect.Descriptor instead.
 func (*FreePages) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{39}
+	return file_kvmesh_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *FreePages) GetCacheId() string {
@@ -2967,7 +3377,7 @@ type PagesReply struct {
 
 func (x *PagesReply) Reset() {
 	*x = PagesReply{}
-	mi := &file_kvmesh_proto_msgTypes[40]
+	mi := &file_kvmesh_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2979,7 +3389,7 @@ func (x *PagesReply) String() string {
 func (*PagesReply) ProtoMessage() {}
 
 func (x *PagesReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[40]
+	mi := &file_kvmesh_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2992,7 +3402,7 @@ func (x *PagesReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagesReply.ProtoReflect.Descriptor instead.
 func (*PagesReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{40}
+	return file_kvmesh_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *PagesReply) GetStatus() *Status {
@@ -3036,7 +3446,7 @@ type PagesInit struct {
 
 func (x *PagesInit) Reset() {
 	*x = PagesInit{}
-	mi := &file_kvmesh_proto_msgTypes[41]
+	mi := &file_kvmesh_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3048,7 +3458,7 @@ func (x *PagesInit) String() string {
 func (*PagesInit) ProtoMessage() {}
 
 func (x *PagesInit) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[41]
+	mi := &file_kvmesh_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3061,7 +3471,7 @@ func (x *PagesInit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagesInit.ProtoReflect.Descriptor instead.
 func (*PagesInit) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{41}
+	return file_kvmesh_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *PagesInit) GetCacheId() string {
@@ -3095,7 +3505,7 @@ type TransferBegin struct {
 
 func (x *TransferBegin) Reset() {
 	*x = TransferBegin{}
-	mi := &file_kvmesh_proto_msgTypes[42]
+	mi := &file_kvmesh_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3107,7 +3517,7 @@ func (x *TransferBegin) String() string {
 func (*TransferBegin) ProtoMessage() {}
 
 func (x *TransferBegin) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[42]
+	mi := &file_kvmesh_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3120,7 +3530,7 @@ func (x *TransferBegin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferBegin.ProtoReflect.Descriptor instead.
 func (*TransferBegin) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{42}
+	return file_kvmesh_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *TransferBegin) GetTransferId() string {
@@ -3165,7 +3575,7 @@ type TransferTensor struct {
 
 func (x *TransferTensor) Reset() {
 	*x = TransferTensor{}
-	mi := &file_kvmesh_proto_msgTypes[43]
+	mi := &file_kvmesh_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3177,7 +3587,7 @@ func (x *TransferTensor) String() string {
 func (*TransferTensor) ProtoMessage() {}
 
 func (x *TransferTensor) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[43]
+	mi := &file_kvmesh_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3190,7 +3600,7 @@ func (x *TransferTensor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferTensor.ProtoReflect.Descriptor instead.
 func (*TransferTensor) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{43}
+	return file_kvmesh_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *TransferTensor) GetName() string {
@@ -3238,7 +3648,7 @@ type TransferAck struct {
 
 func (x *TransferAck) Reset() {
 	*x = TransferAck{}
-	mi := &file_kvmesh_proto_msgTypes[44]
+	mi := &file_kvmesh_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3250,7 +3660,7 @@ func (x *TransferAck) String() string {
 func (*TransferAck) ProtoMessage() {}
 
 func (x *TransferAck) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[44]
+	mi := &file_kvmesh_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3263,7 +3673,7 @@ func (x *TransferAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferAck.ProtoReflect.Descriptor instead.
 func (*TransferAck) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{44}
+	return file_kvmesh_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *TransferAck) GetStatus() *Status {
@@ -3316,7 +3726,7 @@ type TransferCommit struct {
 
 func (x *TransferCommit) Reset() {
 	*x = TransferCommit{}
-	mi := &file_kvmesh_proto_msgTypes[45]
+	mi := &file_kvmesh_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3328,7 +3738,7 @@ func (x *TransferCommit) String() string {
 func (*TransferCommit) ProtoMessage() {}
 
 func (x *TransferCommit) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[45]
+	mi := &file_kvmesh_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3341,7 +3751,7 @@ func (x *TransferCommit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferCommit.ProtoReflect.Descriptor instead.
 func (*TransferCommit) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{45}
+	return file_kvmesh_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *TransferCommit) GetTransferId() string {
@@ -3371,7 +3781,7 @@ type GrainInit struct {
 
 func (x *GrainInit) Reset() {
 	*x = GrainInit{}
-	mi := &file_kvmesh_proto_msgTypes[46]
+	mi := &file_kvmesh_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3383,7 +3793,7 @@ func (x *GrainInit) String() string {
 func (*GrainInit) ProtoMessage() {}
 
 func (x *GrainInit) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[46]
+	mi := &file_kvmesh_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3396,7 +3806,7 @@ func (x *GrainInit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainInit.ProtoReflect.Descriptor instead.
 func (*GrainInit) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{46}
+	return file_kvmesh_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *GrainInit) GetCacheId() string {
@@ -3450,7 +3860,7 @@ type GrainWrite struct {
 
 func (x *GrainWrite) Reset() {
 	*x = GrainWrite{}
-	mi := &file_kvmesh_proto_msgTypes[47]
+	mi := &file_kvmesh_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3462,7 +3872,7 @@ func (x *GrainWrite) String() string {
 func (*GrainWrite) ProtoMessage() {}
 
 func (x *GrainWrite) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[47]
+	mi := &file_kvmesh_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3475,7 +3885,7 @@ func (x *GrainWrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainWrite.ProtoReflect.Descriptor instead.
 func (*GrainWrite) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{47}
+	return file_kvmesh_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GrainWrite) GetCacheId() string {
@@ -3540,7 +3950,7 @@ type GrainCommit struct {
 
 func (x *GrainCommit) Reset() {
 	*x = GrainCommit{}
-	mi := &file_kvmesh_proto_msgTypes[48]
+	mi := &file_kvmesh_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3552,7 +3962,7 @@ func (x *GrainCommit) String() string {
 func (*GrainCommit) ProtoMessage() {}
 
 func (x *GrainCommit) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[48]
+	mi := &file_kvmesh_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3565,7 +3975,7 @@ func (x *GrainCommit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainCommit.ProtoReflect.Descriptor instead.
 func (*GrainCommit) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{48}
+	return file_kvmesh_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GrainCommit) GetCacheId() string {
@@ -3613,7 +4023,7 @@ type GrainRead struct {
 
 func (x *GrainRead) Reset() {
 	*x = GrainRead{}
-	mi := &file_kvmesh_proto_msgTypes[49]
+	mi := &file_kvmesh_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3625,7 +4035,7 @@ func (x *GrainRead) String() string {
 func (*GrainRead) ProtoMessage() {}
 
 func (x *GrainRead) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[49]
+	mi := &file_kvmesh_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3638,7 +4048,7 @@ func (x *GrainRead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainRead.ProtoReflect.Descriptor instead.
 func (*GrainRead) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{49}
+	return file_kvmesh_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GrainRead) GetCacheId() string {
@@ -3687,7 +4097,7 @@ type GrainClose struct {
 
 func (x *GrainClose) Reset() {
 	*x = GrainClose{}
-	mi := &file_kvmesh_proto_msgTypes[50]
+	mi := &file_kvmesh_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3699,7 +4109,7 @@ func (x *GrainClose) String() string {
 func (*GrainClose) ProtoMessage() {}
 
 func (x *GrainClose) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[50]
+	mi := &file_kvmesh_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3712,7 +4122,7 @@ func (x *GrainClose) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainClose.ProtoReflect.Descriptor instead.
 func (*GrainClose) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{50}
+	return file_kvmesh_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GrainClose) GetCacheId() string {
@@ -3750,7 +4160,7 @@ type GrainReply struct {
 
 func (x *GrainReply) Reset() {
 	*x = GrainReply{}
-	mi := &file_kvmesh_proto_msgTypes[51]
+	mi := &file_kvmesh_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3762,7 +4172,7 @@ func (x *GrainReply) String() string {
 func (*GrainReply) ProtoMessage() {}
 
 func (x *GrainReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[51]
+	mi := &file_kvmesh_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3775,7 +4185,7 @@ func (x *GrainReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainReply.ProtoReflect.Descriptor instead.
 func (*GrainReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{51}
+	return file_kvmesh_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *GrainReply) GetStatus() *Status {
@@ -3844,7 +4254,7 @@ type GrainPart struct {
 
 func (x *GrainPart) Reset() {
 	*x = GrainPart{}
-	mi := &file_kvmesh_proto_msgTypes[52]
+	mi := &file_kvmesh_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3856,7 +4266,7 @@ func (x *GrainPart) String() string {
 func (*GrainPart) ProtoMessage() {}
 
 func (x *GrainPart) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[52]
+	mi := &file_kvmesh_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3869,7 +4279,7 @@ func (x *GrainPart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainPart.ProtoReflect.Descriptor instead.
 func (*GrainPart) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{52}
+	return file_kvmesh_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GrainPart) GetCacheId() string {
@@ -3920,7 +4330,7 @@ type GrainFetch struct {
 
 func (x *GrainFetch) Reset() {
 	*x = GrainFetch{}
-	mi := &file_kvmesh_proto_msgTypes[53]
+	mi := &file_kvmesh_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3932,7 +4342,7 @@ func (x *GrainFetch) String() string {
 func (*GrainFetch) ProtoMessage() {}
 
 func (x *GrainFetch) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[53]
+	mi := &file_kvmesh_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3945,7 +4355,7 @@ func (x *GrainFetch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainFetch.ProtoReflect.Descriptor instead.
 func (*GrainFetch) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{53}
+	return file_kvmesh_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *GrainFetch) GetCacheId() string {
@@ -4031,14 +4441,16 @@ const file_kvmesh_proto_rawDesc = "" +
 	"\fnum_kv_heads\x18\a \x01(\x03R\n" +
 	"numKvHeads\x12'\n" +
 	"\x10kv_head_dim_size\x18\b \x01(\x03R\rkvHeadDimSize\x12'\n" +
-	"\x0fhbm_utilization\x18\t \x01(\x01R\x0ehbmUtilization\"\xd7\x01\n" +
+	"\x0fhbm_utilization\x18\t \x01(\x01R\x0ehbmUtilization\"\xa4\x02\n" +
 	"\rMambaMetadata\x12*\n" +
 	"\x11num_hidden_layers\x18\x01 \x01(\x03R\x0fnumHiddenLayers\x12\x1d\n" +
 	"\n" +
 	"batch_size\x18\x02 \x01(\x03R\tbatchSize\x12+\n" +
 	"\x11intermediate_size\x18\x03 \x01(\x03R\x10intermediateSize\x12$\n" +
 	"\x0essm_state_size\x18\x04 \x01(\x03R\fssmStateSize\x12(\n" +
-	"\x10conv_kernel_size\x18\x05 \x01(\x03R\x0econvKernelSize\"\xa4\x02\n" +
+	"\x10conv_kernel_size\x18\x05 \x01(\x03R\x0econvKernelSize\x123\n" +
+	"\x13partition_axis_json\x18\x06 \x01(\fH\x00R\x11partitionAxisJson\x88\x01\x01B\x16\n" +
+	"\x14_partition_axis_json\"\xf1\x02\n" +
 	"\x0eMamba2Metadata\x12*\n" +
 	"\x11num_hidden_layers\x18\x01 \x01(\x03R\x0fnumHiddenLayers\x12\x1d\n" +
 	"\n" +
@@ -4049,7 +4461,9 @@ const file_kvmesh_proto_rawDesc = "" +
 	"\n" +
 	"state_size\x18\x06 \x01(\x03R\tstateSize\x12(\n" +
 	"\x10conv_kernel_size\x18\a \x01(\x03R\x0econvKernelSize\x12\x19\n" +
-	"\bn_groups\x18\b \x01(\x03R\anGroups\"\x8f\x03\n" +
+	"\bn_groups\x18\b \x01(\x03R\anGroups\x123\n" +
+	"\x13partition_axis_json\x18\t \x01(\fH\x00R\x11partitionAxisJson\x88\x01\x01B\x16\n" +
+	"\x14_partition_axis_json\"\xdc\x03\n" +
 	"\x11LightningMetadata\x12*\n" +
 	"\x11num_hidden_layers\x18\x01 \x01(\x03R\x0fnumHiddenLayers\x12\"\n" +
 	"\n" +
@@ -4060,7 +4474,8 @@ const file_kvmesh_proto_rawDesc = "" +
 	"\vvalue_heads\x18\x06 \x01(\x03H\x04R\n" +
 	"valueHeads\x88\x01\x01\x12\x1c\n" +
 	"\akey_dim\x18\a \x01(\x03H\x05R\x06keyDim\x88\x01\x01\x12 \n" +
-	"\tvalue_dim\x18\b \x01(\x03H\x06R\bvalueDim\x88\x01\x01B\r\n" +
+	"\tvalue_dim\x18\b \x01(\x03H\x06R\bvalueDim\x88\x01\x01\x123\n" +
+	"\x13partition_axis_json\x18\t \x01(\fH\aR\x11partitionAxisJson\x88\x01\x01B\r\n" +
 	"\v_batch_sizeB\f\n" +
 	"\n" +
 	"_num_headsB\v\n" +
@@ -4071,7 +4486,42 @@ const file_kvmesh_proto_rawDesc = "" +
 	"\n" +
 	"\b_key_dimB\f\n" +
 	"\n" +
-	"_value_dim\"\xcd\x03\n" +
+	"_value_dimB\x16\n" +
+	"\x14_partition_axis_json\" \n" +
+	"\bMeshAxes\x12\x14\n" +
+	"\x05names\x18\x01 \x03(\tR\x05names\"\x91\r\n" +
+	"\rPartitionAxis\x12,\n" +
+	"\x12data_parallel_axis\x18\x01 \x01(\tR\x10dataParallelAxis\x12F\n" +
+	" fully_sharded_data_parallel_axis\x18\x02 \x01(\tR\x1cfullyShardedDataParallelAxis\x120\n" +
+	"\x14tensor_parallel_axis\x18\x03 \x01(\tR\x12tensorParallelAxis\x124\n" +
+	"\x16sequence_parallel_axis\x18\x04 \x01(\tR\x14sequenceParallelAxis\x120\n" +
+	"\x14expert_parallel_axis\x18\x05 \x01(\tR\x12expertParallelAxis\x122\n" +
+	"\n" +
+	"batch_axis\x18\x06 \x01(\v2\x13.kvmesh.v1.MeshAxesR\tbatchAxis\x128\n" +
+	"\rsequence_axis\x18\a \x01(\v2\x13.kvmesh.v1.MeshAxesR\fsequenceAxis\x12C\n" +
+	"\x13query_sequence_axis\x18\b \x01(\v2\x13.kvmesh.v1.MeshAxesR\x11querySequenceAxis\x120\n" +
+	"\thead_axis\x18\t \x01(\v2\x13.kvmesh.v1.MeshAxesR\bheadAxis\x125\n" +
+	"\fkv_head_axis\x18\n" +
+	" \x01(\v2\x13.kvmesh.v1.MeshAxesR\n" +
+	"kvHeadAxis\x12?\n" +
+	"\x11key_sequence_axis\x18\v \x01(\v2\x13.kvmesh.v1.MeshAxesR\x0fkeySequenceAxis\x12?\n" +
+	"\x11hidden_state_axis\x18\f \x01(\v2\x13.kvmesh.v1.MeshAxesR\x0fhiddenStateAxis\x12G\n" +
+	"\x15mlp_intermediate_axis\x18\r \x01(\v2\x13.kvmesh.v1.MeshAxesR\x13mlpIntermediateAxis\x122\n" +
+	"\n" +
+	"vocab_axis\x18\x0e \x01(\v2\x13.kvmesh.v1.MeshAxesR\tvocabAxis\x124\n" +
+	"\vexpert_axis\x18\x0f \x01(\v2\x13.kvmesh.v1.MeshAxesR\n" +
+	"expertAxis\x12=\n" +
+	"\x10expert_gate_axis\x18\x10 \x01(\v2\x13.kvmesh.v1.MeshAxesR\x0eexpertGateAxis\x12A\n" +
+	"\x12attention_dim_axis\x18\x11 \x01(\v2\x13.kvmesh.v1.MeshAxesR\x10attentionDimAxis\x12J\n" +
+	"\x17bias_head_sequence_axis\x18\x12 \x01(\v2\x13.kvmesh.v1.MeshAxesR\x14biasHeadSequenceAxis\x12H\n" +
+	"\x16bias_key_sequence_axis\x18\x13 \x01(\v2\x13.kvmesh.v1.MeshAxesR\x13biasKeySequenceAxis\x12?\n" +
+	"\x11decode_batch_axis\x18\x14 \x01(\v2\x13.kvmesh.v1.MeshAxesR\x0fdecodeBatchAxis\x12P\n" +
+	"\x1adecode_query_sequence_axis\x18\x15 \x01(\v2\x13.kvmesh.v1.MeshAxesR\x17decodeQuerySequenceAxis\x12=\n" +
+	"\x10decode_head_axis\x18\x16 \x01(\v2\x13.kvmesh.v1.MeshAxesR\x0edecodeHeadAxis\x12B\n" +
+	"\x13decode_kv_head_axis\x18\x17 \x01(\v2\x13.kvmesh.v1.MeshAxesR\x10decodeKvHeadAxis\x12L\n" +
+	"\x18decode_key_sequence_axis\x18\x18 \x01(\v2\x13.kvmesh.v1.MeshAxesR\x15decodeKeySequenceAxis\x12N\n" +
+	"\x19decode_attention_dim_axis\x18\x19 \x01(\v2\x13.kvmesh.v1.MeshAxesR\x16decodeAttentionDimAxis\x12S\n" +
+	"\x1cdecode_attention_kv_dim_axis\x18\x1a \x01(\v2\x13.kvmesh.v1.MeshAxesR\x18decodeAttentionKvDimAxis\"\xb3\x04\n" +
 	"\tCacheSpec\x12B\n" +
 	"\vtransformer\x18\x01 \x01(\v2\x1e.kvmesh.v1.TransformerMetadataH\x00R\vtransformer\x120\n" +
 	"\x05paged\x18\x02 \x01(\v2\x18.kvmesh.v1.PagedMetadataH\x00R\x05paged\x120\n" +
@@ -4080,7 +4530,9 @@ const file_kvmesh_proto_rawDesc = "" +
 	"\tlightning\x18\x05 \x01(\v2\x1c.kvmesh.v1.LightningMetadataH\x00R\tlightning\x12,\n" +
 	"\astorage\x18\n" +
 	" \x01(\v2\x12.kvmesh.v1.StorageR\astorage\x122\n" +
-	"\x04mesh\x18\v \x03(\v2\x1e.kvmesh.v1.CacheSpec.MeshEntryR\x04mesh\x1a7\n" +
+	"\x04mesh\x18\v \x03(\v2\x1e.kvmesh.v1.CacheSpec.MeshEntryR\x04mesh\x12?\n" +
+	"\x0epartition_axis\x18\f \x01(\v2\x18.kvmesh.v1.PartitionAxisR\rpartitionAxis\x12#\n" +
+	"\x04mode\x18\r \x01(\x0e2\x0f.kvmesh.v1.ModeR\x04mode\x1a7\n" +
 	"\tMeshEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01B\n" +
@@ -4324,7 +4776,14 @@ const file_kvmesh_proto_rawDesc = "" +
 	"\fQuantization\x12\x15\n" +
 	"\x11QUANTIZATION_NONE\x10\x00\x12\x15\n" +
 	"\x11QUANTIZATION_INT8\x10\x01\x12\x14\n" +
-	"\x10QUANTIZATION_NF4\x10\x02B,Z*github.com/kvmesh/kvmesh/messages;messagesb\x06proto3"
+	"\x10QUANTIZATION_NF4\x10\x02*`\n" +
+	"\x04Mode\x12\x14\n" +
+	"\x10MODE_UNSPECIFIED\x10\x00\x12\x10\n" +
+	"\fMODE_PREFILL\x10\x01\x12\x0f\n" +
+	"\vMODE_DECODE\x10\x02\x12\x0e\n" +
+	"\n" +
+	"MODE_TRAIN\x10\x03\x12\x0f\n" +
+	"\vMODE_INSERT\x10\x04B,Z*github.com/kvmesh/kvmesh/messages;messagesb\x06proto3"
 
 var (
 	file_kvmesh_proto_rawDescOnce sync.Once
@@ -4338,68 +4797,71 @@ func file_kvmesh_proto_rawDescGZIP() []byte {
 	return file_kvmesh_proto_rawDescData
 }
 
-var file_kvmesh_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_kvmesh_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
+var file_kvmesh_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_kvmesh_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
 var file_kvmesh_proto_goTypes = []any{
 	(Code)(0),                   // 0: kvmesh.v1.Code
 	(DType)(0),                  // 1: kvmesh.v1.DType
 	(Quantization)(0),           // 2: kvmesh.v1.Quantization
-	(*Status)(nil),              // 3: kvmesh.v1.Status
-	(*Tensor)(nil),              // 4: kvmesh.v1.Tensor
-	(*TensorChunk)(nil),         // 5: kvmesh.v1.TensorChunk
-	(*BoolTensor)(nil),          // 6: kvmesh.v1.BoolTensor
-	(*Storage)(nil),             // 7: kvmesh.v1.Storage
-	(*TransformerMetadata)(nil), // 8: kvmesh.v1.TransformerMetadata
-	(*PagedMetadata)(nil),       // 9: kvmesh.v1.PagedMetadata
-	(*MambaMetadata)(nil),       // 10: kvmesh.v1.MambaMetadata
-	(*Mamba2Metadata)(nil),      // 11: kvmesh.v1.Mamba2Metadata
-	(*LightningMetadata)(nil),   // 12: kvmesh.v1.LightningMetadata
-	(*CacheSpec)(nil),           // 13: kvmesh.v1.CacheSpec
-	(*TransformerWrite)(nil),    // 14: kvmesh.v1.TransformerWrite
-	(*TokenTypes)(nil),          // 15: kvmesh.v1.TokenTypes
-	(*PageTableRow)(nil),        // 16: kvmesh.v1.PageTableRow
-	(*PagedStep)(nil),           // 17: kvmesh.v1.PagedStep
-	(*PagedWrite)(nil),          // 18: kvmesh.v1.PagedWrite
-	(*ConvSSMWrite)(nil),        // 19: kvmesh.v1.ConvSSMWrite
-	(*LightningWrite)(nil),      // 20: kvmesh.v1.LightningWrite
-	(*LayerWrite)(nil),          // 21: kvmesh.v1.LayerWrite
-	(*CreateCache)(nil),         // 22: kvmesh.v1.CreateCache
-	(*CreateCacheReply)(nil),    // 23: kvmesh.v1.CreateCacheReply
-	(*StepWrite)(nil),           // 24: kvmesh.v1.StepWrite
-	(*StepReply)(nil),           // 25: kvmesh.v1.StepReply
-	(*Begin)(nil),               // 26: kvmesh.v1.Begin
-	(*BeginReply)(nil),          // 27: kvmesh.v1.BeginReply
-	(*WriteLayer)(nil),          // 28: kvmesh.v1.WriteLayer
-	(*WriteLayerReply)(nil),     // 29: kvmesh.v1.WriteLayerReply
-	(*Commit)(nil),              // 30: kvmesh.v1.Commit
-	(*CommitReply)(nil),         // 31: kvmesh.v1.CommitReply
-	(*Abort)(nil),               // 32: kvmesh.v1.Abort
-	(*AbortReply)(nil),          // 33: kvmesh.v1.AbortReply
-	(*Snapshot)(nil),            // 34: kvmesh.v1.Snapshot
-	(*SnapshotReply)(nil),       // 35: kvmesh.v1.SnapshotReply
-	(*Insert)(nil),              // 36: kvmesh.v1.Insert
-	(*InsertReply)(nil),         // 37: kvmesh.v1.InsertReply
-	(*CloseCache)(nil),          // 38: kvmesh.v1.CloseCache
-	(*CloseCacheReply)(nil),     // 39: kvmesh.v1.CloseCacheReply
-	(*AllocPages)(nil),          // 40: kvmesh.v1.AllocPages
-	(*AllocPrefillPages)(nil),   // 41: kvmesh.v1.AllocPrefillPages
-	(*FreePages)(nil),           // 42: kvmesh.v1.FreePages
-	(*PagesReply)(nil),          // 43: kvmesh.v1.PagesReply
-	(*PagesInit)(nil),           // 44: kvmesh.v1.PagesInit
-	(*TransferBegin)(nil),       // 45: kvmesh.v1.TransferBegin
-	(*TransferTensor)(nil),      // 46: kvmesh.v1.TransferTensor
-	(*TransferAck)(nil),         // 47: kvmesh.v1.TransferAck
-	(*TransferCommit)(nil),      // 48: kvmesh.v1.TransferCommit
-	(*GrainInit)(nil),           // 49: kvmesh.v1.GrainInit
-	(*GrainWrite)(nil),          // 50: kvmesh.v1.GrainWrite
-	(*GrainCommit)(nil),         // 51: kvmesh.v1.GrainCommit
-	(*GrainRead)(nil),           // 52: kvmesh.v1.GrainRead
-	(*GrainClose)(nil),          // 53: kvmesh.v1.GrainClose
-	(*GrainReply)(nil),          // 54: kvmesh.v1.GrainReply
-	(*GrainPart)(nil),           // 55: kvmesh.v1.GrainPart
-	(*GrainFetch)(nil),          // 56: kvmesh.v1.GrainFetch
-	nil,                         // 57: kvmesh.v1.CacheSpec.MeshEntry
-	nil,                         // 58: kvmesh.v1.TransferBegin.MetadataEntry
+	(Mode)(0),                   // 3: kvmesh.v1.Mode
+	(*Status)(nil),              // 4: kvmesh.v1.Status
+	(*Tensor)(nil),              // 5: kvmesh.v1.Tensor
+	(*TensorChunk)(nil),         // 6: kvmesh.v1.TensorChunk
+	(*BoolTensor)(nil),          // 7: kvmesh.v1.BoolTensor
+	(*Storage)(nil),             // 8: kvmesh.v1.Storage
+	(*TransformerMetadata)(nil), // 9: kvmesh.v1.TransformerMetadata
+	(*PagedMetadata)(nil),       // 10: kvmesh.v1.PagedMetadata
+	(*MambaMetadata)(nil),       // 11: kvmesh.v1.MambaMetadata
+	(*Mamba2Metadata)(nil),      // 12: kvmesh.v1.Mamba2Metadata
+	(*LightningMetadata)(nil),   // 13: kvmesh.v1.LightningMetadata
+	(*MeshAxes)(nil),            // 14: kvmesh.v1.MeshAxes
+	(*PartitionAxis)(nil),       // 15: kvmesh.v1.PartitionAxis
+	(*CacheSpec)(nil),           // 16: kvmesh.v1.CacheSpec
+	(*TransformerWrite)(nil),    // 17: kvmesh.v1.TransformerWrite
+	(*TokenTypes)(nil),          // 18: kvmesh.v1.TokenTypes
+	(*PageTableRow)(nil),        // 19: kvmesh.v1.PageTableRow
+	(*PagedStep)(nil),           // 20: kvmesh.v1.PagedStep
+	(*PagedWrite)(nil),          // 21: kvmesh.v1.PagedWrite
+	(*ConvSSMWrite)(nil),        // 22: kvmesh.v1.ConvSSMWrite
+	(*LightningWrite)(nil),      // 23: kvmesh.v1.LightningWrite
+	(*LayerWrite)(nil),          // 24: kvmesh.v1.LayerWrite
+	(*CreateCache)(nil),         // 25: kvmesh.v1.CreateCache
+	(*CreateCacheReply)(nil),    // 26: kvmesh.v1.CreateCacheReply
+	(*StepWrite)(nil),           // 27: kvmesh.v1.StepWrite
+	(*StepReply)(nil),           // 28: kvmesh.v1.StepReply
+	(*Begin)(nil),               // 29: kvmesh.v1.Begin
+	(*BeginReply)(nil),          // 30: kvmesh.v1.BeginReply
+	(*WriteLayer)(nil),          // 31: kvmesh.v1.WriteLayer
+	(*WriteLayerReply)(nil),     // 32: kvmesh.v1.WriteLayerReply
+	(*Commit)(nil),              // 33: kvmesh.v1.Commit
+	(*CommitReply)(nil),         // 34: kvmesh.v1.CommitReply
+	(*Abort)(nil),               // 35: kvmesh.v1.Abort
+	(*AbortReply)(nil),          // 36: kvmesh.v1.AbortReply
+	(*Snapshot)(nil),            // 37: kvmesh.v1.Snapshot
+	(*SnapshotReply)(nil),       // 38: kvmesh.v1.SnapshotReply
+	(*Insert)(nil),              // 39: kvmesh.v1.Insert
+	(*InsertReply)(nil),         // 40: kvmesh.v1.InsertReply
+	(*CloseCache)(nil),          // 41: kvmesh.v1.CloseCache
+	(*CloseCacheReply)(nil),     // 42: kvmesh.v1.CloseCacheReply
+	(*AllocPages)(nil),          // 43: kvmesh.v1.AllocPages
+	(*AllocPrefillPages)(nil),   // 44: kvmesh.v1.AllocPrefillPages
+	(*FreePages)(nil),           // 45: kvmesh.v1.FreePages
+	(*PagesReply)(nil),          // 46: kvmesh.v1.PagesReply
+	(*PagesInit)(nil),           // 47: kvmesh.v1.PagesInit
+	(*TransferBegin)(nil),       // 48: kvmesh.v1.TransferBegin
+	(*TransferTensor)(nil),      // 49: kvmesh.v1.TransferTensor
+	(*TransferAck)(nil),         // 50: kvmesh.v1.TransferAck
+	(*TransferCommit)(nil),      // 51: kvmesh.v1.TransferCommit
+	(*GrainInit)(nil),           // 52: kvmesh.v1.GrainInit
+	(*GrainWrite)(nil),          // 53: kvmesh.v1.GrainWrite
+	(*GrainCommit)(nil),         // 54: kvmesh.v1.GrainCommit
+	(*GrainRead)(nil),           // 55: kvmesh.v1.GrainRead
+	(*GrainClose)(nil),          // 56: kvmesh.v1.GrainClose
+	(*GrainReply)(nil),          // 57: kvmesh.v1.GrainReply
+	(*GrainPart)(nil),           // 58: kvmesh.v1.GrainPart
+	(*GrainFetch)(nil),          // 59: kvmesh.v1.GrainFetch
+	nil,                         // 60: kvmesh.v1.CacheSpec.MeshEntry
+	nil,                         // 61: kvmesh.v1.TransferBegin.MetadataEntry
 }
 var file_kvmesh_proto_depIdxs = []int32{
 	0,  // 0: kvmesh.v1.Status.code:type_name -> kvmesh.v1.Code
@@ -4407,63 +4869,86 @@ var file_kvmesh_proto_depIdxs = []int32{
 	1,  // 2: kvmesh.v1.TensorChunk.dtype:type_name -> kvmesh.v1.DType
 	1,  // 3: kvmesh.v1.Storage.dtype:type_name -> kvmesh.v1.DType
 	2,  // 4: kvmesh.v1.Storage.quantization:type_name -> kvmesh.v1.Quantization
-	8,  // 5: kvmesh.v1.CacheSpec.transformer:type_name -> kvmesh.v1.TransformerMetadata
-	9,  // 6: kvmesh.v1.CacheSpec.paged:type_name -> kvmesh.v1.PagedMetadata
-	10, // 7: kvmesh.v1.CacheSpec.mamba:type_name -> kvmesh.v1.MambaMetadata
-	11, // 8: kvmesh.v1.CacheSpec.mamba2:type_name -> kvmesh.v1.Mamba2Metadata
-	12, // 9: kvmesh.v1.CacheSpec.lightning:type_name -> kvmesh.v1.LightningMetadata
-	7,  // 10: kvmesh.v1.CacheSpec.storage:type_name -> kvmesh.v1.Storage
-	57, // 11: kvmesh.v1.CacheSpec.mesh:type_name -> kvmesh.v1.CacheSpec.MeshEntry
-	4,  // 12: kvmesh.v1.TransformerWrite.key:type_name -> kvmesh.v1.Tensor
-	4,  // 13: kvmesh.v1.TransformerWrite.value:type_name -> kvmesh.v1.Tensor
-	6,  // 14: kvmesh.v1.TransformerWrite.attention_mask:type_name -> kvmesh.v1.BoolTensor
-	15, // 15: kvmesh.v1.TransformerWrite.token_type_ids:type_name -> kvmesh.v1.TokenTypes
-	16, // 16: kvmesh.v1.PagedStep.decodes_page_table:type_name -> kvmesh.v1.PageTableRow
-	4,  // 17: kvmesh.v1.PagedWrite.prefill_key:type_name -> kvmesh.v1.Tensor
-	4,  // 18: kvmesh.v1.PagedWrite.prefill_value:type_name -> kvmesh.v1.Tensor
-	4,  // 19: kvmesh.v1.PagedWrite.decode_key:type_name -> kvmesh.v1.Tensor
-	4,  // 20: kvmesh.v1.PagedWrite.decode_value:type_name -> kvmesh.v1.Tensor
-	17, // 21: kvmesh.v1.PagedWrite.step:type_name -> kvmesh.v1.PagedStep
-	4,  // 22: kvmesh.v1.ConvSSMWrite.conv_column:type_name -> kvmesh.v1.Tensor
-	4,  // 23: kvmesh.v1.ConvSSMWrite.conv_window:type_name -> kvmesh.v1.Tensor
-	4,  // 24: kvmesh.v1.ConvSSMWrite.ssm_state:type_name -> kvmesh.v1.Tensor
-	4,  // 25: kvmesh.v1.LightningWrite.key:type_name -> kvmesh.v1.Tensor
-	4,  // 26: kvmesh.v1.LightningWrite.value:type_name -> kvmesh.v1.Tensor
-	4,  // 27: kvmesh.v1.LightningWrite.key_value:type_name -> kvmesh.v1.Tensor
-	14, // 28: kvmesh.v1.LayerWrite.transformer:type_name -> kvmesh.v1.TransformerWrite
-	18, // 29: kvmesh.v1.LayerWrite.paged:type_name -> kvmesh.v1.PagedWrite
-	19, // 30: kvmesh.v1.LayerWrite.conv_ssm:type_name -> kvmesh.v1.ConvSSMWrite
-	20, // 31: kvmesh.v1.LayerWrite.lightning:type_name -> kvmesh.v1.LightningWrite
-	13, // 32: kvmesh.v1.CreateCache.spec:type_name -> kvmesh.v1.CacheSpec
-	3,  // 33: kvmesh.v1.CreateCacheReply.status:type_name -> kvmesh.v1.Status
-	21, // 34: kvmesh.v1.StepWrite.writes:type_name -> kvmesh.v1.LayerWrite
-	3,  // 35: kvmesh.v1.StepReply.status:type_name -> kvmesh.v1.Status
-	3,  // 36: kvmesh.v1.BeginReply.status:type_name -> kvmesh.v1.Status
-	21, // 37: kvmesh.v1.WriteLayer.write:type_name -> kvmesh.v1.LayerWrite
-	3,  // 38: kvmesh.v1.WriteLayerReply.status:type_name -> kvmesh.v1.Status
-	4,  // 39: kvmesh.v1.WriteLayerReply.key:type_name -> kvmesh.v1.Tensor
-	4,  // 40: kvmesh.v1.WriteLayerReply.value:type_name -> kvmesh.v1.Tensor
-	6,  // 41: kvmesh.v1.WriteLayerReply.mask:type_name -> kvmesh.v1.BoolTensor
-	3,  // 42: kvmesh.v1.CommitReply.status:type_name -> kvmesh.v1.Status
-	3,  // 43: kvmesh.v1.AbortReply.status:type_name -> kvmesh.v1.Status
-	3,  // 44: kvmesh.v1.SnapshotReply.status:type_name -> kvmesh.v1.Status
-	3,  // 45: kvmesh.v1.InsertReply.status:type_name -> kvmesh.v1.Status
-	3,  // 46: kvmesh.v1.CloseCacheReply.status:type_name -> kvmesh.v1.Status
-	3,  // 47: kvmesh.v1.PagesReply.status:type_name -> kvmesh.v1.Status
-	9,  // 48: kvmesh.v1.PagesInit.metadata:type_name -> kvmesh.v1.PagedMetadata
-	46, // 49: kvmesh.v1.TransferBegin.tensors:type_name -> kvmesh.v1.TransferTensor
-	58, // 50: kvmesh.v1.TransferBegin.metadata:type_name -> kvmesh.v1.TransferBegin.MetadataEntry
-	1,  // 51: kvmesh.v1.TransferTensor.dtype:type_name -> kvmesh.v1.DType
-	3,  // 52: kvmesh.v1.TransferAck.status:type_name -> kvmesh.v1.Status
-	13, // 53: kvmesh.v1.GrainInit.spec:type_name -> kvmesh.v1.CacheSpec
-	21, // 54: kvmesh.v1.GrainWrite.write:type_name -> kvmesh.v1.LayerWrite
-	3,  // 55: kvmesh.v1.GrainReply.status:type_name -> kvmesh.v1.Status
-	29, // 56: kvmesh.v1.GrainReply.result:type_name -> kvmesh.v1.WriteLayerReply
-	57, // [57:57] is the sub-list for method output_type
-	57, // [57:57] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	14, // 5: kvmesh.v1.PartitionAxis.batch_axis:type_name -> kvmesh.v1.MeshAxes
+	14, // 6: kvmesh.v1.PartitionAxis.sequence_axis:type_name -> kvmesh.v1.MeshAxes
+	14, // 7: kvmesh.v1.PartitionAxis.query_sequence_axis:type_name -> kvmesh.v1.MeshAxes
+	14, // 8: kvmesh.v1.PartitionAxis.head_axis:type_name -> kvmesh.v1.MeshAxes
+	14, // 9: kvmesh.v1.PartitionAxis.kv_head_axis:type_name -> kvmesh.v1.MeshAxes
+	14, // 10: kvmesh.v1.PartitionAxis.key_sequence_axis:type_name -> kvmesh.v1.MeshAxes
+	14, // 11: kvmesh.v1.PartitionAxis.hidden_state_axis:type_name -> kvmesh.v1.MeshAxes
+	14, // 12: kvmesh.v1.PartitionAxis.mlp_intermediate_axis:type_name -> kvmesh.v1.MeshAxes
+	14, // 13: kvmesh.v1.PartitionAxis.vocab_axis:type_name -> kvmesh.v1.MeshAxes
+	14, // 14: kvmesh.v1.PartitionAxis.expert_axis:type_name -> kvmesh.v1.MeshAxes
+	14, // 15: kvmesh.v1.PartitionAxis.expert_gate_axis:type_name -> kvmesh.v1.MeshAxes
+	14, // 16: kvmesh.v1.PartitionAxis.attention_dim_axis:type_name -> kvmesh.v1.MeshAxes
+	14, // 17: kvmesh.v1.PartitionAxis.bias_head_sequence_axis:type_name -> kvmesh.v1.MeshAxes
+	14, // 18: kvmesh.v1.PartitionAxis.bias_key_sequence_axis:type_name -> kvmesh.v1.MeshAxes
+	14, // 19: kvmesh.v1.PartitionAxis.decode_batch_axis:type_name -> kvmesh.v1.MeshAxes
+	14, // 20: kvmesh.v1.PartitionAxis.decode_query_sequence_axis:type_name -> kvmesh.v1.MeshAxes
+	14, // 21: kvmesh.v1.PartitionAxis.decode_head_axis:type_name -> kvmesh.v1.MeshAxes
+	14, // 22: kvmesh.v1.PartitionAxis.decode_kv_head_axis:type_name -> kvmesh.v1.MeshAxes
+	14, // 23: kvmesh.v1.PartitionAxis.decode_key_sequence_axis:type_name -> kvmesh.v1.MeshAxes
+	14, // 24: kvmesh.v1.PartitionAxis.decode_attention_dim_axis:type_name -> kvmesh.v1.MeshAxes
+	14, // 25: kvmesh.v1.PartitionAxis.decode_attention_kv_dim_axis:type_name -> kvmesh.v1.MeshAxes
+	9,  // 26: kvmesh.v1.CacheSpec.transformer:type_name -> kvmesh.v1.TransformerMetadata
+	10, // 27: kvmesh.v1.CacheSpec.paged:type_name -> kvmesh.v1.PagedMetadata
+	11, // 28: kvmesh.v1.CacheSpec.mamba:type_name -> kvmesh.v1.MambaMetadata
+	12, // 29: kvmesh.v1.CacheSpec.mamba2:type_name -> kvmesh.v1.Mamba2Metadata
+	13, // 30: kvmesh.v1.CacheSpec.lightning:type_name -> kvmesh.v1.LightningMetadata
+	8,  // 31: kvmesh.v1.CacheSpec.storage:type_name -> kvmesh.v1.Storage
+	60, // 32: kvmesh.v1.CacheSpec.mesh:type_name -> kvmesh.v1.CacheSpec.MeshEntry
+	15, // 33: kvmesh.v1.CacheSpec.partition_axis:type_name -> kvmesh.v1.PartitionAxis
+	3,  // 34: kvmesh.v1.CacheSpec.mode:type_name -> kvmesh.v1.Mode
+	5,  // 35: kvmesh.v1.TransformerWrite.key:type_name -> kvmesh.v1.Tensor
+	5,  // 36: kvmesh.v1.TransformerWrite.value:type_name -> kvmesh.v1.Tensor
+	7,  // 37: kvmesh.v1.TransformerWrite.attention_mask:type_name -> kvmesh.v1.BoolTensor
+	18, // 38: kvmesh.v1.TransformerWrite.token_type_ids:type_name -> kvmesh.v1.TokenTypes
+	19, // 39: kvmesh.v1.PagedStep.decodes_page_table:type_name -> kvmesh.v1.PageTableRow
+	5,  // 40: kvmesh.v1.PagedWrite.prefill_key:type_name -> kvmesh.v1.Tensor
+	5,  // 41: kvmesh.v1.PagedWrite.prefill_value:type_name -> kvmesh.v1.Tensor
+	5,  // 42: kvmesh.v1.PagedWrite.decode_key:type_name -> kvmesh.v1.Tensor
+	5,  // 43: kvmesh.v1.PagedWrite.decode_value:type_name -> kvmesh.v1.Tensor
+	20, // 44: kvmesh.v1.PagedWrite.step:type_name -> kvmesh.v1.PagedStep
+	5,  // 45: kvmesh.v1.ConvSSMWrite.conv_column:type_name -> kvmesh.v1.Tensor
+	5,  // 46: kvmesh.v1.ConvSSMWrite.conv_window:type_name -> kvmesh.v1.Tensor
+	5,  // 47: kvmesh.v1.ConvSSMWrite.ssm_state:type_name -> kvmesh.v1.Tensor
+	5,  // 48: kvmesh.v1.LightningWrite.key:type_name -> kvmesh.v1.Tensor
+	5,  // 49: kvmesh.v1.LightningWrite.value:type_name -> kvmesh.v1.Tensor
+	5,  // 50: kvmesh.v1.LightningWrite.key_value:type_name -> kvmesh.v1.Tensor
+	17, // 51: kvmesh.v1.LayerWrite.transformer:type_name -> kvmesh.v1.TransformerWrite
+	21, // 52: kvmesh.v1.LayerWrite.paged:type_name -> kvmesh.v1.PagedWrite
+	22, // 53: kvmesh.v1.LayerWrite.conv_ssm:type_name -> kvmesh.v1.ConvSSMWrite
+	23, // 54: kvmesh.v1.LayerWrite.lightning:type_name -> kvmesh.v1.LightningWrite
+	16, // 55: kvmesh.v1.CreateCache.spec:type_name -> kvmesh.v1.CacheSpec
+	4,  // 56: kvmesh.v1.CreateCacheReply.status:type_name -> kvmesh.v1.Status
+	24, // 57: kvmesh.v1.StepWrite.writes:type_name -> kvmesh.v1.LayerWrite
+	4,  // 58: kvmesh.v1.StepReply.status:type_name -> kvmesh.v1.Status
+	4,  // 59: kvmesh.v1.BeginReply.status:type_name -> kvmesh.v1.Status
+	24, // 60: kvmesh.v1.WriteLayer.write:type_name -> kvmesh.v1.LayerWrite
+	4,  // 61: kvmesh.v1.WriteLayerReply.status:type_name -> kvmesh.v1.Status
+	5,  // 62: kvmesh.v1.WriteLayerReply.key:type_name -> kvmesh.v1.Tensor
+	5,  // 63: kvmesh.v1.WriteLayerReply.value:type_name -> kvmesh.v1.Tensor
+	7,  // 64: kvmesh.v1.WriteLayerReply.mask:type_name -> kvmesh.v1.BoolTensor
+	4,  // 65: kvmesh.v1.CommitReply.status:type_name -> kvmesh.v1.Status
+	4,  // 66: kvmesh.v1.AbortReply.status:type_name -> kvmesh.v1.Status
+	4,  // 67: kvmesh.v1.SnapshotReply.status:type_name -> kvmesh.v1.Status
+	4,  // 68: kvmesh.v1.InsertReply.status:type_name -> kvmesh.v1.Status
+	4,  // 69: kvmesh.v1.CloseCacheReply.status:type_name -> kvmesh.v1.Status
+	4,  // 70: kvmesh.v1.PagesReply.status:type_name -> kvmesh.v1.Status
+	10, // 71: kvmesh.v1.PagesInit.metadata:type_name -> kvmesh.v1.PagedMetadata
+	49, // 72: kvmesh.v1.TransferBegin.tensors:type_name -> kvmesh.v1.TransferTensor
+	61, // 73: kvmesh.v1.TransferBegin.metadata:type_name -> kvmesh.v1.TransferBegin.MetadataEntry
+	1,  // 74: kvmesh.v1.TransferTensor.dtype:type_name -> kvmesh.v1.DType
+	4,  // 75: kvmesh.v1.TransferAck.status:type_name -> kvmesh.v1.Status
+	16, // 76: kvmesh.v1.GrainInit.spec:type_name -> kvmesh.v1.CacheSpec
+	24, // 77: kvmesh.v1.GrainWrite.write:type_name -> kvmesh.v1.LayerWrite
+	4,  // 78: kvmesh.v1.GrainReply.status:type_name -> kvmesh.v1.Status
+	32, // 79: kvmesh.v1.GrainReply.result:type_name -> kvmesh.v1.WriteLayerReply
+	80, // [80:80] is the sub-list for method output_type
+	80, // [80:80] is the sub-list for method input_type
+	80, // [80:80] is the sub-list for extension type_name
+	80, // [80:80] is the sub-list for extension extendee
+	0,  // [0:80] is the sub-list for field type_name
 }
 
 func init() { file_kvmesh_proto_init() }
@@ -4472,15 +4957,17 @@ func file_kvmesh_proto_init() {
 		return
 	}
 	file_kvmesh_proto_msgTypes[5].OneofWrappers = []any{}
+	file_kvmesh_proto_msgTypes[7].OneofWrappers = []any{}
+	file_kvmesh_proto_msgTypes[8].OneofWrappers = []any{}
 	file_kvmesh_proto_msgTypes[9].OneofWrappers = []any{}
-	file_kvmesh_proto_msgTypes[10].OneofWrappers = []any{
+	file_kvmesh_proto_msgTypes[12].OneofWrappers = []any{
 		(*CacheSpec_Transformer)(nil),
 		(*CacheSpec_Paged)(nil),
 		(*CacheSpec_Mamba)(nil),
 		(*CacheSpec_Mamba2)(nil),
 		(*CacheSpec_Lightning)(nil),
 	}
-	file_kvmesh_proto_msgTypes[18].OneofWrappers = []any{
+	file_kvmesh_proto_msgTypes[20].OneofWrappers = []any{
 		(*LayerWrite_Transformer)(nil),
 		(*LayerWrite_Paged)(nil),
 		(*LayerWrite_ConvSsm)(nil),
@@ -4491,8 +4978,8 @@ func file_kvmesh_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvmesh_proto_rawDesc), len(file_kvmesh_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   56,
+			NumEnums:      4,
+			NumMessages:   58,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
