@@ -44,8 +44,12 @@
 // Limits: a grain keeps the current version and the one before it
 // (Snapshot of older versions is ErrNotFound); InsertWrite (a transformer
 // cache's insert of another cache's view) cannot be sent to a grain; a
-// spec's PartitionAxis and Mode must be the defaults (the wire carries
-// mesh axis sizes only); the automanaged provider's health endpoint is
+// spec's mesh must keep the default axis order (the wire carries mesh axis
+// sizes only), and its PartitionAxis must name mesh axes in valid UTF-8
+// (any PartitionAxis and Mode travel otherwise, so a cache can cut kv
+// heads over tp or resolve its specs in prefill mode, as embedded); a
+// paged spec's Pool stays with the client, and TransformerSpec.Starts
+// cannot be sent; the automanaged provider's health endpoint is
 // plain HTTP even with mutual TLS (protoactor's provider has no TLS
 // option), it carries membership only.
 package cluster

@@ -13,10 +13,18 @@ import (
 
 // FuzzWireSpec decodes arbitrary CacheSpec messages: the decoder never
 // panics, refuses with an error wrapping actors.ErrInvalid, and what it
-// accepts and can send again decodes to the same spec.
+// accepts and can send again decodes to the same spec. The seeds include
+// non-default partition axes, modes and metadata partition axes.
 func FuzzWireSpec(f *testing.F) {
+	var specs []actors.Spec
 	for _, tc := range wireCases(f) {
-		p, err := specToProto(tc.spec)
+		specs = append(specs, tc.spec)
+	}
+	for _, tc := range wireSpecCases(f) {
+		specs = append(specs, tc.spec)
+	}
+	for _, spec := range specs {
+		p, err := specToProto(spec)
 		require.NoError(f, err)
 		data, err := proto.Marshal(p)
 		require.NoError(f, err)

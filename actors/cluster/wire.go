@@ -2,12 +2,14 @@ package cluster
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"math"
 	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/kvmesh/kvmesh/actors"
@@ -28,10 +30,12 @@ import (
 // actors.ErrInvalid that names the field, never a silent drop. What the
 // messages lack (each an error when set):
 //
-//   - TransformerSpec.Starts, PagedSpec.Pool, Spec.PartitionAxis, a Mode
-//     other than the default, the PartitionAxis of Mamba, Mamba2 and
-//     lightning metadata, and a mesh whose axis order is not the default
-//     (CacheSpec.mesh is a map of axis sizes);
+//   - TransformerSpec.Starts, PagedSpec.Pool, a mesh whose axis order is
+//     not the default (CacheSpec.mesh is a map of axis sizes), a Mode that
+//     is not one of the four modes, and a PartitionAxis name that is not
+//     valid UTF-8 (proto strings are UTF-8); Spec.PartitionAxis, Spec.Mode
+//     and the PartitionAxis JSON of Mamba, Mamba2 and lightning metadata
+//     travel otherwise unchanged;
 //   - a TransformerWrite's Query beyond its batch and length (the only
 //     parts ConcatenateToCache reads, which must equal Key's), and a causal
 //     mask other than EasyDeL's lower-triangular (1, 1, n, n) one
@@ -261,12 +265,14 @@ func causalMask(n int) transformer.Mask {
 // Specs
 
 // specToProto returns s's wire form. Storage carries s's dtype unquantized;
-// the mesh travels as its axis sizes. An error wrapping actors.ErrInvalid
+// the mesh travels as its axis sizes; PartitionAxis (nil or not), Mode
+// ("" apart from sharding.ModeDecode) and the metadata's PartitionAxis JSON
+// (byte for byte) travel unchanged. An error wrapping actors.ErrInvalid
 // names whatever the message cannot carry: TransformerSpec.Starts,
-// PagedSpec.Pool, Spec.PartitionAxis, a Mode other than "" or
-// sharding.ModeDecode (the default, which decodes as ""), a PartitionAxis
-// in Mamba, Mamba2 or lightning metadata, a mesh whose axes are not in the
-// default order (or the zero Mesh); and a spec without exactly one kind.
+// PagedSpec.Pool, a Mode that is not one of sharding's four modes, a
+// PartitionAxis name that is not valid UTF-8, a mesh whose axes are not in
+// the default order (or the zero Mesh); and a spec without exactly one
+// kind.
 func specToProto(s actors.Spec) (*messages.CacheSpec, error) {
 	set := 0
 	for _, p := range []bool{s.Transformer != nil, s.Paged != nil, s.Mamba != nil, s.Mamba2 != nil, s.Lightning != nil} {
@@ -277,17 +283,19 @@ func specToProto(s actors.Spec) (*messages.CacheSpec, error) {
 	if set != 1 {
 		return nil, wireErr("spec: a cache spec needs exactly one kind, got %d", set)
 	}
-	if s.PartitionAxis != nil {
-		return nil, wireErr("spec.PartitionAxis is set: CacheSpec has no partition_axis field, only the default partition axis can be sent")
+	pa, err := partitionAxisToProto(s.PartitionAxis)
+	if err != nil {
+		return nil, err
 	}
-	if s.Mode != "" && s.Mode != sharding.ModeDecode {
-		return nil, wireErr("spec.Mode is %q: CacheSpec has no mode field, only the default (%q) can be sent", s.Mode, sharding.ModeDecode)
+	mode, err := modeToProto(s.Mode)
+	if err != nil {
+		return nil, err
 	}
 	mesh, err := meshToProto(s.Mesh)
 	if err != nil {
 		return nil, err
 	}
-	p := &messages.CacheSpec{Mesh: mesh}
+	p := &messages.CacheSpec{Mesh: mesh, PartitionAxis: pa, Mode: mode}
 	var dt tensor.DType
 	switch {
 	case s.Transformer != nil:
@@ -316,35 +324,29 @@ func specToProto(s actors.Spec) (*messages.CacheSpec, error) {
 		dt = s.Paged.DType
 	case s.Mamba != nil:
 		m := s.Mamba.Metadata
-		if len(m.PartitionAxis) > 0 {
-			return nil, wireErr("spec.Mamba.Metadata.PartitionAxis is %s: MambaMetadata has no partition_axis field", m.PartitionAxis)
-		}
 		p.Metadata = &messages.CacheSpec_Mamba{Mamba: &messages.MambaMetadata{
 			NumHiddenLayers: int64(m.NumHiddenLayers), BatchSize: int64(m.BatchSize), IntermediateSize: int64(m.IntermediateSize),
 			SsmStateSize: int64(m.SSMStateSize), ConvKernelSize: int64(m.ConvKernelSize),
+			PartitionAxisJson: rawToProto(m.PartitionAxis),
 		}}
 		dt = s.Mamba.DType
 	case s.Mamba2 != nil:
 		m := s.Mamba2.Metadata
-		if len(m.PartitionAxis) > 0 {
-			return nil, wireErr("spec.Mamba2.Metadata.PartitionAxis is %s: Mamba2Metadata has no partition_axis field", m.PartitionAxis)
-		}
 		p.Metadata = &messages.CacheSpec_Mamba2{Mamba2: &messages.Mamba2Metadata{
 			NumHiddenLayers: int64(m.NumHiddenLayers), BatchSize: int64(m.BatchSize), IntermediateSize: int64(m.IntermediateSize),
 			NumHeads: int64(m.NumHeads), HeadDim: int64(m.HeadDim), StateSize: int64(m.StateSize),
 			ConvKernelSize: int64(m.ConvKernelSize), NGroups: int64(m.NGroups),
+			PartitionAxisJson: rawToProto(m.PartitionAxis),
 		}}
 		dt = s.Mamba2.DType
 	default:
 		l := s.Lightning
 		m := l.Metadata
-		if len(m.PartitionAxis) > 0 {
-			return nil, wireErr("spec.Lightning.Metadata.PartitionAxis is %s: LightningMetadata has no partition_axis field", m.PartitionAxis)
-		}
 		p.Metadata = &messages.CacheSpec_Lightning{Lightning: &messages.LightningMetadata{
 			NumHiddenLayers: int64(l.Layers), BatchSize: optToProto(m.BatchSize), NumHeads: optToProto(m.NumHeads),
 			HeadDim: optToProto(m.HeadDim), KeyHeads: optToProto(m.KeyHeads), ValueHeads: optToProto(m.ValueHeads),
 			KeyDim: optToProto(m.KeyDim), ValueDim: optToProto(m.ValueDim),
+			PartitionAxisJson: rawToProto(m.PartitionAxis),
 		}}
 		dt = l.DType
 	}
@@ -357,9 +359,10 @@ func specToProto(s actors.Spec) (*messages.CacheSpec, error) {
 
 // specFromProto returns the spec p describes. An unset metadata oneof, a
 // storage dtype that is not a tensor dtype, quantized storage (an
-// actors.Spec has none) or a bad mesh is an error wrapping
-// actors.ErrInvalid naming the field. The spec is not validated further:
-// NewCache does that.
+// actors.Spec has none), a mode that is not one of the enum's values or a
+// bad mesh is an error wrapping actors.ErrInvalid naming the field. The
+// spec is not validated further (a partition axis naming an empty mesh
+// axis, for instance, decodes): NewCache does that.
 func specFromProto(p *messages.CacheSpec) (actors.Spec, error) {
 	if p == nil {
 		return actors.Spec{}, wireErr("spec: no cache spec")
@@ -377,7 +380,11 @@ func specFromProto(p *messages.CacheSpec) (actors.Spec, error) {
 	if err != nil {
 		return actors.Spec{}, err
 	}
-	s := actors.Spec{Mesh: mesh}
+	mode, err := modeFromProto(p.GetMode())
+	if err != nil {
+		return actors.Spec{}, err
+	}
+	s := actors.Spec{Mesh: mesh, PartitionAxis: partitionAxisFromProto(p.GetPartitionAxis()), Mode: mode}
 	switch m := p.Metadata.(type) {
 	case *messages.CacheSpec_Transformer:
 		t := m.Transformer
@@ -399,6 +406,7 @@ func specFromProto(p *messages.CacheSpec) (actors.Spec, error) {
 		s.Mamba = &actors.MambaSpec{DType: dt, Metadata: mamba.Metadata{
 			NumHiddenLayers: int(t.GetNumHiddenLayers()), BatchSize: int(t.GetBatchSize()), IntermediateSize: int(t.GetIntermediateSize()),
 			SSMStateSize: int(t.GetSsmStateSize()), ConvKernelSize: int(t.GetConvKernelSize()),
+			PartitionAxis: rawFromProto(t.PartitionAxisJson),
 		}}
 	case *messages.CacheSpec_Mamba2:
 		t := m.Mamba2
@@ -406,6 +414,7 @@ func specFromProto(p *messages.CacheSpec) (actors.Spec, error) {
 			NumHiddenLayers: int(t.GetNumHiddenLayers()), BatchSize: int(t.GetBatchSize()), IntermediateSize: int(t.GetIntermediateSize()),
 			NumHeads: int(t.GetNumHeads()), HeadDim: int(t.GetHeadDim()), StateSize: int(t.GetStateSize()),
 			ConvKernelSize: int(t.GetConvKernelSize()), NGroups: int(t.GetNGroups()),
+			PartitionAxis: rawFromProto(t.PartitionAxisJson),
 		}}
 	case *messages.CacheSpec_Lightning:
 		t := m.Lightning
@@ -413,11 +422,182 @@ func specFromProto(p *messages.CacheSpec) (actors.Spec, error) {
 			BatchSize: optFromProto(t.BatchSize), NumHeads: optFromProto(t.NumHeads), HeadDim: optFromProto(t.HeadDim),
 			KeyHeads: optFromProto(t.KeyHeads), ValueHeads: optFromProto(t.ValueHeads),
 			KeyDim: optFromProto(t.KeyDim), ValueDim: optFromProto(t.ValueDim),
+			PartitionAxis: rawFromProto(t.PartitionAxisJson),
 		}}
 	default:
 		return actors.Spec{}, wireErr("spec.metadata is unset (want transformer, paged, mamba, mamba2 or lightning)")
 	}
 	return s, nil
+}
+
+// rawToProto returns a metadata's partition_axis JSON for an optional
+// bytes field: a copy, nil (absent) for nil, and present but empty for an
+// empty non-nil value (invalid JSON, which the layer's Validate reports on
+// the receiving side as it would on the sending side).
+func rawToProto(raw json.RawMessage) []byte {
+	return slices.Clone(raw)
+}
+
+// rawFromProto is rawToProto's inverse: absent gives nil, present gives a
+// non-nil copy, even when empty.
+func rawFromProto(b []byte) json.RawMessage {
+	if b == nil {
+		return nil
+	}
+	return append(json.RawMessage{}, b...)
+}
+
+// paMeshNames pairs the mesh-name fields of sharding.PartitionAxis with
+// those of its wire message, by EasyDeL's name.
+var paMeshNames = []struct {
+	name string
+	of   func(*sharding.PartitionAxis) *string
+	wire func(*messages.PartitionAxis) *string
+}{
+	{"data_parallel_axis", func(p *sharding.PartitionAxis) *string { return &p.DataParallelAxis },
+		func(p *messages.PartitionAxis) *string { return &p.DataParallelAxis }},
+	{"fully_sharded_data_parallel_axis", func(p *sharding.PartitionAxis) *string { return &p.FullyShardedDataParallelAxis },
+		func(p *messages.PartitionAxis) *string { return &p.FullyShardedDataParallelAxis }},
+	{"tensor_parallel_axis", func(p *sharding.PartitionAxis) *string { return &p.TensorParallelAxis },
+		func(p *messages.PartitionAxis) *string { return &p.TensorParallelAxis }},
+	{"sequence_parallel_axis", func(p *sharding.PartitionAxis) *string { return &p.SequenceParallelAxis },
+		func(p *messages.PartitionAxis) *string { return &p.SequenceParallelAxis }},
+	{"expert_parallel_axis", func(p *sharding.PartitionAxis) *string { return &p.ExpertParallelAxis },
+		func(p *messages.PartitionAxis) *string { return &p.ExpertParallelAxis }},
+}
+
+// paRules pairs the rules (MeshAxes fields) of sharding.PartitionAxis with
+// those of its wire message, by EasyDeL's name.
+var paRules = []struct {
+	name string
+	of   func(*sharding.PartitionAxis) *sharding.MeshAxes
+	wire func(*messages.PartitionAxis) **messages.MeshAxes
+}{
+	{"batch_axis", func(p *sharding.PartitionAxis) *sharding.MeshAxes { return &p.BatchAxis },
+		func(p *messages.PartitionAxis) **messages.MeshAxes { return &p.BatchAxis }},
+	{"sequence_axis", func(p *sharding.PartitionAxis) *sharding.MeshAxes { return &p.SequenceAxis },
+		func(p *messages.PartitionAxis) **messages.MeshAxes { return &p.SequenceAxis }},
+	{"query_sequence_axis", func(p *sharding.PartitionAxis) *sharding.MeshAxes { return &p.QuerySequenceAxis },
+		func(p *messages.PartitionAxis) **messages.MeshAxes { return &p.QuerySequenceAxis }},
+	{"head_axis", func(p *sharding.PartitionAxis) *sharding.MeshAxes { return &p.HeadAxis },
+		func(p *messages.PartitionAxis) **messages.MeshAxes { return &p.HeadAxis }},
+	{"kv_head_axis", func(p *sharding.PartitionAxis) *sharding.MeshAxes { return &p.KVHeadAxis },
+		func(p *messages.PartitionAxis) **messages.MeshAxes { return &p.KvHeadAxis }},
+	{"key_sequence_axis", func(p *sharding.PartitionAxis) *sharding.MeshAxes { return &p.KeySequenceAxis },
+		func(p *messages.PartitionAxis) **messages.MeshAxes { return &p.KeySequenceAxis }},
+	{"hidden_state_axis", func(p *sharding.PartitionAxis) *sharding.MeshAxes { return &p.HiddenStateAxis },
+		func(p *messages.PartitionAxis) **messages.MeshAxes { return &p.HiddenStateAxis }},
+	{"mlp_intermediate_axis", func(p *sharding.PartitionAxis) *sharding.MeshAxes { return &p.MLPIntermediateAxis },
+		func(p *messages.PartitionAxis) **messages.MeshAxes { return &p.MlpIntermediateAxis }},
+	{"vocab_axis", func(p *sharding.PartitionAxis) *sharding.MeshAxes { return &p.VocabAxis },
+		func(p *messages.PartitionAxis) **messages.MeshAxes { return &p.VocabAxis }},
+	{"expert_axis", func(p *sharding.PartitionAxis) *sharding.MeshAxes { return &p.ExpertAxis },
+		func(p *messages.PartitionAxis) **messages.MeshAxes { return &p.ExpertAxis }},
+	{"expert_gate_axis", func(p *sharding.PartitionAxis) *sharding.MeshAxes { return &p.ExpertGateAxis },
+		func(p *messages.PartitionAxis) **messages.MeshAxes { return &p.ExpertGateAxis }},
+	{"attention_dim_axis", func(p *sharding.PartitionAxis) *sharding.MeshAxes { return &p.AttentionDimAxis },
+		func(p *messages.PartitionAxis) **messages.MeshAxes { return &p.AttentionDimAxis }},
+	{"bias_head_sequence_axis", func(p *sharding.PartitionAxis) *sharding.MeshAxes { return &p.BiasHeadSequenceAxis },
+		func(p *messages.PartitionAxis) **messages.MeshAxes { return &p.BiasHeadSequenceAxis }},
+	{"bias_key_sequence_axis", func(p *sharding.PartitionAxis) *sharding.MeshAxes { return &p.BiasKeySequenceAxis },
+		func(p *messages.PartitionAxis) **messages.MeshAxes { return &p.BiasKeySequenceAxis }},
+	{"decode_batch_axis", func(p *sharding.PartitionAxis) *sharding.MeshAxes { return &p.DecodeBatchAxis },
+		func(p *messages.PartitionAxis) **messages.MeshAxes { return &p.DecodeBatchAxis }},
+	{"decode_query_sequence_axis", func(p *sharding.PartitionAxis) *sharding.MeshAxes { return &p.DecodeQuerySequenceAxis },
+		func(p *messages.PartitionAxis) **messages.MeshAxes { return &p.DecodeQuerySequenceAxis }},
+	{"decode_head_axis", func(p *sharding.PartitionAxis) *sharding.MeshAxes { return &p.DecodeHeadAxis },
+		func(p *messages.PartitionAxis) **messages.MeshAxes { return &p.DecodeHeadAxis }},
+	{"decode_kv_head_axis", func(p *sharding.PartitionAxis) *sharding.MeshAxes { return &p.DecodeKVHeadAxis },
+		func(p *messages.PartitionAxis) **messages.MeshAxes { return &p.DecodeKvHeadAxis }},
+	{"decode_key_sequence_axis", func(p *sharding.PartitionAxis) *sharding.MeshAxes { return &p.DecodeKeySequenceAxis },
+		func(p *messages.PartitionAxis) **messages.MeshAxes { return &p.DecodeKeySequenceAxis }},
+	{"decode_attention_dim_axis", func(p *sharding.PartitionAxis) *sharding.MeshAxes { return &p.DecodeAttentionDimAxis },
+		func(p *messages.PartitionAxis) **messages.MeshAxes { return &p.DecodeAttentionDimAxis }},
+	{"decode_attention_kv_dim_axis", func(p *sharding.PartitionAxis) *sharding.MeshAxes { return &p.DecodeAttentionKVDimAxis },
+		func(p *messages.PartitionAxis) **messages.MeshAxes { return &p.DecodeAttentionKvDimAxis }},
+}
+
+// partitionAxisToProto returns pa's wire form, every field as it stands
+// (nil gives nil: the default). A nil rule is an absent MeshAxes, an empty
+// non-nil one a present MeshAxes without names. A name that is not valid
+// UTF-8 (a proto string cannot hold it) is an error naming the field.
+func partitionAxisToProto(pa *sharding.PartitionAxis) (*messages.PartitionAxis, error) {
+	if pa == nil {
+		return nil, nil
+	}
+	p := &messages.PartitionAxis{}
+	for _, f := range paMeshNames {
+		v := *f.of(pa)
+		if !utf8.ValidString(v) {
+			return nil, wireErr("spec.PartitionAxis.%s is %q, which is not valid UTF-8: the wire carries UTF-8 names only", f.name, v)
+		}
+		*f.wire(p) = v
+	}
+	for _, f := range paRules {
+		r := *f.of(pa)
+		if r == nil {
+			continue
+		}
+		for _, name := range r {
+			if !utf8.ValidString(name) {
+				return nil, wireErr("spec.PartitionAxis.%s names %q, which is not valid UTF-8: the wire carries UTF-8 names only", f.name, name)
+			}
+		}
+		*f.wire(p) = &messages.MeshAxes{Names: slices.Clone([]string(r))}
+	}
+	return p, nil
+}
+
+// partitionAxisFromProto is partitionAxisToProto's inverse (nil gives
+// nil). The result is not validated: NewCache does that.
+func partitionAxisFromProto(p *messages.PartitionAxis) *sharding.PartitionAxis {
+	if p == nil {
+		return nil
+	}
+	pa := &sharding.PartitionAxis{}
+	for _, f := range paMeshNames {
+		*f.of(pa) = *f.wire(p)
+	}
+	for _, f := range paRules {
+		r := *f.wire(p)
+		if r == nil {
+			continue
+		}
+		*f.of(pa) = append(sharding.MeshAxes{}, r.GetNames()...)
+	}
+	return pa
+}
+
+// wireModes maps sharding's modes to the wire's; "" (the default) is
+// MODE_UNSPECIFIED.
+var wireModes = map[sharding.Mode]messages.Mode{
+	"":                   messages.Mode_MODE_UNSPECIFIED,
+	sharding.ModePrefill: messages.Mode_MODE_PREFILL,
+	sharding.ModeDecode:  messages.Mode_MODE_DECODE,
+	sharding.ModeTrain:   messages.Mode_MODE_TRAIN,
+	sharding.ModeInsert:  messages.Mode_MODE_INSERT,
+}
+
+// modeToProto returns m's wire form; a Mode other than "" and the four
+// modes is an error naming it.
+func modeToProto(m sharding.Mode) (messages.Mode, error) {
+	p, ok := wireModes[m]
+	if !ok {
+		return 0, wireErr("spec.Mode is %q: not a mode (want \"\", %q, %q, %q or %q)", m,
+			sharding.ModeDecode, sharding.ModePrefill, sharding.ModeInsert, sharding.ModeTrain)
+	}
+	return p, nil
+}
+
+// modeFromProto is modeToProto's inverse; a value the enum does not
+// define is an error naming it.
+func modeFromProto(p messages.Mode) (sharding.Mode, error) {
+	for m, w := range wireModes {
+		if w == p {
+			return m, nil
+		}
+	}
+	return "", wireErr("spec.mode %d is not a mode (want MODE_UNSPECIFIED, MODE_PREFILL, MODE_DECODE, MODE_TRAIN or MODE_INSERT)", int32(p))
 }
 
 // optToProto converts an optional int to an optional int64 field.

@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"reflect"
 	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/kvmesh/kvmesh/actors"
 	"github.com/kvmesh/kvmesh/layers/lightning"
@@ -139,7 +141,7 @@ func TestWireMaskRoundTrip(t *testing.T) {
 
 // wireMesh builds a mesh of sizes in the default order over devices
 // 0..n-1 with no memory (what a decoded mesh is).
-func wireMesh(t *testing.T, sizes map[string]int) *sharding.Mesh {
+func wireMesh(t testing.TB, sizes map[string]int) *sharding.Mesh {
 	n := 1
 	for _, s := range sizes {
 		n *= s
@@ -149,11 +151,45 @@ func wireMesh(t *testing.T, sizes map[string]int) *sharding.Mesh {
 	return &m
 }
 
-func TestWireSpecRoundTrip(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		spec actors.Spec
-	}{
+// wireKVHeadsOverTP is the default PartitionAxis with kv heads cut over tp
+// in every mode, as newer eformer releases default.
+func wireKVHeadsOverTP() *sharding.PartitionAxis {
+	pa := sharding.DefaultPartitionAxis()
+	pa.KVHeadAxis = sharding.MeshAxes{sharding.TP}
+	pa.DecodeKVHeadAxis = sharding.MeshAxes{sharding.TP}
+	return &pa
+}
+
+// wireSpecCase is a spec that travels unchanged.
+type wireSpecCase struct {
+	name string
+	spec actors.Spec
+}
+
+// wireSpecCases returns the specs TestWireSpecRoundTrip sends, also the
+// seeds of FuzzWireSpec.
+func wireSpecCases(t testing.TB) []wireSpecCase {
+	// a custom batch axis: batch rows over dp only, and over dp then fsdp
+	// while decoding; an explicitly empty (non-nil) rule for query lengths
+	customBatch := sharding.DefaultPartitionAxis()
+	customBatch.BatchAxis = sharding.MeshAxes{sharding.DP}
+	customBatch.DecodeBatchAxis = sharding.MeshAxes{sharding.DP, sharding.FSDP}
+	customBatch.DecodeQuerySequenceAxis = sharding.MeshAxes{}
+	// renamed mesh axes (a PartitionAxis need not use the mesh's names)
+	renamed := sharding.DefaultPartitionAxis()
+	renamed.TensorParallelAxis = "model"
+	renamed.HeadAxis = sharding.MeshAxes{"model"}
+	renamed.DecodeHeadAxis = nil
+	mmeta := mamba.Metadata{NumHiddenLayers: 3, BatchSize: 2, IntermediateSize: 6, SSMStateSize: 4, ConvKernelSize: 4}
+	m2meta := mamba2.Metadata{NumHiddenLayers: 2, BatchSize: 2, IntermediateSize: 8, NumHeads: 4, HeadDim: 2, StateSize: 3, ConvKernelSize: 4, NGroups: 2}
+	withPA := func(raw string) json.RawMessage { return json.RawMessage(raw) }
+	mambaPA, mamba2PA, lightningPA := mmeta, m2meta, lightning.Metadata{BatchSize: lightning.Ptr(2)}
+	mambaPA.PartitionAxis = withPA(`{"batch_axis":["fsdp","dp"],"kv_head_axis":"tp"}`)
+	mamba2PA.PartitionAxis = withPA(`{ "x" : 1 }`) // verbatim, not even compacted or checked
+	lightningPA.PartitionAxis = withPA(`1`)
+	mambaEmptyPA := mmeta
+	mambaEmptyPA.PartitionAxis = json.RawMessage{} // present and empty: not nil
+	return []wireSpecCase{
 		{"transformer with num_heads and head_dim", actors.Spec{Transformer: &actors.TransformerSpec{DType: tensor.BFloat16, Metadata: transformer.Metadata{
 			BatchSize: 4, SequenceLength: 64, NumHiddenLayers: 3, PadTokenID: 7, NumHeads: transformer.Ptr(8), HeadDim: transformer.Ptr(0),
 			KeyHeads: 8, ValueHeads: 2, KeyDim: 16, ValueDim: 32, UpdateCausalMask: false, CreateAttentionBias: true}}}},
@@ -161,26 +197,136 @@ func TestWireSpecRoundTrip(t *testing.T) {
 			Transformer: &actors.TransformerSpec{DType: tensor.Float64, Metadata: transformer.Metadata{
 				BatchSize: 2, SequenceLength: 8, NumHiddenLayers: 1, KeyHeads: 2, ValueHeads: 2, KeyDim: 4, ValueDim: 4, UpdateCausalMask: true}},
 			Mesh: wireMesh(t, map[string]int{sharding.DP: 2, sharding.FSDP: 1, sharding.TP: 2}), Mode: ""}},
+		{"transformer, kv heads over tp, on a mesh", actors.Spec{
+			Transformer: &actors.TransformerSpec{DType: tensor.BFloat16, Metadata: transformer.Metadata{
+				BatchSize: 2, SequenceLength: 8, NumHiddenLayers: 2, KeyHeads: 4, ValueHeads: 4, KeyDim: 4, ValueDim: 4}},
+			Mesh: wireMesh(t, map[string]int{sharding.DP: 2, sharding.TP: 2}), PartitionAxis: wireKVHeadsOverTP()}},
 		{"paged", actors.Spec{Paged: &actors.PagedSpec{DType: tensor.Float16, Metadata: paged.Metadata{
 			BatchSize: 3, NumHiddenLayers: 2, NumPagesPerLayer: 41, NumPagesPerSequence: 5, MaxSequences: 80, PageSize: 16,
 			NumKVHeads: 4, KVHeadDimSize: 64, HBMUtilization: 0.37}}, Mesh: wireMesh(t, map[string]int{sharding.SP: 3})}},
-		{"mamba", actors.Spec{Mamba: &actors.MambaSpec{DType: tensor.Float32, Metadata: mamba.Metadata{
-			NumHiddenLayers: 3, BatchSize: 2, IntermediateSize: 6, SSMStateSize: 4, ConvKernelSize: 4}}}},
-		{"mamba2", actors.Spec{Mamba2: &actors.Mamba2Spec{DType: tensor.BFloat16, Metadata: mamba2.Metadata{
-			NumHiddenLayers: 2, BatchSize: 2, IntermediateSize: 8, NumHeads: 4, HeadDim: 2, StateSize: 3, ConvKernelSize: 4, NGroups: 2}}}},
+		{"paged, custom batch axis, prefill mode", actors.Spec{Paged: &actors.PagedSpec{DType: tensor.Float32, Metadata: paged.Metadata{
+			BatchSize: 4, NumHiddenLayers: 1, NumPagesPerLayer: 9, NumPagesPerSequence: 4, MaxSequences: 8, PageSize: 4,
+			NumKVHeads: 2, KVHeadDimSize: 8, HBMUtilization: 0.5}},
+			Mesh: wireMesh(t, map[string]int{sharding.DP: 2, sharding.FSDP: 2}), PartitionAxis: &customBatch, Mode: sharding.ModePrefill}},
+		{"mamba", actors.Spec{Mamba: &actors.MambaSpec{DType: tensor.Float32, Metadata: mmeta}}},
+		{"mamba, metadata partition axis, insert mode, renamed tp", actors.Spec{Mamba: &actors.MambaSpec{DType: tensor.Float32, Metadata: mambaPA},
+			PartitionAxis: &renamed, Mode: sharding.ModeInsert}},
+		{"mamba, empty metadata partition axis, explicit decode mode", actors.Spec{Mamba: &actors.MambaSpec{DType: tensor.Float32, Metadata: mambaEmptyPA},
+			Mode: sharding.ModeDecode}},
+		{"mamba2", actors.Spec{Mamba2: &actors.Mamba2Spec{DType: tensor.BFloat16, Metadata: m2meta}}},
+		{"mamba2, metadata partition axis, train mode", actors.Spec{Mamba2: &actors.Mamba2Spec{DType: tensor.BFloat16, Metadata: mamba2PA},
+			Mode: sharding.ModeTrain}},
 		{"lightning, some sizes unset", actors.Spec{Lightning: &actors.LightningSpec{Layers: 5, DType: tensor.Float64, Metadata: lightning.Metadata{
 			BatchSize: lightning.Ptr(2), KeyHeads: lightning.Ptr(3), ValueHeads: lightning.Ptr(3), KeyDim: lightning.Ptr(0), ValueDim: lightning.Ptr(6)}}}},
 		{"lightning, all sizes set", actors.Spec{Lightning: &actors.LightningSpec{Layers: 1, DType: tensor.BFloat16, Metadata: lightning.Metadata{
 			BatchSize: lightning.Ptr(1), NumHeads: lightning.Ptr(2), HeadDim: lightning.Ptr(3), KeyHeads: lightning.Ptr(4),
 			ValueHeads: lightning.Ptr(5), KeyDim: lightning.Ptr(6), ValueDim: lightning.Ptr(7)}}}},
-	} {
+		{"lightning, metadata partition axis", actors.Spec{Lightning: &actors.LightningSpec{Layers: 2, DType: tensor.Float32, Metadata: lightningPA},
+			PartitionAxis: wireKVHeadsOverTP(), Mode: sharding.ModePrefill}},
+	}
+}
+
+func TestWireSpecRoundTrip(t *testing.T) {
+	for _, tc := range wireSpecCases(t) {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := specToProto(tc.spec)
 			require.NoError(t, err)
 			got, err := specFromProto(viaWire(t, p))
 			require.NoError(t, err)
 			assert.Equal(t, tc.spec, got)
+			// nil and empty stay apart
+			assert.Equal(t, metaPartitionAxis(tc.spec) == nil, metaPartitionAxis(got) == nil, "metadata partition axis nil")
+			if tc.spec.PartitionAxis != nil {
+				want, have := reflect.ValueOf(*tc.spec.PartitionAxis), reflect.ValueOf(*got.PartitionAxis)
+				for i := range want.NumField() {
+					if want.Field(i).Kind() == reflect.Slice {
+						assert.Equal(t, want.Field(i).IsNil(), have.Field(i).IsNil(), "PartitionAxis.%s nil", want.Type().Field(i).Name)
+					}
+				}
+			}
 		})
+	}
+}
+
+// metaPartitionAxis returns the metadata PartitionAxis of a Mamba, Mamba2
+// or lightning spec (nil for the other kinds).
+func metaPartitionAxis(s actors.Spec) json.RawMessage {
+	switch {
+	case s.Mamba != nil:
+		return s.Mamba.Metadata.PartitionAxis
+	case s.Mamba2 != nil:
+		return s.Mamba2.Metadata.PartitionAxis
+	case s.Lightning != nil:
+		return s.Lightning.Metadata.PartitionAxis
+	}
+	return nil
+}
+
+// Every field of sharding.PartitionAxis has a field of the wire message
+// with its EasyDeL (JSON) name, and a PartitionAxis whose fields all
+// differ travels unchanged: a field added to sharding.PartitionAxis but
+// not to the wire fails here rather than being dropped.
+func TestWirePartitionAxisEveryField(t *testing.T) {
+	var pa sharding.PartitionAxis
+	v := reflect.ValueOf(&pa).Elem()
+	wire := (&messages.PartitionAxis{}).ProtoReflect().Descriptor().Fields()
+	require.Equal(t, v.NumField(), wire.Len(), "fields of sharding.PartitionAxis and of messages.PartitionAxis")
+	for i := range v.NumField() {
+		f := v.Type().Field(i)
+		name := f.Tag.Get("json")
+		wf := wire.ByName(protoreflect.Name(name))
+		require.NotNil(t, wf, "PartitionAxis.%s (%s) has no wire field", f.Name, name)
+		switch f.Type {
+		case reflect.TypeFor[string]():
+			assert.Equal(t, protoreflect.StringKind, wf.Kind(), name)
+			v.Field(i).SetString(fmt.Sprintf("axis%d", i))
+		case reflect.TypeFor[sharding.MeshAxes]():
+			assert.Equal(t, protoreflect.FullName("kvmesh.v1.MeshAxes"), wf.Message().FullName(), name)
+			switch i % 3 {
+			case 0: // nil: None
+			case 1:
+				v.Field(i).Set(reflect.ValueOf(sharding.MeshAxes{fmt.Sprintf("a%d", i), fmt.Sprintf("b%d", i)}))
+			default:
+				v.Field(i).Set(reflect.ValueOf(sharding.MeshAxes{fmt.Sprintf("a%d", i)}))
+			}
+		default:
+			t.Fatalf("PartitionAxis.%s has type %s, which the wire test does not know", f.Name, f.Type)
+		}
+	}
+	p, err := partitionAxisToProto(&pa)
+	require.NoError(t, err)
+	got := partitionAxisFromProto(viaWire(t, p))
+	require.NotNil(t, got)
+	assert.Equal(t, pa, *got)
+	assert.Nil(t, partitionAxisFromProto(nil))
+	none, err := partitionAxisToProto(nil)
+	require.NoError(t, err)
+	assert.Nil(t, none)
+}
+
+// A non-default PartitionAxis and Mode reach the receiver with their
+// meaning: the decoded spec cuts layers as the sent one does.
+func TestWireSpecShardsTheSame(t *testing.T) {
+	spec := actors.Spec{Transformer: &actors.TransformerSpec{DType: tensor.Float32, Metadata: transformer.Metadata{
+		BatchSize: 2, SequenceLength: 4, NumHiddenLayers: 1, KeyHeads: 2, ValueHeads: 2, KeyDim: 2, ValueDim: 2}},
+		Mesh: wireMesh(t, map[string]int{sharding.DP: 2, sharding.TP: 2}), PartitionAxis: wireKVHeadsOverTP(), Mode: sharding.ModePrefill}
+	p, err := specToProto(spec)
+	require.NoError(t, err)
+	got, err := specFromProto(viaWire(t, p))
+	require.NoError(t, err)
+	want, err := spec.ShardedViews()
+	require.NoError(t, err)
+	have, err := got.ShardedViews()
+	require.NoError(t, err)
+	require.Len(t, have, len(want))
+	for l := range want {
+		wp, hp := want[l].Parts(), have[l].Parts()
+		require.Len(t, hp, len(wp))
+		for d := range wp {
+			requireSameView(t, fmt.Sprintf("layer %d device %d", l, d), wp[d], hp[d])
+			// kv heads are cut over tp: one of the two heads per device
+			assert.Equal(t, 1, hp[d].(transformer.View).Key().Shape()[2], "layer %d device %d: kv heads", l, d)
+		}
 	}
 }
 
@@ -191,17 +337,36 @@ func TestWireSpecDefaults(t *testing.T) {
 	one, err := sharding.NewMesh(sharding.MeshConfig{Devices: sharding.UniformDevices(1, 1<<30)})
 	require.NoError(t, err)
 
-	// The explicit default mode decodes as "", a mesh without axes as nil
-	// (a Spec treats both the same), and devices travel as 0..n-1.
-	p, err := specToProto(actors.Spec{Mamba: &actors.MambaSpec{Metadata: meta, DType: tensor.Float32}, Mode: sharding.ModeDecode, Mesh: &m})
+	// The defaults travel as absent fields: no partition axis, the
+	// unspecified mode, no metadata partition axis.
+	p, err := specToProto(actors.Spec{Mamba: &actors.MambaSpec{Metadata: meta, DType: tensor.Float32}, Mesh: &m})
 	require.NoError(t, err)
+	assert.Nil(t, p.GetPartitionAxis())
+	assert.Equal(t, messages.Mode_MODE_UNSPECIFIED, p.GetMode())
+	assert.Nil(t, p.GetMamba().PartitionAxisJson)
 	got, err := specFromProto(viaWire(t, p))
 	require.NoError(t, err)
+	assert.Nil(t, got.PartitionAxis)
 	assert.Equal(t, sharding.Mode(""), got.Mode)
+	assert.Nil(t, got.Mamba.Metadata.PartitionAxis)
+	// devices travel as 0..n-1
 	require.NotNil(t, got.Mesh)
 	assert.Equal(t, m.Axes(), got.Mesh.Axes())
 	assert.Equal(t, sharding.UniformDevices(4, 0), got.Mesh.Devices())
 
+	// The explicit default mode stays explicit, the default partition axis
+	// given explicitly stays given (a Spec treats both as the defaults).
+	pa := sharding.DefaultPartitionAxis()
+	p, err = specToProto(actors.Spec{Mamba: &actors.MambaSpec{Metadata: meta, DType: tensor.Float32}, Mode: sharding.ModeDecode, PartitionAxis: &pa})
+	require.NoError(t, err)
+	assert.Equal(t, messages.Mode_MODE_DECODE, p.GetMode())
+	got, err = specFromProto(viaWire(t, p))
+	require.NoError(t, err)
+	assert.Equal(t, sharding.ModeDecode, got.Mode)
+	require.NotNil(t, got.PartitionAxis)
+	assert.Equal(t, pa, *got.PartitionAxis)
+
+	// a mesh without axes decodes as nil
 	p, err = specToProto(actors.Spec{Mamba: &actors.MambaSpec{Metadata: meta, DType: tensor.Float32}, Mesh: &one})
 	require.NoError(t, err)
 	got, err = specFromProto(viaWire(t, p))
@@ -213,10 +378,13 @@ func TestWireSpecErrors(t *testing.T) {
 	tmeta := transformer.Metadata{BatchSize: 1, SequenceLength: 4, KeyHeads: 1, ValueHeads: 1, KeyDim: 2, ValueDim: 2}
 	mmeta := mamba.Metadata{NumHiddenLayers: 1, BatchSize: 1, IntermediateSize: 2, SSMStateSize: 2, ConvKernelSize: 2}
 	mspec := &actors.MambaSpec{Metadata: mmeta, DType: tensor.Float32}
-	pa := sharding.DefaultPartitionAxis()
 	reordered, err := sharding.NewMesh(sharding.MeshConfig{Sizes: map[string]int{sharding.DP: 2, sharding.TP: 2},
 		Order: []string{sharding.TP, sharding.DP}, Devices: sharding.UniformDevices(4, 0)})
 	require.NoError(t, err)
+	badMeshName := sharding.DefaultPartitionAxis()
+	badMeshName.TensorParallelAxis = "t\xffp"
+	badRule := sharding.DefaultPartitionAxis()
+	badRule.KVHeadAxis = sharding.MeshAxes{sharding.TP, "\xfe"}
 	for _, tc := range []struct {
 		name string
 		spec actors.Spec
@@ -226,14 +394,9 @@ func TestWireSpecErrors(t *testing.T) {
 		{"two kinds", actors.Spec{Mamba: mspec, Transformer: &actors.TransformerSpec{Metadata: tmeta, DType: tensor.Float32}}, "exactly one kind, got 2"},
 		{"starts", actors.Spec{Transformer: &actors.TransformerSpec{Metadata: tmeta, DType: tensor.Float32, Starts: []int32{1}}}, "spec.Transformer.Starts is [1]"},
 		{"pool", actors.Spec{Paged: &actors.PagedSpec{DType: tensor.Float32, Pool: &pagemanager.PoolConfig{PrefixCaching: true}}}, "spec.Paged.Pool"},
-		{"partition axis", actors.Spec{Mamba: mspec, PartitionAxis: &pa}, "spec.PartitionAxis is set"},
-		{"mode", actors.Spec{Mamba: mspec, Mode: sharding.ModePrefill}, fmt.Sprintf("spec.Mode is %q", sharding.ModePrefill)},
-		{"mamba partition axis", actors.Spec{Mamba: &actors.MambaSpec{DType: tensor.Float32, Metadata: mamba.Metadata{PartitionAxis: json.RawMessage(`{"x":1}`)}}},
-			`spec.Mamba.Metadata.PartitionAxis is {"x":1}`},
-		{"mamba2 partition axis", actors.Spec{Mamba2: &actors.Mamba2Spec{DType: tensor.Float32, Metadata: mamba2.Metadata{PartitionAxis: json.RawMessage(`{}`)}}},
-			"spec.Mamba2.Metadata.PartitionAxis"},
-		{"lightning partition axis", actors.Spec{Lightning: &actors.LightningSpec{DType: tensor.Float32, Metadata: lightning.Metadata{PartitionAxis: json.RawMessage(`1`)}}},
-			"spec.Lightning.Metadata.PartitionAxis"},
+		{"unknown mode", actors.Spec{Mamba: mspec, Mode: "__serve__"}, `spec.Mode is "__serve__": not a mode`},
+		{"mesh name not UTF-8", actors.Spec{Mamba: mspec, PartitionAxis: &badMeshName}, `spec.PartitionAxis.tensor_parallel_axis is "t\xffp", which is not valid UTF-8`},
+		{"rule name not UTF-8", actors.Spec{Mamba: mspec, PartitionAxis: &badRule}, `spec.PartitionAxis.kv_head_axis names "\xfe", which is not valid UTF-8`},
 		{"zero mesh", actors.Spec{Mamba: mspec, Mesh: &sharding.Mesh{}}, "zero Mesh"},
 		{"mesh order", actors.Spec{Mamba: mspec, Mesh: &reordered}, "axis order [tp dp]"},
 		{"dtype", actors.Spec{Mamba: &actors.MambaSpec{Metadata: mmeta}}, "spec mamba dtype DType(0)"},
@@ -266,6 +429,7 @@ func TestWireSpecErrors(t *testing.T) {
 		{"unknown axis", func(p *messages.CacheSpec) { p.Mesh = map[string]int64{"xx": 2} }, `unknown mesh axis "xx"`},
 		{"axis size", func(p *messages.CacheSpec) { p.Mesh = map[string]int64{"tp": 0} }, `spec.mesh axis "tp" has size 0`},
 		{"too many devices", func(p *messages.CacheSpec) { p.Mesh = map[string]int64{"tp": 1 << 11, "dp": 1 << 11} }, "more than 1048576 devices"},
+		{"unknown mode", func(p *messages.CacheSpec) { p.Mode = 42 }, "spec.mode 42 is not a mode"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := good()
@@ -277,6 +441,16 @@ func TestWireSpecErrors(t *testing.T) {
 	}
 	_, err = specFromProto(nil)
 	require.ErrorIs(t, err, actors.ErrInvalid)
+
+	// A partition axis the runtime rejects still travels: the receiver's
+	// NewCache reports it, as the sender's would.
+	empty := sharding.DefaultPartitionAxis()
+	empty.DataParallelAxis = ""
+	p, err := specToProto(actors.Spec{Mamba: mspec, PartitionAxis: &empty})
+	require.NoError(t, err)
+	got, err := specFromProto(viaWire(t, p))
+	require.NoError(t, err)
+	assert.Equal(t, empty, *got.PartitionAxis)
 }
 
 // wireCase is one cache driven through a sequence of writes: each write is
