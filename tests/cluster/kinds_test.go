@@ -136,7 +136,9 @@ func resultParts(r actors.Result) []actors.Result {
 }
 
 // Every cache kind runs clustered on three node processes, unsharded and
-// cut over a dp 2 x tp 2 mesh (a grain per layer and device): each step's
+// cut over a dp 2 x tp 2 mesh (a grain per layer and device; the
+// contiguous cache also with its kv heads over tp, a PartitionAxis other
+// than the default): each step's
 // results (a contiguous cache's key, value and mask) and every version's
 // views are byte-identical to the embedded runtime's, a step that writes
 // some layers only advances the others unchanged, and a transaction that
@@ -151,6 +153,11 @@ func TestEveryKindMatchesEmbedded(t *testing.T) {
 	mesh, err := sharding.NewMesh(sharding.MeshConfig{Sizes: map[string]int{sharding.DP: 2, sharding.FSDP: 1, sharding.TP: 2},
 		Devices: sharding.UniformDevices(4, 1<<30)})
 	require.NoError(t, err)
+	// kv heads over tp (newer eformer releases' default; v0.0.38 leaves
+	// them replicated): a non-default PartitionAxis sent to the grains
+	kvOverTP := sharding.DefaultPartitionAxis()
+	kvOverTP.KVHeadAxis = sharding.MeshAxes{sharding.TP}
+	kvOverTP.DecodeKVHeadAxis = sharding.MeshAxes{sharding.TP}
 	var cases []kindCase
 	for _, kc := range kindCases(t) {
 		cases = append(cases, kc)
@@ -158,6 +165,11 @@ func TestEveryKindMatchesEmbedded(t *testing.T) {
 		kc.name += "/dp2tp2"
 		kc.spec.Mesh = &mesh
 		cases = append(cases, kc)
+		if kc.spec.Transformer != nil {
+			kc.name += "/kv-heads-over-tp"
+			kc.spec.PartitionAxis = &kvOverTP
+			cases = append(cases, kc)
+		}
 	}
 	for _, kc := range cases {
 		t.Run(kc.name, func(t *testing.T) {
@@ -192,6 +204,10 @@ func TestEveryKindMatchesEmbedded(t *testing.T) {
 					ep, cp := resultParts(eres[i]), resultParts(cres[i])
 					require.Len(t, cp, len(ep))
 					for d := range ep {
+						if kc.spec.PartitionAxis != nil {
+							// each device holds one of the 2 kv heads
+							require.Equal(t, 1, cp[d].Key.Shape()[2], "step %d write %d device %d: kv heads of %v", step, i, d, cp[d].Key.Shape())
+						}
 						require.True(t, bytes.Equal(ep[d].Key.Bytes(), cp[d].Key.Bytes()), "step %d write %d device %d: key", step, i, d)
 						require.True(t, bytes.Equal(ep[d].Value.Bytes(), cp[d].Value.Bytes()), "step %d write %d device %d: value", step, i, d)
 						require.Equal(t, ep[d].Mask, cp[d].Mask, "step %d write %d device %d: mask", step, i, d)
