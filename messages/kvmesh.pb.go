@@ -3770,11 +3770,14 @@ func (x *TransferCommit) GetCrc32() []uint32 {
 
 // GrainInit (re)creates the grain's layer from spec at version 0.
 type GrainInit struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	CacheId       string                 `protobuf:"bytes,1,opt,name=cache_id,json=cacheId,proto3" json:"cache_id,omitempty"`
-	Layer         uint32                 `protobuf:"varint,2,opt,name=layer,proto3" json:"layer,omitempty"`
-	Shard         uint32                 `protobuf:"varint,3,opt,name=shard,proto3" json:"shard,omitempty"`
-	Spec          *CacheSpec             `protobuf:"bytes,4,opt,name=spec,proto3" json:"spec,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	CacheId string                 `protobuf:"bytes,1,opt,name=cache_id,json=cacheId,proto3" json:"cache_id,omitempty"`
+	Layer   uint32                 `protobuf:"varint,2,opt,name=layer,proto3" json:"layer,omitempty"`
+	Shard   uint32                 `protobuf:"varint,3,opt,name=shard,proto3" json:"shard,omitempty"`
+	Spec    *CacheSpec             `protobuf:"bytes,4,opt,name=spec,proto3" json:"spec,omitempty"`
+	// Published versions the grain keeps readable, the current one
+	// included; 0 means the default (16, as the embedded runtime).
+	History       uint32 `protobuf:"varint,5,opt,name=history,proto3" json:"history,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3835,6 +3838,13 @@ func (x *GrainInit) GetSpec() *CacheSpec {
 		return x.Spec
 	}
 	return nil
+}
+
+func (x *GrainInit) GetHistory() uint32 {
+	if x != nil {
+		return x.History
+	}
+	return 0
 }
 
 // GrainWrite stages write on top of base_version (the grain's committed
@@ -4699,12 +4709,13 @@ const file_kvmesh_proto_rawDesc = "" +
 	"\x0eTransferCommit\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12\x14\n" +
-	"\x05crc32\x18\x02 \x03(\aR\x05crc32\"|\n" +
+	"\x05crc32\x18\x02 \x03(\aR\x05crc32\"\x96\x01\n" +
 	"\tGrainInit\x12\x19\n" +
 	"\bcache_id\x18\x01 \x01(\tR\acacheId\x12\x14\n" +
 	"\x05layer\x18\x02 \x01(\rR\x05layer\x12\x14\n" +
 	"\x05shard\x18\x03 \x01(\rR\x05shard\x12(\n" +
-	"\x04spec\x18\x04 \x01(\v2\x14.kvmesh.v1.CacheSpecR\x04spec\"\xd9\x01\n" +
+	"\x04spec\x18\x04 \x01(\v2\x14.kvmesh.v1.CacheSpecR\x04spec\x12\x18\n" +
+	"\ahistory\x18\x05 \x01(\rR\ahistory\"\xd9\x01\n" +
 	"\n" +
 	"GrainWrite\x12\x19\n" +
 	"\bcache_id\x18\x01 \x01(\tR\acacheId\x12\x14\n" +

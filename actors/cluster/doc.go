@@ -41,8 +41,12 @@
 // Remote traffic uses transfer.RemoteOptions: gRPC limits raised the same
 // way on both sides, and optional mutual TLS.
 //
-// Limits: a grain keeps the current version and the one before it
-// (Snapshot of older versions is ErrNotFound); InsertWrite (a transformer
+// A grain keeps the last Config.History published versions
+// (DefaultHistory, 16, by default), as the embedded runtime does;
+// Snapshot of an older one is ErrNotFound. Versions share unchanged
+// storage, so a kept version costs what its writes changed.
+//
+// Limits: InsertWrite (a transformer
 // cache's insert of another cache's view) cannot be sent to a grain; a
 // spec's mesh must keep the default axis order (the wire carries mesh axis
 // sizes only), and its PartitionAxis must name mesh axes in valid UTF-8

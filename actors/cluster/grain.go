@@ -17,13 +17,20 @@ import (
 // larger than this travels in parts (GrainPart, GrainFetch).
 const partSize = 1 << 20
 
+// DefaultHistory is how many published versions a grain keeps readable by
+// Snapshot, the current one included, when Config.History is 0: the
+// embedded runtime's default too. Versions share their unchanged storage,
+// so a kept version costs only what its writes changed.
+const DefaultHistory = 16
+
 // keptReplies is how many large replies a grain keeps for their parts to
 // be fetched (and re-sent replies of completed part-wise writes).
 const keptReplies = 8
 
 // shardGrain holds one layer shard of one cache: its committed view, the
-// one before it (so a reader of the previous version during a commit
-// still reads it), and a staged view. Writes are applied with
+// views of the versions before it (as many as GrainInit.history asks, the
+// current one included: Snapshot reads them, and a reader of the previous
+// version during a commit still reads it), and a staged view. Writes are applied with
 // actors.Apply, the embedded runtime's own code. It draws a random epoch
 // when it activates: after its member dies, the grain re-activates
 // elsewhere empty, with another epoch, and every request naming the old
@@ -38,8 +45,8 @@ type shardGrain struct {
 
 	version   uint64
 	view      any
-	prev      any
-	hasPrev   bool
+	older     []any // views of versions version-len(older) .. version-1
+	history   int   // versions kept readable, the current one included
 	staged    any
 	hasStaged bool
 	stagedVer uint64
@@ -130,7 +137,11 @@ func (g *shardGrain) Receive(c actor.Context) {
 	case *messages.GrainInit:
 		spec, v, err := initView(m)
 		if err == nil {
-			*g = shardGrain{epoch: g.epoch, cacheID: m.CacheId, layer: int(m.Layer), kind: kindOf(m.Spec), spec: spec, init: true, view: v}
+			history := int(m.History)
+			if history == 0 {
+				history = DefaultHistory
+			}
+			*g = shardGrain{epoch: g.epoch, cacheID: m.CacheId, layer: int(m.Layer), kind: kindOf(m.Spec), spec: spec, init: true, view: v, history: history}
 		}
 		c.Respond(g.reply(err))
 	case *messages.GrainWrite:
@@ -267,25 +278,30 @@ func (g *shardGrain) commit(m *messages.GrainCommit) *messages.GrainReply {
 	case !g.hasStaged || g.stagedVer != m.Version:
 		return g.reply(fmt.Errorf("%w: cache %s layer %d: commit of version %d, staged is %d", ErrStale, m.CacheId, g.layer, m.Version, g.stagedVer))
 	default:
-		g.prev, g.hasPrev = g.view, true
+		g.older = append(g.older, g.view)
+		if drop := len(g.older) - (g.history - 1); drop > 0 {
+			clear(g.older[:drop]) // let the collector have the views
+			g.older = g.older[drop:]
+		}
 		g.view, g.version = g.staged, m.Version
 		g.staged, g.hasStaged = nil, false
 	}
 	return g.reply(nil)
 }
 
-// read returns the view of the committed version or the one before it.
+// read returns the view of the committed version or of a kept older one.
 func (g *shardGrain) read(m *messages.GrainRead) *messages.GrainReply {
 	if err := g.check(m.CacheId, m.Epoch); err != nil {
 		return g.reply(err)
 	}
 	v := g.view
-	switch {
-	case m.Version == g.version:
-	case g.hasPrev && m.Version+1 == g.version:
-		v = g.prev
-	default:
-		return g.reply(fmt.Errorf("%w: cache %s layer %d: version %d (the grain holds %d)", ErrNotFound, m.CacheId, g.layer, m.Version, g.version))
+	if m.Version != g.version {
+		back := g.version - m.Version // how many versions before the current one
+		if m.Version > g.version || back > uint64(len(g.older)) {
+			return g.reply(fmt.Errorf("%w: cache %s layer %d: version %d (the grain holds versions %d..%d)",
+				ErrNotFound, m.CacheId, g.layer, m.Version, g.version-uint64(len(g.older)), g.version))
+		}
+		v = g.older[uint64(len(g.older))-back]
 	}
 	rep := g.reply(nil)
 	if m.CheckOnly {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand"
 	"testing"
 	"time"
@@ -75,6 +76,44 @@ func TestShardGrainEpochs(t *testing.T) {
 	bad := ask(spawn(), &messages.GrainInit{CacheId: "p", Spec: &messages.CacheSpec{Metadata: &messages.CacheSpec_Paged{Paged: &messages.PagedMetadata{}}}})
 	assert.Equal(t, messages.Code_CODE_INVALID_ARGUMENT, bad.Status.Code)
 	assert.Contains(t, bad.Status.Message, "spec.storage.dtype")
+}
+
+// A grain keeps the number of versions its GrainInit asks for, the
+// current one included (DefaultHistory when 0), each readable with its
+// own bytes; older and future versions are not found, naming the range.
+func TestShardGrainHistory(t *testing.T) {
+	spec := &messages.CacheSpec{Metadata: &messages.CacheSpec_Mamba{Mamba: &messages.MambaMetadata{NumHiddenLayers: 1, BatchSize: 1,
+		IntermediateSize: 1, SsmStateSize: 1, ConvKernelSize: 2}}, Storage: &messages.Storage{Dtype: messages.DType_DTYPE_FLOAT32}}
+	for _, tc := range []struct {
+		history uint32
+		kept    int
+	}{{3, 3}, {1, 1}, {0, DefaultHistory}} {
+		t.Run(fmt.Sprint(tc.history), func(t *testing.T) {
+			ask := newGrain(t)
+			init := ask(&messages.GrainInit{CacheId: "h", Spec: spec, History: tc.history})
+			require.Equal(t, messages.Code_CODE_OK, init.Status.Code)
+			const last = 20
+			for v := 1; v <= last; v++ { // version v's state is v
+				state := tensor.Must(tensor.FromFloat64s(tensor.Float32, []float64{float64(v)}, 1, 1, 1))
+				w := &messages.LayerWrite{Write: &messages.LayerWrite_ConvSsm{ConvSsm: &messages.ConvSSMWrite{SsmState: tensorToProto(state)}}}
+				require.Equal(t, messages.Code_CODE_OK, ask(&messages.GrainWrite{CacheId: "h", Epoch: init.Epoch, BaseVersion: uint64(v - 1), Write: w}).Status.Code)
+				require.Equal(t, messages.Code_CODE_OK, ask(&messages.GrainCommit{CacheId: "h", Epoch: init.Epoch, Version: uint64(v)}).Status.Code)
+			}
+			oldest := last - tc.kept + 1
+			for v := 0; v <= last+1; v++ {
+				rep := ask(&messages.GrainRead{CacheId: "h", Epoch: init.Epoch, Version: uint64(v)})
+				if v < oldest || v > last {
+					assert.Equal(t, messages.Code_CODE_NOT_FOUND, rep.Status.Code, "version %d", v)
+					assert.Contains(t, rep.Status.Message, fmt.Sprintf("holds versions %d..%d", oldest, last))
+					continue
+				}
+				require.Equal(t, messages.Code_CODE_OK, rep.Status.Code, "version %d", v)
+				view, err := mamba.UnmarshalView(rep.View)
+				require.NoError(t, err)
+				assert.Equal(t, []float64{float64(v)}, view.SSMStates().Float64s(), "version %d", v)
+			}
+		})
+	}
 }
 
 // newGrain spawns a shard grain on an actor system of its own (shut down
@@ -172,6 +211,8 @@ func TestConfigValidate(t *testing.T) {
 		{Config{Listen: "127.0.0.1:4000", Members: []string{"nope"}}, `member "nope"`},
 		{Config{Listen: "127.0.0.1:4000", Provider: "etcd"}, "needs --etcd"},
 		{Config{Listen: "127.0.0.1:4000", Provider: "consul"}, `provider "consul"`},
+		{Config{Listen: "127.0.0.1:4000", Members: []string{"127.0.0.1:4000"}, History: -1}, "history -1, want 0..65536"},
+		{Config{Listen: "127.0.0.1:4000", Members: []string{"127.0.0.1:4000"}, History: 1 << 20}, "history 1048576"},
 	} {
 		err := tc.cfg.Validate()
 		require.ErrorIs(t, err, ErrConfig)

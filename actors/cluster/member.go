@@ -44,6 +44,9 @@ const (
 	HealthPortOffset = 1000
 )
 
+// maxHistory bounds Config.History.
+const maxHistory = 1 << 16
+
 // Config configures a cluster member or client.
 type Config struct {
 	// Listen is host:port of the member's gRPC listener.
@@ -62,6 +65,10 @@ type Config struct {
 	TLS *transfer.TLSFiles
 	// RequestTimeout bounds one grain call (default 5 s).
 	RequestTimeout time.Duration
+	// History is how many published versions the grains of a Runtime's
+	// caches keep readable by Snapshot, the current one included (0:
+	// DefaultHistory). Members ignore it.
+	History int
 	// Logger receives protoactor's logs (nil: errors only, to stderr).
 	Logger *slog.Logger
 	// Meter, when set, turns metrics on (OpenTelemetry). A Runtime records
@@ -74,6 +81,9 @@ type Config struct {
 
 // Validate reports a bad field, naming it and its value.
 func (c Config) Validate() error {
+	if c.History < 0 || c.History > maxHistory {
+		return fmt.Errorf("%w: history %d, want 0..%d (0: the default, %d)", ErrConfig, c.History, maxHistory, DefaultHistory)
+	}
 	if _, _, err := hostPort(c.Listen); err != nil {
 		return fmt.Errorf("%w: listen %q: %v", ErrConfig, c.Listen, err)
 	}

@@ -67,6 +67,7 @@ type Runtime struct {
 	timeout time.Duration
 	calls   atomic.Uint64
 	meters  *meters.Set // nil without Config.Meter
+	history int         // Config.History
 }
 
 // NewRuntime joins the cluster described by cfg as a client.
@@ -79,7 +80,7 @@ func NewRuntime(cfg Config) (*Runtime, error) {
 	if t == 0 {
 		t = 5 * time.Second
 	}
-	return &Runtime{m: m, timeout: t, meters: m.meters}, nil
+	return &Runtime{m: m, timeout: t, meters: m.meters, history: cfg.History}, nil
 }
 
 // Code names err's status code as the metrics label it, as actors.Code
@@ -302,7 +303,7 @@ func (r *Runtime) NewCache(id string, spec actors.Spec) (*Cache, error) {
 		}
 	}
 	reps, err := c.each(context.Background(), func(l, s int) any {
-		return &messages.GrainInit{CacheId: id, Layer: uint32(l), Shard: uint32(s), Spec: ps}
+		return &messages.GrainInit{CacheId: id, Layer: uint32(l), Shard: uint32(s), Spec: ps, History: uint32(r.history)}
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create cache %s: %w", id, err)
@@ -629,10 +630,10 @@ func (c *Cache) Current(ctx context.Context) (_ actors.Version, err error) {
 	return c.read(ctx, n, views)
 }
 
-// Snapshot returns version number if the grains still hold it: the
-// current version or the one before it (a grain keeps the version a
-// commit replaced, for readers that started before it); older versions
-// are ErrNotFound. The embedded runtime keeps a longer history.
+// Snapshot returns version number if the grains still hold it: the last
+// Config.History versions (DefaultHistory, 16, when 0), the current one
+// included, as the embedded runtime keeps; older and future versions are
+// ErrNotFound.
 func (c *Cache) Snapshot(ctx context.Context, number uint64) (_ actors.Version, err error) {
 	defer c.observe("snapshot", time.Now(), &err)
 	c.mu.Lock()

@@ -69,8 +69,8 @@ func TestClusterMetrics(t *testing.T) {
 	}
 	_, _, err = c.Step(ctx, 0, stepWrites(r, 2, 0))
 	require.ErrorIs(t, err, actors.ErrStale)
-	_, err = c.Snapshot(ctx, 0)
-	require.ErrorIs(t, err, actors.ErrNotFound, "a grain keeps two versions")
+	_, err = c.Snapshot(ctx, 9)
+	require.ErrorIs(t, err, actors.ErrNotFound, "version 9 was never published")
 
 	got := requestCounts(t, reader)
 	assert.Equal(t, map[string]uint64{
@@ -80,8 +80,8 @@ func TestClusterMetrics(t *testing.T) {
 	}, got)
 
 	// The node answered every grain call: two layers, each initialised,
-	// written and committed twice, read once (the refused snapshot); the
-	// stale step never reached it.
+	// written and committed twice, read once (the refused snapshot of a
+	// version never published); the stale step never reached it.
 	res, err := http.Get("http://" + metricsAddr + "/metrics")
 	require.NoError(t, err)
 	defer func() { _ = res.Body.Close() }()
