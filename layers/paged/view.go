@@ -183,54 +183,73 @@ func (v View) WritePrefill(key, value tensor.Tensor, m StepMetadata) (View, erro
 	if err := v.checkKV(key, value, -1); err != nil {
 		return View{}, fmt.Errorf("write prefill: %w", err)
 	}
-	T := key.Dim(0)
-	if T == 0 {
-		return View{}, fmt.Errorf("%w: write prefill: the chunk has no tokens", ErrShape)
+	start, end, err := v.prefillSpan(m, key.Dim(0))
+	if err != nil {
+		return View{}, err
 	}
-	start := 0
+	if end == start {
+		return v, nil // only padding
+	}
+	ks, _ := v.stores()
+	kenc, venc, err := v.encode(ks, key, value)
+	if err != nil {
+		return View{}, fmt.Errorf("write prefill: %w", err)
+	}
+	return v.writeSpan(&kenc, &venc, m.PrefillPageTable, start, end, "write prefill")
+}
+
+// prefillSpan checks a prefill chunk of T rows against m (positions,
+// length, page table) and returns the positions [start, end) of its real
+// tokens; their pages are in the pool.
+func (v View) prefillSpan(m StepMetadata, T int) (start, end int, err error) {
+	if T == 0 {
+		return 0, 0, fmt.Errorf("%w: write prefill: the chunk has no tokens", ErrShape)
+	}
 	if m.PrefillPosition != nil {
 		if len(m.PrefillPosition) != T {
-			return View{}, fmt.Errorf("%w: prefill_position has %d entries for a chunk of %d tokens", ErrShape, len(m.PrefillPosition), T)
+			return 0, 0, fmt.Errorf("%w: prefill_position has %d entries for a chunk of %d tokens", ErrShape, len(m.PrefillPosition), T)
 		}
 		start = int(m.PrefillPosition[0])
 	}
 	if start < 0 {
-		return View{}, fmt.Errorf("%w: prefill chunk starts at position %d", ErrOutOfRange, start)
+		return 0, 0, fmt.Errorf("%w: prefill chunk starts at position %d", ErrOutOfRange, start)
 	}
-	end := int(m.PrefillLength)
+	end = int(m.PrefillLength)
 	if end < start || end > start+T {
-		return View{}, fmt.Errorf("%w: prefill_length %d outside [%d, %d] for a chunk of %d tokens at position %d",
+		return 0, 0, fmt.Errorf("%w: prefill_length %d outside [%d, %d] for a chunk of %d tokens at position %d",
 			ErrOutOfRange, end, start, start+T, T, start)
 	}
 	if m.PrefillPosition != nil {
 		for t := range end - start {
 			if int(m.PrefillPosition[t]) != start+t {
-				return View{}, fmt.Errorf("%w: prefill_position[%d] is %d, want %d (real tokens sit at consecutive positions)",
+				return 0, 0, fmt.Errorf("%w: prefill_position[%d] is %d, want %d (real tokens sit at consecutive positions)",
 					ErrStep, t, m.PrefillPosition[t], start+t)
 			}
 		}
 	}
 	if end == start {
-		return v, nil // only padding
+		return start, end, nil
 	}
 	ps := v.meta.PageSize
 	table := m.PrefillPageTable
 	if last := (end - 1) / ps; last >= len(table) {
-		return View{}, fmt.Errorf("%w: prefill position %d needs logical page %d, but the page table has %d entries (%d positions)",
+		return 0, 0, fmt.Errorf("%w: prefill position %d needs logical page %d, but the page table has %d entries (%d positions)",
 			ErrOutOfRange, end-1, last, len(table), len(table)*ps)
 	}
 	for lp := start / ps; lp <= (end-1)/ps; lp++ {
 		if !v.validPage(table[lp]) {
-			return View{}, v.pageError(table[lp], fmt.Sprintf("prefill_page_table[%d]", lp))
+			return 0, 0, v.pageError(table[lp], fmt.Sprintf("prefill_page_table[%d]", lp))
 		}
 	}
+	return start, end, nil
+}
 
-	h, n := v.meta.NumKVHeads, v.meta.NumPagesPerLayer
+// writeSpan writes encoded rows (token-major: row t*Hkv+h is token t of
+// head h) of positions [start, end) through table, as prefillSpan checked
+// them, and returns the new view.
+func (v View) writeSpan(kenc, venc *kvquant.Encoded, table []int32, start, end int, what string) (View, error) {
+	h, n, ps := v.meta.NumKVHeads, v.meta.NumPagesPerLayer, v.meta.PageSize
 	ks, vs := v.stores()
-	kenc, venc, err := v.encode(ks, key, value)
-	if err != nil {
-		return View{}, fmt.Errorf("write prefill: %w", err)
-	}
 	ke, ve := ks.Edit(), vs.Edit()
 	for lp := start / ps; lp <= (end-1)/ps; lp++ {
 		phys := int(table[lp])
@@ -238,11 +257,11 @@ func (v View) WritePrefill(key, value tensor.Tensor, m StepMetadata) (View, erro
 		for hi := range h {
 			// Positions p0..p1-1 of one head fill a contiguous run of the page.
 			dst, src := (hi*n+phys)*ps+p0-lp*ps, (p0-start)*h+hi
-			if err := ke.WriteRows(dst, &kenc, src, h, p1-p0); err != nil {
-				return View{}, fmt.Errorf("write prefill key: %w", err)
+			if err := ke.WriteRows(dst, kenc, src, h, p1-p0); err != nil {
+				return View{}, fmt.Errorf("%s key: %w", what, err)
 			}
-			if err := ve.WriteRows(dst, &venc, src, h, p1-p0); err != nil {
-				return View{}, fmt.Errorf("write prefill value: %w", err)
+			if err := ve.WriteRows(dst, venc, src, h, p1-p0); err != nil {
+				return View{}, fmt.Errorf("%s value: %w", what, err)
 			}
 		}
 	}
@@ -342,18 +361,8 @@ func (v View) decodeTarget(m StepMetadata, b int) (phys, off int, err error) {
 // of tests. A length past the page table or a page outside [0, N) is an
 // error.
 func (v View) Gather(pageTable []int32, length int) (k, val tensor.Tensor, err error) {
-	if err := v.checkPresent(); err != nil {
+	if err := v.checkGather(pageTable, length); err != nil {
 		return k, val, err
-	}
-	ps := v.meta.PageSize
-	if length < 0 || length > len(pageTable)*ps {
-		return k, val, fmt.Errorf("%w: gather length %d, want 0..%d (%d pages of %d positions)",
-			ErrOutOfRange, length, len(pageTable)*ps, len(pageTable), ps)
-	}
-	for lp := 0; lp*ps < length; lp++ {
-		if !v.validPage(pageTable[lp]) {
-			return k, val, v.pageError(pageTable[lp], fmt.Sprintf("page table entry %d", lp))
-		}
 	}
 	if v.IsQuantized() {
 		ks, vs := v.stores()
@@ -365,13 +374,32 @@ func (v View) Gather(pageTable []int32, length int) (k, val tensor.Tensor, err e
 		}
 		return k, val, nil
 	}
-	if k, err = v.gather(v.key, pageTable, length); err != nil {
+	if k, err = v.gather(v.key, v.meta.KVHeadDimSize, pageTable, length); err != nil {
 		return tensor.Tensor{}, tensor.Tensor{}, err
 	}
-	if val, err = v.gather(v.value, pageTable, length); err != nil {
+	if val, err = v.gather(v.value, v.meta.KVHeadDimSize, pageTable, length); err != nil {
 		return tensor.Tensor{}, tensor.Tensor{}, err
 	}
 	return k, val, nil
+}
+
+// checkGather checks that the view is present and that the first length
+// positions of pageTable are in the pool.
+func (v View) checkGather(pageTable []int32, length int) error {
+	if err := v.checkPresent(); err != nil {
+		return err
+	}
+	ps := v.meta.PageSize
+	if length < 0 || length > len(pageTable)*ps {
+		return fmt.Errorf("%w: gather length %d, want 0..%d (%d pages of %d positions)",
+			ErrOutOfRange, length, len(pageTable)*ps, len(pageTable), ps)
+	}
+	for lp := 0; lp*ps < length; lp++ {
+		if !v.validPage(pageTable[lp]) {
+			return v.pageError(pageTable[lp], fmt.Sprintf("page table entry %d", lp))
+		}
+	}
+	return nil
 }
 
 // gatherQuantized is gather for a quantized pool: it dequantizes the rows
@@ -395,23 +423,27 @@ func (v View) gatherQuantized(pool kvquant.Store, pageTable []int32, length int)
 	return tensor.FromFloat64s(pool.DType, out, length, h, d)
 }
 
-func (v View) gather(pages tensor.Tensor, pageTable []int32, length int) (tensor.Tensor, error) {
-	h, d, ps := v.meta.NumKVHeads, v.meta.KVHeadDimSize, v.meta.PageSize
+// gather reads the first length positions through pageTable from pages,
+// a pool component of per elements per row (D values, or a quantized
+// pool's codes or scales), bytes as stored, into a (length, Hkv, per)
+// tensor.
+func (v View) gather(pages tensor.Tensor, per int, pageTable []int32, length int) (tensor.Tensor, error) {
+	h, ps := v.meta.NumKVHeads, v.meta.PageSize
 	dt := pages.DType()
 	es := dt.Size()
-	out := make([]byte, length*h*d*es)
-	run := make([]byte, ps*d*es)
+	out := make([]byte, length*h*per*es)
+	run := make([]byte, ps*per*es)
 	for lp := 0; lp*ps < length; lp++ {
 		n := min(ps, length-lp*ps) // positions of this page to read
 		for hi := range h {
-			if err := pages.ReadBytes(run[:n*d*es], dt, v.offset(hi, int(pageTable[lp]), 0)); err != nil {
+			if err := pages.ReadBytes(run[:n*per*es], dt, v.row(hi, int(pageTable[lp]), 0)*per); err != nil {
 				return tensor.Tensor{}, fmt.Errorf("gather: %w", err)
 			}
 			for o := range n {
 				t := lp*ps + o
-				copy(out[(t*h+hi)*d*es:], run[o*d*es:(o+1)*d*es])
+				copy(out[(t*h+hi)*per*es:], run[o*per*es:(o+1)*per*es])
 			}
 		}
 	}
-	return tensor.FromBytes(dt, out, length, h, d)
+	return tensor.FromBytes(dt, out, length, h, per)
 }

@@ -517,3 +517,26 @@ func allZero(b []byte) bool {
 	}
 	return true
 }
+
+// Wrap returns rows already in f's stored form as an Encoded, for writing
+// them verbatim (Editor.WriteRows copies them byte for byte): data holds
+// DataPerRow elements of DataDType per row, scales ScalesPerRow elements
+// of DType per row (the zero Tensor when f is unquantized). Only the
+// element counts and dtypes are checked, not the shapes.
+func (f Format) Wrap(data, scales tensor.Tensor) (Encoded, error) {
+	dp, sp := f.DataPerRow(), f.ScalesPerRow()
+	if data.IsZero() || data.DType() != f.DataDType() || data.Len()%dp != 0 {
+		return Encoded{}, fmt.Errorf("stored data %s is not whole rows of %d %s elements", data, dp, f.DataDType())
+	}
+	rows := data.Len() / dp
+	if !f.Quantized() {
+		if !scales.IsZero() {
+			return Encoded{}, fmt.Errorf("scales %s given for unquantized %s rows", scales, f.DType)
+		}
+		return Encoded{f: f, data: data}, nil
+	}
+	if scales.IsZero() || scales.DType() != f.DType || scales.Len() != rows*sp {
+		return Encoded{}, fmt.Errorf("stored scales %s, want %d rows of %d %s elements", scales, rows, sp, f.DType)
+	}
+	return Encoded{f: f, data: data, scales: scales}, nil
+}
