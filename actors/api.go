@@ -96,11 +96,26 @@ type TransformerSpec struct {
 type PagedSpec struct {
 	Metadata paged.Metadata
 	DType    tensor.DType
+	// Quantization and BlockSize store the pages quantized
+	// (paged.InitStorage with paged.Storage{DType, Quantization,
+	// BlockSize}): tensor.Int8 or tensor.NF4 codes with DType scales; the
+	// zero values store DType values. A quantized paged cache cannot be
+	// sharded (a Mesh of more than one device is refused: a part view of
+	// codes and scales is not built yet) nor sent to a cluster (the wire
+	// refuses it).
+	Quantization tensor.Quantization
+	BlockSize    int
 	// Pool, when set, gives the cache a serving-grade page pool
 	// (pagemanager.Pool: prefix caching, eviction, fork, KV events on the
 	// event stream) instead of EasyDeL's HBMPageManager; zero NumPages and
 	// PageSize are taken from Metadata.
 	Pool *pagemanager.PoolConfig
+}
+
+// Storage returns how the cache stores its pages: paged.Storage{DType,
+// Quantization, BlockSize}.
+func (p *PagedSpec) Storage() paged.Storage {
+	return paged.Storage{DType: p.DType, Quantization: p.Quantization, BlockSize: p.BlockSize}
 }
 
 // MambaSpec describes a Mamba state cache (mamba.Init).
@@ -128,6 +143,10 @@ func (s Spec) initialViews() ([]any, *pagemanager.HBMPageManager, error) {
 	shard, pa, mode, err := s.sharded()
 	if err != nil {
 		return nil, nil, err
+	}
+	if shard && s.Paged != nil && s.Paged.Quantization != tensor.None {
+		return nil, nil, errorf(ErrInvalid, "a paged cache stored as %s cannot be sharded over %s (quantized part views are not supported; use a mesh of one device)",
+			s.Paged.Storage(), s.Mesh)
 	}
 	views, pm, err := s.fullViews()
 	if err != nil || !shard {
@@ -171,7 +190,7 @@ func (s Spec) fullViews() ([]any, *pagemanager.HBMPageManager, error) {
 		}
 		return views, nil, collect(c.Len(), func(i int) (any, error) { return c.View(i) })
 	case s.Paged != nil:
-		c, err := paged.Init(s.Paged.Metadata, s.Paged.DType)
+		c, err := paged.InitStorage(s.Paged.Metadata, s.Paged.Storage())
 		if err != nil {
 			return nil, nil, err
 		}

@@ -106,6 +106,32 @@ func (w *PagedWrite) split(base *Sharded) ([]Write, error) {
 	return out, nil
 }
 
+// split cuts unquantized rows by the pages' head specs, as PagedWrite's
+// prefill tokens; quantized rows are refused (a quantized paged cache is
+// never sharded: NewCache refuses it).
+func (w *PagedStoredWrite) split(base *Sharded) ([]Write, error) {
+	specs, err := specsOf[paged.Specs](base, "a paged stored write")
+	if err != nil {
+		return nil, err
+	}
+	if w.Rows.Storage.Quantization != tensor.None {
+		return nil, errorf(ErrInvalid, "a paged stored write of %s rows cannot be split over %s (only unquantized rows are cut by kv heads)",
+			w.Rows.Storage, base.mesh)
+	}
+	if !w.Rows.KeyScales.IsZero() || !w.Rows.ValueScales.IsZero() {
+		return nil, errorf(ErrInvalid, "a paged stored write of unquantized %s rows carries scales", w.Rows.Storage)
+	}
+	keys, values, err := specs.SplitTokens(w.Rows.Key, w.Rows.Value, base.mesh)
+	if err != nil {
+		return nil, fmt.Errorf("stored rows: %w", err)
+	}
+	out := make([]Write, len(keys))
+	for i := range out {
+		out[i] = &PagedStoredWrite{Rows: paged.Stored{Storage: w.Rows.Storage, Key: keys[i], Value: values[i]}, Step: w.Step}
+	}
+	return out, nil
+}
+
 // splitConvSSM cuts a conv/SSM write by the conv column, conv window and
 // SSM specs; the cache position is the same on every device.
 func splitConvSSM(w ConvSSM, column, window, ssm sharding.Spec, mesh sharding.Mesh) ([]ConvSSM, error) {

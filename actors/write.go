@@ -12,7 +12,7 @@ import (
 )
 
 // Write is one layer's part of a step: one of TransformerWrite, PagedWrite,
-// MambaWrite, Mamba2Write, LightningWrite or InsertWrite. In-process, writes
+// PagedStoredWrite, MambaWrite, Mamba2Write, LightningWrite or InsertWrite. In-process, writes
 // and their tensors travel by reference: nothing is copied or serialized.
 type Write interface {
 	// apply derives the layer's next view from view; it never changes view.
@@ -91,6 +91,40 @@ func (w *PagedWrite) apply(view any) (any, Result, error) {
 		}
 	}
 	return v, Result{}, nil
+}
+
+// PagedStoredWrite writes one sequence's rows in the paged cache's stored
+// form (paged.View.GatherStored's: int8 or NF4 codes and scales, or
+// values) verbatim into the pages of Step's prefill part
+// (paged.View.WriteStored): nothing is re-quantized, so a sequence moved
+// between caches of one storage format arrives byte for byte. Rows whose
+// storage format (dtype, quantization, NF4 block) differs from the
+// cache's are refused with an error wrapping paged.ErrStorageMismatch that
+// names both. Step's decode part must be absent.
+//
+// On a sharded cache, unquantized rows are cut by kv heads as a
+// PagedWrite's prefill is; quantized caches cannot be sharded (see
+// PagedSpec). The cluster wire does not carry it (actors/cluster refuses
+// it). EasyDeL has no equivalent: it is kvmesh's own, for actors/transfer.
+type PagedStoredWrite struct {
+	Rows paged.Stored
+	Step paged.StepMetadata
+}
+
+func (w *PagedStoredWrite) apply(view any) (any, Result, error) {
+	v, ok := view.(paged.View)
+	if !ok {
+		return nil, Result{}, kindError("a paged stored write", view)
+	}
+	if w.Step.HasDecodes() {
+		return nil, Result{}, fmt.Errorf("%w: a paged stored write has %d decode slots (it writes a prefill span only)",
+			paged.ErrStep, len(w.Step.DecodesPosition))
+	}
+	next, err := v.WriteStored(w.Rows, w.Step)
+	if err != nil {
+		return nil, Result{}, err
+	}
+	return next, Result{}, nil
 }
 
 // ConvSSM is the write of a Mamba or Mamba2 layer: shift ConvColumn (B, C)
