@@ -269,10 +269,10 @@ func causalMask(n int) transformer.Mask {
 // ("" apart from sharding.ModeDecode) and the metadata's PartitionAxis JSON
 // (byte for byte) travel unchanged. An error wrapping actors.ErrInvalid
 // names whatever the message cannot carry: TransformerSpec.Starts,
-// PagedSpec.Pool, a Mode that is not one of sharding's four modes, a
-// PartitionAxis name that is not valid UTF-8, a mesh whose axes are not in
-// the default order (or the zero Mesh); and a spec without exactly one
-// kind.
+// PagedSpec.Pool, a quantized PagedSpec (Quantization), a Mode that is not
+// one of sharding's four modes, a PartitionAxis name that is not valid
+// UTF-8, a mesh whose axes are not in the default order (or the zero
+// Mesh); and a spec without exactly one kind.
 func specToProto(s actors.Spec) (*messages.CacheSpec, error) {
 	set := 0
 	for _, p := range []bool{s.Transformer != nil, s.Paged != nil, s.Mamba != nil, s.Mamba2 != nil, s.Lightning != nil} {
@@ -312,6 +312,9 @@ func specToProto(s actors.Spec) (*messages.CacheSpec, error) {
 		}}
 		dt = t.DType
 	case s.Paged != nil:
+		if s.Paged.Quantization != tensor.None {
+			return nil, wireErr("spec: a paged cache stored as %s cannot be sent (the wire's CacheSpec carries unquantized storage only)", s.Paged.Storage())
+		}
 		if s.Paged.Pool != nil {
 			return nil, wireErr("spec.Paged.Pool is %+v: CacheSpec has no pool config field, only the HBMPageManager (nil Pool) can be sent", *s.Paged.Pool)
 		}
@@ -756,6 +759,11 @@ func writeToProto(layer int, w actors.Write) (*messages.LayerWrite, error) {
 		return p, nil
 	case *actors.InsertWrite:
 		return nil, wireErr("layer %d: an InsertWrite cannot be sent as a LayerWrite (inserts travel as snapshots, message Insert)", layer)
+	case *actors.PagedStoredWrite:
+		if w == nil {
+			break
+		}
+		return nil, wireErr("layer %d: a PagedStoredWrite (stored %s rows) cannot be sent: the wire has no stored-rows write (send a PagedWrite of values)", layer, w.Rows.Storage)
 	}
 	return nil, wireErr("layer %d: write %T (%v) cannot be sent (want a non-nil TransformerWrite, PagedWrite, MambaWrite, Mamba2Write or LightningWrite)", layer, w, w)
 }

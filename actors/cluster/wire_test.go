@@ -394,6 +394,7 @@ func TestWireSpecErrors(t *testing.T) {
 		{"two kinds", actors.Spec{Mamba: mspec, Transformer: &actors.TransformerSpec{Metadata: tmeta, DType: tensor.Float32}}, "exactly one kind, got 2"},
 		{"starts", actors.Spec{Transformer: &actors.TransformerSpec{Metadata: tmeta, DType: tensor.Float32, Starts: []int32{1}}}, "spec.Transformer.Starts is [1]"},
 		{"pool", actors.Spec{Paged: &actors.PagedSpec{DType: tensor.Float32, Pool: &pagemanager.PoolConfig{PrefixCaching: true}}}, "spec.Paged.Pool"},
+		{"quantized pages", actors.Spec{Paged: &actors.PagedSpec{DType: tensor.Float16, Quantization: tensor.NF4, BlockSize: 32}}, "a paged cache stored as float16 NF4/32 cannot be sent"},
 		{"unknown mode", actors.Spec{Mamba: mspec, Mode: "__serve__"}, `spec.Mode is "__serve__": not a mode`},
 		{"mesh name not UTF-8", actors.Spec{Mamba: mspec, PartitionAxis: &badMeshName}, `spec.PartitionAxis.tensor_parallel_axis is "t\xffp", which is not valid UTF-8`},
 		{"rule name not UTF-8", actors.Spec{Mamba: mspec, PartitionAxis: &badRule}, `spec.PartitionAxis.kv_head_axis names "\xfe", which is not valid UTF-8`},
@@ -697,6 +698,9 @@ func TestWireWriteToProtoErrors(t *testing.T) {
 		msg   string
 	}{
 		{"insert", 0, &actors.InsertWrite{Slot: 1}, "an InsertWrite cannot be sent"},
+		{"stored rows", 1, &actors.PagedStoredWrite{Rows: paged.Stored{Storage: paged.Storage{DType: tensor.BFloat16, Quantization: tensor.Int8}}},
+			"layer 1: a PagedStoredWrite (stored bfloat16 8BIT rows) cannot be sent"},
+		{"nil stored rows", 0, (*actors.PagedStoredWrite)(nil), "write *actors.PagedStoredWrite"},
 		{"nil", 0, nil, "write <nil> (<nil>) cannot be sent"},
 		{"nil pointer", 2, (*actors.PagedWrite)(nil), "layer 2: write *actors.PagedWrite"},
 		{"negative layer", -1, &actors.LightningWrite{}, "layer -1 is out of the wire's range"},
