@@ -61,26 +61,46 @@ const (
 	MetaLength = "kvmesh.length"
 	// MetaLayers is the number of layers.
 	MetaLayers = "kvmesh.layers"
+	// MetaDType, MetaQuantization and MetaBlockSize name the storage of a
+	// quantized paged sequence (paged.Storage: the cache dtype, "8BIT" or
+	// "NF4", and the resolved NF4 block, "0" for int8). An unquantized
+	// bundle has none of them: its storage is its key tensors' dtype.
+	MetaDType        = "kvmesh.dtype"
+	MetaQuantization = "kvmesh.quantization"
+	MetaBlockSize    = "kvmesh.block_size"
 )
 
 // KeyName and ValueName name layer l's key and value tensors in a sequence
-// bundle; StateName names a recurrent state of layer l (e.g. "conv",
-// "ssm").
+// bundle (the values, or the codes of a quantized sequence);
+// KeyScalesName and ValueScalesName name a quantized sequence's scales;
+// StateName names a recurrent state of layer l (e.g. "conv", "ssm").
 func KeyName(l int) string                { return "layer/" + strconv.Itoa(l) + "/key" }
 func ValueName(l int) string              { return "layer/" + strconv.Itoa(l) + "/value" }
+func KeyScalesName(l int) string          { return "layer/" + strconv.Itoa(l) + "/key_scales" }
+func ValueScalesName(l int) string        { return "layer/" + strconv.Itoa(l) + "/value_scales" }
 func StateName(l int, kind string) string { return "layer/" + strconv.Itoa(l) + "/state/" + kind }
 
 // PagedSequence packs one sequence of a paged cache version: for every
 // layer, the first length positions read through pageTable (the sequence's
-// logical → physical pages) as (length, Hkv, D) key and value tensors in
-// the cache dtype. The sequence's pages are gathered, not the pool, so the
+// logical → physical pages) in the form the cache stores them
+// (paged.View.GatherStored). For an unquantized cache that is (length,
+// Hkv, D) key and value tensors in the cache dtype (KeyName, ValueName).
+// For a quantized one it is the codes (KeyName, ValueName: int8 (length,
+// Hkv, D) or packed NF4 (length, Hkv, ceil(D/2))) and the scales
+// (KeyScalesName, ValueScalesName: (length, Hkv, 1) or (length, Hkv,
+// D/block) in the cache dtype), byte for byte, with the storage in the
+// metadata (MetaDType, MetaQuantization, MetaBlockSize): nothing is
+// dequantized, so the receiver gets the exact rows, in fewer bytes than
+// the values. The sequence's pages are gathered, not the pool, so the
 // bytes moved are those of its tokens. states, if given, are added as
 // recurrent states (StateName) of a hybrid model's other layers.
 //
 // A sharded version is joined per layer by Version.Layer first, which
-// copies the layer; unsharded versions are read in place.
+// copies the layer; unsharded versions are read in place. Layers stored
+// in different formats are an error.
 func PagedSequence(v actors.Version, pageTable []int32, length int, states map[string]tensor.Tensor) (Bundle, error) {
 	b := Bundle{Metadata: map[string]string{MetaLength: strconv.Itoa(length), MetaLayers: strconv.Itoa(len(v.Views))}}
+	var first paged.Storage
 	for l := range v.Views {
 		view, err := v.Layer(l)
 		if err != nil {
@@ -90,12 +110,26 @@ func PagedSequence(v actors.Version, pageTable []int32, length int, states map[s
 		if !ok {
 			return Bundle{}, fmt.Errorf("%w: layer %d of version %d is a %T, not a paged.View", ErrBundle, l, v.Number, view)
 		}
-		k, val, err := pv.Gather(pageTable, length)
+		s, err := pv.GatherStored(pageTable, length)
 		if err != nil {
 			return Bundle{}, fmt.Errorf("layer %d of version %d: %w", l, v.Number, err)
 		}
+		if l == 0 {
+			first = s.Storage
+		} else if s.Storage != first {
+			return Bundle{}, fmt.Errorf("%w: layer %d of version %d is stored as %s, layer 0 as %s", ErrBundle, l, v.Number, s.Storage, first)
+		}
 		b.Names = append(b.Names, KeyName(l), ValueName(l))
-		b.Tensors = append(b.Tensors, k, val)
+		b.Tensors = append(b.Tensors, s.Key, s.Value)
+		if s.Storage.Quantization != tensor.None {
+			b.Names = append(b.Names, KeyScalesName(l), ValueScalesName(l))
+			b.Tensors = append(b.Tensors, s.KeyScales, s.ValueScales)
+		}
+	}
+	if first.Quantization != tensor.None {
+		b.Metadata[MetaDType] = first.DType.String()
+		b.Metadata[MetaQuantization] = first.Quantization.String()
+		b.Metadata[MetaBlockSize] = strconv.Itoa(first.BlockSize)
 	}
 	for name, t := range states {
 		b.Names = append(b.Names, name)
@@ -104,12 +138,57 @@ func PagedSequence(v actors.Version, pageTable []int32, length int, states map[s
 	return b, b.Validate()
 }
 
+// bundleStorage returns the storage a sequence bundle's metadata names
+// (MetaDType, MetaQuantization, MetaBlockSize), and false when it names
+// none (an unquantized bundle). Keys that are partly present, unparsable
+// or name an unquantized or invalid storage are an error.
+func bundleStorage(meta map[string]string) (paged.Storage, bool, error) {
+	dt, okD := meta[MetaDType]
+	q, okQ := meta[MetaQuantization]
+	bs, okB := meta[MetaBlockSize]
+	if !okD && !okQ && !okB {
+		return paged.Storage{}, false, nil
+	}
+	if !okD || !okQ || !okB {
+		return paged.Storage{}, false, fmt.Errorf("%w: metadata %s = %q, %s = %q, %s = %q: a quantized sequence needs all three",
+			ErrBundle, MetaDType, dt, MetaQuantization, q, MetaBlockSize, bs)
+	}
+	var st paged.Storage
+	var err error
+	if st.DType, err = tensor.ParseDType(dt); err != nil {
+		return paged.Storage{}, false, fmt.Errorf("%w: metadata %s = %q: %v", ErrBundle, MetaDType, dt, err)
+	}
+	if st.Quantization, err = tensor.ParseQuantization(q); err != nil {
+		return paged.Storage{}, false, fmt.Errorf("%w: metadata %s = %q: %v", ErrBundle, MetaQuantization, q, err)
+	}
+	if st.BlockSize, err = strconv.Atoi(bs); err != nil {
+		return paged.Storage{}, false, fmt.Errorf("%w: metadata %s = %q is not a block size", ErrBundle, MetaBlockSize, bs)
+	}
+	if st.Quantization == tensor.None {
+		return paged.Storage{}, false, fmt.Errorf("%w: metadata %s = %q: a bundle naming its storage is quantized (8BIT or NF4)", ErrBundle, MetaQuantization, q)
+	}
+	if err := st.Validate(); err != nil {
+		return paged.Storage{}, false, fmt.Errorf("%w: storage %s: %v", ErrBundle, st, err)
+	}
+	return st, true, nil
+}
+
 // ApplyPaged writes a sequence bundle (PagedSequence) into cache c on top
 // of version base, through pageTable (the pages the receiving cache
 // allocated for the sequence, enough for its length): one Step with a
-// prefill write per layer, so the receiving cache publishes the sequence
-// as version base+1, atomically, and no other sequence's pages change. It
-// returns the new version.
+// stored-rows write per layer (actors.PagedStoredWrite), so the receiving
+// cache publishes the sequence as version base+1, atomically, and no other
+// sequence's pages change. It returns the new version.
+//
+// The rows are written verbatim: the receiving cache must store its pages
+// as the bundle does (same dtype, quantization and NF4 block; for an
+// unquantized bundle, the cache dtype of its key tensors). Otherwise the
+// step is refused with an error naming both formats ("rows stored as
+// bfloat16 8BIT into a view stored as bfloat16"): ApplyPaged never
+// converts, so nothing is lost silently. A caller that wants a conversion
+// makes it explicit: it gathers the sequence's values on the sender
+// (paged.View.Gather) and writes them with PagedWrite prefill writes,
+// which round to, or re-quantize into, the receiver's storage.
 func ApplyPaged(ctx context.Context, c *actors.Cache, base uint64, pageTable []int32, b Bundle) (uint64, error) {
 	length, err := strconv.Atoi(b.Metadata[MetaLength])
 	if err != nil {
@@ -118,6 +197,10 @@ func ApplyPaged(ctx context.Context, c *actors.Cache, base uint64, pageTable []i
 	layers, err := strconv.Atoi(b.Metadata[MetaLayers])
 	if err != nil || layers != c.Layers() {
 		return 0, fmt.Errorf("%w: bundle of %q layers for cache %s of %d layers", ErrBundle, b.Metadata[MetaLayers], c.ID(), c.Layers())
+	}
+	st, quantized, err := bundleStorage(b.Metadata)
+	if err != nil {
+		return 0, err
 	}
 	writes := make([]actors.LayerWrite, layers)
 	for l := range layers {
@@ -129,9 +212,22 @@ func ApplyPaged(ctx context.Context, c *actors.Cache, base uint64, pageTable []i
 		if k.Rank() < 1 || k.Dim(0) != length {
 			return 0, fmt.Errorf("%w: layer %d key has shape %v, want %d positions", ErrBundle, l, k.Shape(), length)
 		}
-		writes[l] = actors.LayerWrite{Layer: l, Write: &actors.PagedWrite{PrefillKey: k, PrefillValue: val,
+		rows := paged.Stored{Storage: paged.Storage{DType: k.DType()}, Key: k, Value: val}
+		if quantized {
+			rows.Storage = st
+			ks, ok1 := b.Tensor(KeyScalesName(l))
+			vs, ok2 := b.Tensor(ValueScalesName(l))
+			if !ok1 || !ok2 {
+				return 0, fmt.Errorf("%w: %s bundle has no key or value scales for layer %d", ErrBundle, st, l)
+			}
+			rows.KeyScales, rows.ValueScales = ks, vs
+		}
+		writes[l] = actors.LayerWrite{Layer: l, Write: &actors.PagedStoredWrite{Rows: rows,
 			Step: paged.StepMetadata{PrefillLength: int32(length), PrefillPageTable: pageTable}}}
 	}
 	v, _, err := c.Step(ctx, base, writes)
-	return v, err
+	if err != nil {
+		return 0, fmt.Errorf("apply sequence to cache %s: %w", c.ID(), err)
+	}
+	return v, nil
 }

@@ -22,10 +22,10 @@
 // On commit the receiver rebuilds the tensors and hands the Bundle to the
 // Config.Handler outside the actor; for KV, the handler calls ApplyPaged,
 // which writes the sequence into the receiving cache as a new version
-// through the runtime API (one Step of prefill writes). PagedSequence
+// through the runtime API (one Step of stored-rows writes). PagedSequence
 // builds the bundle on the sending side from a published version: the
-// sequence's pages of every layer, gathered through its page table, and
-// recurrent states if given.
+// sequence's pages of every layer, gathered through its page table in
+// their stored form, and recurrent states if given.
 //
 // gRPC limits are raised the same way on both sides (server, dial and
 // call options: RemoteOptions), and protoactor's endpoint writer batches
@@ -35,8 +35,19 @@
 // signed by the CA is refused in the handshake.
 //
 // Deviations and limits: EasyDeL has no transfer (it is JAX-local); this
-// is kvmesh's own. A quantized paged view is sent dequantized (Gather) and
-// re-quantized by the receiving cache's writes. A hybrid sequence's
+// is kvmesh's own. A paged sequence travels in its stored form
+// (paged.View.GatherStored): a quantized view's int8 or NF4 codes and
+// scales byte for byte, with the storage (dtype, quantization, NF4 block)
+// in the bundle metadata, so it arrives exactly and in fewer bytes than
+// its values (for 13 tokens of 2 kv heads × 64 in 2 layers: 6864 bytes as
+// int8 with bfloat16 scales, 3744 as NF4/32 with float16 absmax, against
+// 13312 dequantized); an unquantized view's values travel as before.
+// ApplyPaged writes the rows verbatim (actors.PagedStoredWrite) and
+// refuses a receiving cache stored otherwise, naming both formats, rather
+// than converting: a conversion is the caller's explicit choice (Gather
+// on the sender, PagedWrite prefill writes on the receiver). The stored
+// write is in-process only: the cluster wire does not carry it, and a
+// quantized paged cache cannot be sharded. A hybrid sequence's
 // recurrent states travel in the same bundle: RecurrentRow packs a batch
 // row of every layer of a Mamba, Mamba2 or lightning cache, and
 // ApplyRecurrent writes them into a row of the receiving state cache as
