@@ -46,7 +46,11 @@
 // Snapshot of an older one is ErrNotFound. Versions share unchanged
 // storage, so a kept version costs what its writes changed.
 //
-// Limits: InsertWrite (a transformer
+// A paged cache stored quantized (PagedSpec.Quantization int8 or NF4)
+// runs clustered as embedded: its grains hold the codes and scales.
+//
+// Limits: a quantized paged cache cannot be cut over a mesh (as
+// embedded); InsertWrite (a transformer
 // cache's insert of another cache's view) cannot be sent to a grain; a
 // spec's mesh must keep the default axis order (the wire carries mesh axis
 // sizes only), and its PartitionAxis must name mesh axes in valid UTF-8

@@ -264,12 +264,13 @@ func causalMask(n int) transformer.Mask {
 // ---------------------------------------------------------------------------
 // Specs
 
-// specToProto returns s's wire form. Storage carries s's dtype unquantized;
-// the mesh travels as its axis sizes; PartitionAxis (nil or not), Mode
+// specToProto returns s's wire form. Storage carries s's dtype, and a paged
+// spec's quantization and NF4 block size (the grains then store int8 or
+// NF4 pages, as an embedded cache does); the mesh travels as its axis sizes; PartitionAxis (nil or not), Mode
 // ("" apart from sharding.ModeDecode) and the metadata's PartitionAxis JSON
 // (byte for byte) travel unchanged. An error wrapping actors.ErrInvalid
 // names whatever the message cannot carry: TransformerSpec.Starts,
-// PagedSpec.Pool, a quantized PagedSpec (Quantization), a Mode that is not
+// PagedSpec.Pool, a quantization that is none of None, Int8 and NF4, a Mode that is not
 // one of sharding's four modes, a PartitionAxis name that is not valid
 // UTF-8, a mesh whose axes are not in the default order (or the zero
 // Mesh); and a spec without exactly one kind.
@@ -312,9 +313,6 @@ func specToProto(s actors.Spec) (*messages.CacheSpec, error) {
 		}}
 		dt = t.DType
 	case s.Paged != nil:
-		if s.Paged.Quantization != tensor.None {
-			return nil, wireErr("spec: a paged cache stored as %s cannot be sent (the wire's CacheSpec carries unquantized storage only)", s.Paged.Storage())
-		}
 		if s.Paged.Pool != nil {
 			return nil, wireErr("spec.Paged.Pool is %+v: CacheSpec has no pool config field, only the HBMPageManager (nil Pool) can be sent", *s.Paged.Pool)
 		}
@@ -357,12 +355,28 @@ func specToProto(s actors.Spec) (*messages.CacheSpec, error) {
 		return nil, wireErr("spec %s dtype %s is not a tensor dtype", specKind(s), dt)
 	}
 	p.Storage = &messages.Storage{Dtype: messages.DType(dt)}
+	if s.Paged != nil {
+		q, ok := wireQuantizations[s.Paged.Quantization]
+		if !ok || s.Paged.BlockSize < 0 || s.Paged.BlockSize > math.MaxUint32 {
+			return nil, wireErr("spec.Paged storage %s (block size %d) has no wire form", s.Paged.Storage(), s.Paged.BlockSize)
+		}
+		p.Storage.Quantization, p.Storage.BlockSize = q, uint32(s.Paged.BlockSize)
+	}
 	return p, nil
 }
 
+// wireQuantizations maps a paged cache's storage quantization to its wire
+// enum.
+var wireQuantizations = map[tensor.Quantization]messages.Quantization{
+	tensor.None: messages.Quantization_QUANTIZATION_NONE,
+	tensor.Int8: messages.Quantization_QUANTIZATION_INT8,
+	tensor.NF4:  messages.Quantization_QUANTIZATION_NF4,
+}
+
 // specFromProto returns the spec p describes. An unset metadata oneof, a
-// storage dtype that is not a tensor dtype, quantized storage (an
-// actors.Spec has none), a mode that is not one of the enum's values or a
+// storage dtype that is not a tensor dtype, quantized storage on a kind
+// other than paged (only a PagedSpec has it), an unknown quantization, a
+// mode that is not one of the enum's values or a
 // bad mesh is an error wrapping actors.ErrInvalid naming the field. The
 // spec is not validated further (a partition axis naming an empty mesh
 // axis, for instance, decodes): NewCache does that.
@@ -375,8 +389,9 @@ func specFromProto(p *messages.CacheSpec) (actors.Spec, error) {
 	if st.GetDtype() < 0 || st.GetDtype() > math.MaxUint8 || !dt.Valid() {
 		return actors.Spec{}, wireErr("spec.storage.dtype %s is not a tensor dtype (want float32, bfloat16, float16, float64, int8 or uint8)", st.GetDtype())
 	}
-	if st.GetQuantization() != messages.Quantization_QUANTIZATION_NONE || st.GetBlockSize() != 0 {
-		return actors.Spec{}, wireErr("spec.storage is quantized (%s, block size %d): an actors.Spec holds unquantized storage only",
+	quantized := st.GetQuantization() != messages.Quantization_QUANTIZATION_NONE || st.GetBlockSize() != 0
+	if _, paged := p.Metadata.(*messages.CacheSpec_Paged); quantized && !paged {
+		return actors.Spec{}, wireErr("spec.storage is quantized (%s, block size %d): only a paged cache's spec holds quantized storage",
 			st.GetQuantization(), st.GetBlockSize())
 	}
 	mesh, err := meshFromProto(p.Mesh)
@@ -399,7 +414,17 @@ func specFromProto(p *messages.CacheSpec) (actors.Spec, error) {
 		}}
 	case *messages.CacheSpec_Paged:
 		t := m.Paged
-		s.Paged = &actors.PagedSpec{DType: dt, Metadata: paged.Metadata{
+		var q tensor.Quantization
+		found := false
+		for tq, wq := range wireQuantizations {
+			if wq == st.GetQuantization() {
+				q, found = tq, true
+			}
+		}
+		if !found {
+			return actors.Spec{}, wireErr("spec.storage.quantization %s is not a quantization (want none, int8 or nf4)", st.GetQuantization())
+		}
+		s.Paged = &actors.PagedSpec{DType: dt, Quantization: q, BlockSize: int(st.GetBlockSize()), Metadata: paged.Metadata{
 			BatchSize: int(t.GetBatchSize()), NumHiddenLayers: int(t.GetNumHiddenLayers()), NumPagesPerLayer: int(t.GetNumPagesPerLayer()),
 			NumPagesPerSequence: int(t.GetNumPagesPerSequence()), MaxSequences: int(t.GetMaxSequences()), PageSize: int(t.GetPageSize()),
 			NumKVHeads: int(t.GetNumKvHeads()), KVHeadDimSize: int(t.GetKvHeadDimSize()), HBMUtilization: t.GetHbmUtilization(),

@@ -204,6 +204,12 @@ func wireSpecCases(t testing.TB) []wireSpecCase {
 		{"paged", actors.Spec{Paged: &actors.PagedSpec{DType: tensor.Float16, Metadata: paged.Metadata{
 			BatchSize: 3, NumHiddenLayers: 2, NumPagesPerLayer: 41, NumPagesPerSequence: 5, MaxSequences: 80, PageSize: 16,
 			NumKVHeads: 4, KVHeadDimSize: 64, HBMUtilization: 0.37}}, Mesh: wireMesh(t, map[string]int{sharding.SP: 3})}},
+		{"paged, int8 storage", actors.Spec{Paged: &actors.PagedSpec{DType: tensor.BFloat16, Quantization: tensor.Int8, Metadata: paged.Metadata{
+			BatchSize: 2, NumHiddenLayers: 2, NumPagesPerLayer: 9, NumPagesPerSequence: 4, MaxSequences: 16, PageSize: 4,
+			NumKVHeads: 2, KVHeadDimSize: 8, HBMUtilization: 0.5}}}},
+		{"paged, nf4 storage, block 32", actors.Spec{Paged: &actors.PagedSpec{DType: tensor.Float16, Quantization: tensor.NF4, BlockSize: 32,
+			Metadata: paged.Metadata{BatchSize: 2, NumHiddenLayers: 1, NumPagesPerLayer: 9, NumPagesPerSequence: 4, MaxSequences: 16,
+				PageSize: 4, NumKVHeads: 2, KVHeadDimSize: 64, HBMUtilization: 0.5}}}},
 		{"paged, custom batch axis, prefill mode", actors.Spec{Paged: &actors.PagedSpec{DType: tensor.Float32, Metadata: paged.Metadata{
 			BatchSize: 4, NumHiddenLayers: 1, NumPagesPerLayer: 9, NumPagesPerSequence: 4, MaxSequences: 8, PageSize: 4,
 			NumKVHeads: 2, KVHeadDimSize: 8, HBMUtilization: 0.5}},
@@ -394,7 +400,7 @@ func TestWireSpecErrors(t *testing.T) {
 		{"two kinds", actors.Spec{Mamba: mspec, Transformer: &actors.TransformerSpec{Metadata: tmeta, DType: tensor.Float32}}, "exactly one kind, got 2"},
 		{"starts", actors.Spec{Transformer: &actors.TransformerSpec{Metadata: tmeta, DType: tensor.Float32, Starts: []int32{1}}}, "spec.Transformer.Starts is [1]"},
 		{"pool", actors.Spec{Paged: &actors.PagedSpec{DType: tensor.Float32, Pool: &pagemanager.PoolConfig{PrefixCaching: true}}}, "spec.Paged.Pool"},
-		{"quantized pages", actors.Spec{Paged: &actors.PagedSpec{DType: tensor.Float16, Quantization: tensor.NF4, BlockSize: 32}}, "a paged cache stored as float16 NF4/32 cannot be sent"},
+		{"unknown quantization", actors.Spec{Paged: &actors.PagedSpec{DType: tensor.Float16, Quantization: 9}}, "has no wire form"},
 		{"unknown mode", actors.Spec{Mamba: mspec, Mode: "__serve__"}, `spec.Mode is "__serve__": not a mode`},
 		{"mesh name not UTF-8", actors.Spec{Mamba: mspec, PartitionAxis: &badMeshName}, `spec.PartitionAxis.tensor_parallel_axis is "t\xffp", which is not valid UTF-8`},
 		{"rule name not UTF-8", actors.Spec{Mamba: mspec, PartitionAxis: &badRule}, `spec.PartitionAxis.kv_head_axis names "\xfe", which is not valid UTF-8`},
@@ -414,6 +420,15 @@ func TestWireSpecErrors(t *testing.T) {
 		require.NoError(t, err)
 		return p
 	}
+	pagedSpec, err := specToProto(actors.Spec{Paged: &actors.PagedSpec{DType: tensor.BFloat16, Quantization: tensor.Int8,
+		Metadata: paged.Metadata{BatchSize: 1, NumHiddenLayers: 1, NumPagesPerLayer: 9, NumPagesPerSequence: 4, MaxSequences: 16,
+			PageSize: 4, NumKVHeads: 1, KVHeadDimSize: 4, HBMUtilization: 0.5}}})
+	require.NoError(t, err)
+	pagedSpec.Storage.Quantization = 7
+	_, err = specFromProto(viaWire(t, pagedSpec))
+	require.ErrorIs(t, err, actors.ErrInvalid)
+	assert.ErrorContains(t, err, "spec.storage.quantization 7 is not a quantization (want none, int8 or nf4)")
+
 	for _, tc := range []struct {
 		name string
 		edit func(p *messages.CacheSpec)
@@ -426,7 +441,7 @@ func TestWireSpecErrors(t *testing.T) {
 			p.Storage.Quantization = messages.Quantization_QUANTIZATION_NF4
 			p.Storage.BlockSize = 64
 		},
-			"spec.storage is quantized (QUANTIZATION_NF4, block size 64)"},
+			"spec.storage is quantized (QUANTIZATION_NF4, block size 64): only a paged cache's spec holds quantized storage"},
 		{"unknown axis", func(p *messages.CacheSpec) { p.Mesh = map[string]int64{"xx": 2} }, `unknown mesh axis "xx"`},
 		{"axis size", func(p *messages.CacheSpec) { p.Mesh = map[string]int64{"tp": 0} }, `spec.mesh axis "tp" has size 0`},
 		{"too many devices", func(p *messages.CacheSpec) { p.Mesh = map[string]int64{"tp": 1 << 11, "dp": 1 << 11} }, "more than 1048576 devices"},

@@ -171,6 +171,15 @@ func TestEveryKindMatchesEmbedded(t *testing.T) {
 			cases = append(cases, kc)
 		}
 	}
+	for _, kc := range kindCases(t) {
+		if kc.spec.Paged != nil { // int8 pages with bfloat16 scales (quantized caches are not sharded)
+			kc.name += "/int8"
+			p := *kc.spec.Paged
+			p.DType, p.Quantization = tensor.BFloat16, tensor.Int8
+			kc.spec.Paged = &p
+			cases = append(cases, kc)
+		}
+	}
 	for _, kc := range cases {
 		t.Run(kc.name, func(t *testing.T) {
 			id := "k-" + strings.ReplaceAll(kc.name, "/", "-")
