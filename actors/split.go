@@ -267,7 +267,7 @@ func (w *InsertWrite) split(base *Sharded) ([]Write, error) {
 		mine := keySlices[i].Ranges[0] // the part's rows (the specs cut key, value, index and starts alike)
 		lo, hi := max(mine.Start, w.Slot), min(mine.End, w.Slot+rows)
 		if lo >= hi {
-			out[i] = keepWrite{}
+			out[i] = KeepWrite{}
 			continue
 		}
 		src := sharding.Range{Start: lo - w.Slot, End: hi - w.Slot}
@@ -301,12 +301,13 @@ func (w *InsertWrite) split(base *Sharded) ([]Write, error) {
 	return out, nil
 }
 
-// keepWrite leaves a part view as it is: the part write of a device that
-// an insert does not touch.
-type keepWrite struct{}
+// KeepWrite leaves a part view as it is: SplitWrite's part for a device
+// that a write does not touch (an insert into rows another device owns).
+// The clustered runtime sends it as a write with no kind.
+type KeepWrite struct{}
 
-func (keepWrite) apply(view any) (any, Result, error) { return view, Result{}, nil }
+func (KeepWrite) apply(view any) (any, Result, error) { return view, Result{}, nil }
 
-func (keepWrite) split(*Sharded) ([]Write, error) {
+func (KeepWrite) split(*Sharded) ([]Write, error) {
 	return nil, errorf(ErrInternal, "a part write is not split again")
 }

@@ -63,8 +63,14 @@ var codes = []struct {
 	{pagemanager.ErrOutOfRange, messages.Code_CODE_OUT_OF_RANGE},
 }
 
-// statusOf turns an error into the status an actor replies with: across
-// actors a code and a message travel, never a Go error value.
+// StatusOf turns an error into the status the runtime's actors (and the
+// clustered runtime's grains) reply with: across actors a code and a
+// message travel, never a Go error value. A nil error is CODE_OK; an error
+// matching none of the runtime's or the core packages' sentinels is
+// CODE_INVALID_ARGUMENT. StatusError turns it back.
+func StatusOf(err error) *messages.Status { return statusOf(err) }
+
+// statusOf is StatusOf.
 func statusOf(err error) *messages.Status {
 	if err == nil {
 		return &messages.Status{Code: messages.Code_CODE_OK}

@@ -2108,6 +2108,7 @@ type LayerWrite struct {
 	//	*LayerWrite_Paged
 	//	*LayerWrite_ConvSsm
 	//	*LayerWrite_Lightning
+	//	*LayerWrite_Insert
 	Write         isLayerWrite_Write `protobuf_oneof:"write"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2193,6 +2194,15 @@ func (x *LayerWrite) GetLightning() *LightningWrite {
 	return nil
 }
 
+func (x *LayerWrite) GetInsert() *InsertWrite {
+	if x != nil {
+		if x, ok := x.Write.(*LayerWrite_Insert); ok {
+			return x.Insert
+		}
+	}
+	return nil
+}
+
 type isLayerWrite_Write interface {
 	isLayerWrite_Write()
 }
@@ -2213,6 +2223,10 @@ type LayerWrite_Lightning struct {
 	Lightning *LightningWrite `protobuf:"bytes,5,opt,name=lightning,proto3,oneof"`
 }
 
+type LayerWrite_Insert struct {
+	Insert *InsertWrite `protobuf:"bytes,6,opt,name=insert,proto3,oneof"`
+}
+
 func (*LayerWrite_Transformer) isLayerWrite_Write() {}
 
 func (*LayerWrite_Paged) isLayerWrite_Write() {}
@@ -2220,6 +2234,62 @@ func (*LayerWrite_Paged) isLayerWrite_Write() {}
 func (*LayerWrite_ConvSsm) isLayerWrite_Write() {}
 
 func (*LayerWrite_Lightning) isLayerWrite_Write() {}
+
+func (*LayerWrite_Insert) isLayerWrite_Write() {}
+
+// InsertWrite puts a prefilled contiguous view (one layer of a prefill
+// cache) into batch rows [slot, slot + its batch) of a transformer layer.
+type InsertWrite struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Slot          uint32                 `protobuf:"varint,1,opt,name=slot,proto3" json:"slot,omitempty"`
+	View          []byte                 `protobuf:"bytes,2,opt,name=view,proto3" json:"view,omitempty"` // the view's snapshot (transformer.View.MarshalBinary)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InsertWrite) Reset() {
+	*x = InsertWrite{}
+	mi := &file_kvmesh_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InsertWrite) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InsertWrite) ProtoMessage() {}
+
+func (x *InsertWrite) ProtoReflect() protoreflect.Message {
+	mi := &file_kvmesh_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InsertWrite.ProtoReflect.Descriptor instead.
+func (*InsertWrite) Descriptor() ([]byte, []int) {
+	return file_kvmesh_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *InsertWrite) GetSlot() uint32 {
+	if x != nil {
+		return x.Slot
+	}
+	return 0
+}
+
+func (x *InsertWrite) GetView() []byte {
+	if x != nil {
+		return x.View
+	}
+	return nil
+}
 
 type CreateCache struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2231,7 +2301,7 @@ type CreateCache struct {
 
 func (x *CreateCache) Reset() {
 	*x = CreateCache{}
-	mi := &file_kvmesh_proto_msgTypes[21]
+	mi := &file_kvmesh_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2243,7 +2313,7 @@ func (x *CreateCache) String() string {
 func (*CreateCache) ProtoMessage() {}
 
 func (x *CreateCache) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[21]
+	mi := &file_kvmesh_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2256,7 +2326,7 @@ func (x *CreateCache) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCache.ProtoReflect.Descriptor instead.
 func (*CreateCache) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{21}
+	return file_kvmesh_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CreateCache) GetCacheId() string {
@@ -2283,7 +2353,7 @@ type CreateCacheReply struct {
 
 func (x *CreateCacheReply) Reset() {
 	*x = CreateCacheReply{}
-	mi := &file_kvmesh_proto_msgTypes[22]
+	mi := &file_kvmesh_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2295,7 +2365,7 @@ func (x *CreateCacheReply) String() string {
 func (*CreateCacheReply) ProtoMessage() {}
 
 func (x *CreateCacheReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[22]
+	mi := &file_kvmesh_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2308,7 +2378,7 @@ func (x *CreateCacheReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCacheReply.ProtoReflect.Descriptor instead.
 func (*CreateCacheReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{22}
+	return file_kvmesh_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CreateCacheReply) GetStatus() *Status {
@@ -2339,7 +2409,7 @@ type StepWrite struct {
 
 func (x *StepWrite) Reset() {
 	*x = StepWrite{}
-	mi := &file_kvmesh_proto_msgTypes[23]
+	mi := &file_kvmesh_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2351,7 +2421,7 @@ func (x *StepWrite) String() string {
 func (*StepWrite) ProtoMessage() {}
 
 func (x *StepWrite) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[23]
+	mi := &file_kvmesh_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2364,7 +2434,7 @@ func (x *StepWrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepWrite.ProtoReflect.Descriptor instead.
 func (*StepWrite) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{23}
+	return file_kvmesh_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *StepWrite) GetCacheId() string {
@@ -2405,7 +2475,7 @@ type StepReply struct {
 
 func (x *StepReply) Reset() {
 	*x = StepReply{}
-	mi := &file_kvmesh_proto_msgTypes[24]
+	mi := &file_kvmesh_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2417,7 +2487,7 @@ func (x *StepReply) String() string {
 func (*StepReply) ProtoMessage() {}
 
 func (x *StepReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[24]
+	mi := &file_kvmesh_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2430,7 +2500,7 @@ func (x *StepReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepReply.ProtoReflect.Descriptor instead.
 func (*StepReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{24}
+	return file_kvmesh_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *StepReply) GetStatus() *Status {
@@ -2459,7 +2529,7 @@ type Begin struct {
 
 func (x *Begin) Reset() {
 	*x = Begin{}
-	mi := &file_kvmesh_proto_msgTypes[25]
+	mi := &file_kvmesh_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2471,7 +2541,7 @@ func (x *Begin) String() string {
 func (*Begin) ProtoMessage() {}
 
 func (x *Begin) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[25]
+	mi := &file_kvmesh_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2484,7 +2554,7 @@ func (x *Begin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Begin.ProtoReflect.Descriptor instead.
 func (*Begin) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{25}
+	return file_kvmesh_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Begin) GetCacheId() string {
@@ -2511,7 +2581,7 @@ type BeginReply struct {
 
 func (x *BeginReply) Reset() {
 	*x = BeginReply{}
-	mi := &file_kvmesh_proto_msgTypes[26]
+	mi := &file_kvmesh_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2523,7 +2593,7 @@ func (x *BeginReply) String() string {
 func (*BeginReply) ProtoMessage() {}
 
 func (x *BeginReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[26]
+	mi := &file_kvmesh_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2536,7 +2606,7 @@ func (x *BeginReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginReply.ProtoReflect.Descriptor instead.
 func (*BeginReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{26}
+	return file_kvmesh_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *BeginReply) GetStatus() *Status {
@@ -2563,7 +2633,7 @@ type WriteLayer struct {
 
 func (x *WriteLayer) Reset() {
 	*x = WriteLayer{}
-	mi := &file_kvmesh_proto_msgTypes[27]
+	mi := &file_kvmesh_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2575,7 +2645,7 @@ func (x *WriteLayer) String() string {
 func (*WriteLayer) ProtoMessage() {}
 
 func (x *WriteLayer) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[27]
+	mi := &file_kvmesh_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2588,7 +2658,7 @@ func (x *WriteLayer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteLayer.ProtoReflect.Descriptor instead.
 func (*WriteLayer) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{27}
+	return file_kvmesh_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WriteLayer) GetTxnId() string {
@@ -2619,7 +2689,7 @@ type WriteLayerReply struct {
 
 func (x *WriteLayerReply) Reset() {
 	*x = WriteLayerReply{}
-	mi := &file_kvmesh_proto_msgTypes[28]
+	mi := &file_kvmesh_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2631,7 +2701,7 @@ func (x *WriteLayerReply) String() string {
 func (*WriteLayerReply) ProtoMessage() {}
 
 func (x *WriteLayerReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[28]
+	mi := &file_kvmesh_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2644,7 +2714,7 @@ func (x *WriteLayerReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteLayerReply.ProtoReflect.Descriptor instead.
 func (*WriteLayerReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{28}
+	return file_kvmesh_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *WriteLayerReply) GetStatus() *Status {
@@ -2684,7 +2754,7 @@ type Commit struct {
 
 func (x *Commit) Reset() {
 	*x = Commit{}
-	mi := &file_kvmesh_proto_msgTypes[29]
+	mi := &file_kvmesh_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2696,7 +2766,7 @@ func (x *Commit) String() string {
 func (*Commit) ProtoMessage() {}
 
 func (x *Commit) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[29]
+	mi := &file_kvmesh_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2709,7 +2779,7 @@ func (x *Commit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Commit.ProtoReflect.Descriptor instead.
 func (*Commit) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{29}
+	return file_kvmesh_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Commit) GetTxnId() string {
@@ -2729,7 +2799,7 @@ type CommitReply struct {
 
 func (x *CommitReply) Reset() {
 	*x = CommitReply{}
-	mi := &file_kvmesh_proto_msgTypes[30]
+	mi := &file_kvmesh_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2741,7 +2811,7 @@ func (x *CommitReply) String() string {
 func (*CommitReply) ProtoMessage() {}
 
 func (x *CommitReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[30]
+	mi := &file_kvmesh_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2754,7 +2824,7 @@ func (x *CommitReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitReply.ProtoReflect.Descriptor instead.
 func (*CommitReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{30}
+	return file_kvmesh_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CommitReply) GetStatus() *Status {
@@ -2780,7 +2850,7 @@ type Abort struct {
 
 func (x *Abort) Reset() {
 	*x = Abort{}
-	mi := &file_kvmesh_proto_msgTypes[31]
+	mi := &file_kvmesh_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2792,7 +2862,7 @@ func (x *Abort) String() string {
 func (*Abort) ProtoMessage() {}
 
 func (x *Abort) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[31]
+	mi := &file_kvmesh_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2805,7 +2875,7 @@ func (x *Abort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Abort.ProtoReflect.Descriptor instead.
 func (*Abort) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{31}
+	return file_kvmesh_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Abort) GetTxnId() string {
@@ -2824,7 +2894,7 @@ type AbortReply struct {
 
 func (x *AbortReply) Reset() {
 	*x = AbortReply{}
-	mi := &file_kvmesh_proto_msgTypes[32]
+	mi := &file_kvmesh_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2836,7 +2906,7 @@ func (x *AbortReply) String() string {
 func (*AbortReply) ProtoMessage() {}
 
 func (x *AbortReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[32]
+	mi := &file_kvmesh_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2849,7 +2919,7 @@ func (x *AbortReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortReply.ProtoReflect.Descriptor instead.
 func (*AbortReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{32}
+	return file_kvmesh_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AbortReply) GetStatus() *Status {
@@ -2871,7 +2941,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_kvmesh_proto_msgTypes[33]
+	mi := &file_kvmesh_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2883,7 +2953,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[33]
+	mi := &file_kvmesh_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2896,7 +2966,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{33}
+	return file_kvmesh_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Snapshot) GetCacheId() string {
@@ -2924,7 +2994,7 @@ type SnapshotReply struct {
 
 func (x *SnapshotReply) Reset() {
 	*x = SnapshotReply{}
-	mi := &file_kvmesh_proto_msgTypes[34]
+	mi := &file_kvmesh_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2936,7 +3006,7 @@ func (x *SnapshotReply) String() string {
 func (*SnapshotReply) ProtoMessage() {}
 
 func (x *SnapshotReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[34]
+	mi := &file_kvmesh_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2949,7 +3019,7 @@ func (x *SnapshotReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotReply.ProtoReflect.Descriptor instead.
 func (*SnapshotReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{34}
+	return file_kvmesh_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SnapshotReply) GetStatus() *Status {
@@ -2987,7 +3057,7 @@ type Insert struct {
 
 func (x *Insert) Reset() {
 	*x = Insert{}
-	mi := &file_kvmesh_proto_msgTypes[35]
+	mi := &file_kvmesh_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2999,7 +3069,7 @@ func (x *Insert) String() string {
 func (*Insert) ProtoMessage() {}
 
 func (x *Insert) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[35]
+	mi := &file_kvmesh_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3012,7 +3082,7 @@ func (x *Insert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Insert.ProtoReflect.Descriptor instead.
 func (*Insert) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{35}
+	return file_kvmesh_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Insert) GetCacheId() string {
@@ -3053,7 +3123,7 @@ type InsertReply struct {
 
 func (x *InsertReply) Reset() {
 	*x = InsertReply{}
-	mi := &file_kvmesh_proto_msgTypes[36]
+	mi := &file_kvmesh_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3065,7 +3135,7 @@ func (x *InsertReply) String() string {
 func (*InsertReply) ProtoMessage() {}
 
 func (x *InsertReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[36]
+	mi := &file_kvmesh_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3078,7 +3148,7 @@ func (x *InsertReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InsertReply.ProtoReflect.Descriptor instead.
 func (*InsertReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{36}
+	return file_kvmesh_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *InsertReply) GetStatus() *Status {
@@ -3104,7 +3174,7 @@ type CloseCache struct {
 
 func (x *CloseCache) Reset() {
 	*x = CloseCache{}
-	mi := &file_kvmesh_proto_msgTypes[37]
+	mi := &file_kvmesh_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3116,7 +3186,7 @@ func (x *CloseCache) String() string {
 func (*CloseCache) ProtoMessage() {}
 
 func (x *CloseCache) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[37]
+	mi := &file_kvmesh_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3129,7 +3199,7 @@ func (x *CloseCache) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseCache.ProtoReflect.Descriptor instead.
 func (*CloseCache) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{37}
+	return file_kvmesh_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CloseCache) GetCacheId() string {
@@ -3148,7 +3218,7 @@ type CloseCacheReply struct {
 
 func (x *CloseCacheReply) Reset() {
 	*x = CloseCacheReply{}
-	mi := &file_kvmesh_proto_msgTypes[38]
+	mi := &file_kvmesh_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3160,7 +3230,7 @@ func (x *CloseCacheReply) String() string {
 func (*CloseCacheReply) ProtoMessage() {}
 
 func (x *CloseCacheReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[38]
+	mi := &file_kvmesh_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3173,7 +3243,7 @@ func (x *CloseCacheReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseCacheReply.ProtoReflect.Descriptor instead.
 func (*CloseCacheReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{38}
+	return file_kvmesh_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CloseCacheReply) GetStatus() *Status {
@@ -3196,7 +3266,7 @@ type AllocPages struct {
 
 func (x *AllocPages) Reset() {
 	*x = AllocPages{}
-	mi := &file_kvmesh_proto_msgTypes[39]
+	mi := &file_kvmesh_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3208,7 +3278,7 @@ func (x *AllocPages) String() string {
 func (*AllocPages) ProtoMessage() {}
 
 func (x *AllocPages) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[39]
+	mi := &file_kvmesh_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3221,7 +3291,7 @@ func (x *AllocPages) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocPages.ProtoReflect.Descriptor instead.
 func (*AllocPages) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{39}
+	return file_kvmesh_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *AllocPages) GetCacheId() string {
@@ -3256,7 +3326,7 @@ type AllocPrefillPages struct {
 
 func (x *AllocPrefillPages) Reset() {
 	*x = AllocPrefillPages{}
-	mi := &file_kvmesh_proto_msgTypes[40]
+	mi := &file_kvmesh_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3268,7 +3338,7 @@ func (x *AllocPrefillPages) String() string {
 func (*AllocPrefillPages) ProtoMessage() {}
 
 func (x *AllocPrefillPages) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[40]
+	mi := &file_kvmesh_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3281,7 +3351,7 @@ func (x *AllocPrefillPages) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocPrefillPages.ProtoReflect.Descriptor instead.
 func (*AllocPrefillPages) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{40}
+	return file_kvmesh_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *AllocPrefillPages) GetCacheId() string {
@@ -3316,7 +3386,7 @@ type FreePages struct {
 
 func (x *FreePages) Reset() {
 	*x = FreePages{}
-	mi := &file_kvmesh_proto_msgTypes[41]
+	mi := &file_kvmesh_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3328,7 +3398,7 @@ func (x *FreePages) String() string {
 func (*FreePages) ProtoMessage() {}
 
 func (x *FreePages) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[41]
+	mi := &file_kvmesh_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3341,7 +3411,7 @@ func (x *FreePages) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreePages.ProtoReflect.Descriptor instead.
 func (*FreePages) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{41}
+	return file_kvmesh_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *FreePages) GetCacheId() string {
@@ -3377,7 +3447,7 @@ type PagesReply struct {
 
 func (x *PagesReply) Reset() {
 	*x = PagesReply{}
-	mi := &file_kvmesh_proto_msgTypes[42]
+	mi := &file_kvmesh_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3389,7 +3459,7 @@ func (x *PagesReply) String() string {
 func (*PagesReply) ProtoMessage() {}
 
 func (x *PagesReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[42]
+	mi := &file_kvmesh_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3402,7 +3472,7 @@ func (x *PagesReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagesReply.ProtoReflect.Descriptor instead.
 func (*PagesReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{42}
+	return file_kvmesh_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *PagesReply) GetStatus() *Status {
@@ -3446,7 +3516,7 @@ type PagesInit struct {
 
 func (x *PagesInit) Reset() {
 	*x = PagesInit{}
-	mi := &file_kvmesh_proto_msgTypes[43]
+	mi := &file_kvmesh_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3458,7 +3528,7 @@ func (x *PagesInit) String() string {
 func (*PagesInit) ProtoMessage() {}
 
 func (x *PagesInit) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[43]
+	mi := &file_kvmesh_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3471,7 +3541,7 @@ func (x *PagesInit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagesInit.ProtoReflect.Descriptor instead.
 func (*PagesInit) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{43}
+	return file_kvmesh_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *PagesInit) GetCacheId() string {
@@ -3505,7 +3575,7 @@ type TransferBegin struct {
 
 func (x *TransferBegin) Reset() {
 	*x = TransferBegin{}
-	mi := &file_kvmesh_proto_msgTypes[44]
+	mi := &file_kvmesh_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3517,7 +3587,7 @@ func (x *TransferBegin) String() string {
 func (*TransferBegin) ProtoMessage() {}
 
 func (x *TransferBegin) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[44]
+	mi := &file_kvmesh_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3530,7 +3600,7 @@ func (x *TransferBegin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferBegin.ProtoReflect.Descriptor instead.
 func (*TransferBegin) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{44}
+	return file_kvmesh_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *TransferBegin) GetTransferId() string {
@@ -3575,7 +3645,7 @@ type TransferTensor struct {
 
 func (x *TransferTensor) Reset() {
 	*x = TransferTensor{}
-	mi := &file_kvmesh_proto_msgTypes[45]
+	mi := &file_kvmesh_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3587,7 +3657,7 @@ func (x *TransferTensor) String() string {
 func (*TransferTensor) ProtoMessage() {}
 
 func (x *TransferTensor) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[45]
+	mi := &file_kvmesh_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3600,7 +3670,7 @@ func (x *TransferTensor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferTensor.ProtoReflect.Descriptor instead.
 func (*TransferTensor) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{45}
+	return file_kvmesh_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *TransferTensor) GetName() string {
@@ -3648,7 +3718,7 @@ type TransferAck struct {
 
 func (x *TransferAck) Reset() {
 	*x = TransferAck{}
-	mi := &file_kvmesh_proto_msgTypes[46]
+	mi := &file_kvmesh_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3660,7 +3730,7 @@ func (x *TransferAck) String() string {
 func (*TransferAck) ProtoMessage() {}
 
 func (x *TransferAck) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[46]
+	mi := &file_kvmesh_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3673,7 +3743,7 @@ func (x *TransferAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferAck.ProtoReflect.Descriptor instead.
 func (*TransferAck) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{46}
+	return file_kvmesh_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *TransferAck) GetStatus() *Status {
@@ -3726,7 +3796,7 @@ type TransferCommit struct {
 
 func (x *TransferCommit) Reset() {
 	*x = TransferCommit{}
-	mi := &file_kvmesh_proto_msgTypes[47]
+	mi := &file_kvmesh_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3738,7 +3808,7 @@ func (x *TransferCommit) String() string {
 func (*TransferCommit) ProtoMessage() {}
 
 func (x *TransferCommit) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[47]
+	mi := &file_kvmesh_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3751,7 +3821,7 @@ func (x *TransferCommit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferCommit.ProtoReflect.Descriptor instead.
 func (*TransferCommit) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{47}
+	return file_kvmesh_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *TransferCommit) GetTransferId() string {
@@ -3784,7 +3854,7 @@ type GrainInit struct {
 
 func (x *GrainInit) Reset() {
 	*x = GrainInit{}
-	mi := &file_kvmesh_proto_msgTypes[48]
+	mi := &file_kvmesh_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3796,7 +3866,7 @@ func (x *GrainInit) String() string {
 func (*GrainInit) ProtoMessage() {}
 
 func (x *GrainInit) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[48]
+	mi := &file_kvmesh_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3809,7 +3879,7 @@ func (x *GrainInit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainInit.ProtoReflect.Descriptor instead.
 func (*GrainInit) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{48}
+	return file_kvmesh_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GrainInit) GetCacheId() string {
@@ -3870,7 +3940,7 @@ type GrainWrite struct {
 
 func (x *GrainWrite) Reset() {
 	*x = GrainWrite{}
-	mi := &file_kvmesh_proto_msgTypes[49]
+	mi := &file_kvmesh_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3882,7 +3952,7 @@ func (x *GrainWrite) String() string {
 func (*GrainWrite) ProtoMessage() {}
 
 func (x *GrainWrite) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[49]
+	mi := &file_kvmesh_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3895,7 +3965,7 @@ func (x *GrainWrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainWrite.ProtoReflect.Descriptor instead.
 func (*GrainWrite) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{49}
+	return file_kvmesh_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GrainWrite) GetCacheId() string {
@@ -3960,7 +4030,7 @@ type GrainCommit struct {
 
 func (x *GrainCommit) Reset() {
 	*x = GrainCommit{}
-	mi := &file_kvmesh_proto_msgTypes[50]
+	mi := &file_kvmesh_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3972,7 +4042,7 @@ func (x *GrainCommit) String() string {
 func (*GrainCommit) ProtoMessage() {}
 
 func (x *GrainCommit) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[50]
+	mi := &file_kvmesh_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3985,7 +4055,7 @@ func (x *GrainCommit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainCommit.ProtoReflect.Descriptor instead.
 func (*GrainCommit) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{50}
+	return file_kvmesh_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GrainCommit) GetCacheId() string {
@@ -4033,7 +4103,7 @@ type GrainRead struct {
 
 func (x *GrainRead) Reset() {
 	*x = GrainRead{}
-	mi := &file_kvmesh_proto_msgTypes[51]
+	mi := &file_kvmesh_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4045,7 +4115,7 @@ func (x *GrainRead) String() string {
 func (*GrainRead) ProtoMessage() {}
 
 func (x *GrainRead) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[51]
+	mi := &file_kvmesh_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4058,7 +4128,7 @@ func (x *GrainRead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainRead.ProtoReflect.Descriptor instead.
 func (*GrainRead) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{51}
+	return file_kvmesh_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GrainRead) GetCacheId() string {
@@ -4107,7 +4177,7 @@ type GrainClose struct {
 
 func (x *GrainClose) Reset() {
 	*x = GrainClose{}
-	mi := &file_kvmesh_proto_msgTypes[52]
+	mi := &file_kvmesh_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4119,7 +4189,7 @@ func (x *GrainClose) String() string {
 func (*GrainClose) ProtoMessage() {}
 
 func (x *GrainClose) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[52]
+	mi := &file_kvmesh_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4132,7 +4202,7 @@ func (x *GrainClose) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainClose.ProtoReflect.Descriptor instead.
 func (*GrainClose) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{52}
+	return file_kvmesh_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *GrainClose) GetCacheId() string {
@@ -4170,7 +4240,7 @@ type GrainReply struct {
 
 func (x *GrainReply) Reset() {
 	*x = GrainReply{}
-	mi := &file_kvmesh_proto_msgTypes[53]
+	mi := &file_kvmesh_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4182,7 +4252,7 @@ func (x *GrainReply) String() string {
 func (*GrainReply) ProtoMessage() {}
 
 func (x *GrainReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[53]
+	mi := &file_kvmesh_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4195,7 +4265,7 @@ func (x *GrainReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainReply.ProtoReflect.Descriptor instead.
 func (*GrainReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{53}
+	return file_kvmesh_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GrainReply) GetStatus() *Status {
@@ -4264,7 +4334,7 @@ type GrainPart struct {
 
 func (x *GrainPart) Reset() {
 	*x = GrainPart{}
-	mi := &file_kvmesh_proto_msgTypes[54]
+	mi := &file_kvmesh_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4276,7 +4346,7 @@ func (x *GrainPart) String() string {
 func (*GrainPart) ProtoMessage() {}
 
 func (x *GrainPart) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[54]
+	mi := &file_kvmesh_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4289,7 +4359,7 @@ func (x *GrainPart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainPart.ProtoReflect.Descriptor instead.
 func (*GrainPart) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{54}
+	return file_kvmesh_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *GrainPart) GetCacheId() string {
@@ -4340,7 +4410,7 @@ type GrainFetch struct {
 
 func (x *GrainFetch) Reset() {
 	*x = GrainFetch{}
-	mi := &file_kvmesh_proto_msgTypes[55]
+	mi := &file_kvmesh_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4352,7 +4422,7 @@ func (x *GrainFetch) String() string {
 func (*GrainFetch) ProtoMessage() {}
 
 func (x *GrainFetch) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[55]
+	mi := &file_kvmesh_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4365,7 +4435,7 @@ func (x *GrainFetch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainFetch.ProtoReflect.Descriptor instead.
 func (*GrainFetch) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{55}
+	return file_kvmesh_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *GrainFetch) GetCacheId() string {
@@ -4592,15 +4662,19 @@ const file_kvmesh_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\v2\x11.kvmesh.v1.TensorR\x05value\x12\x1d\n" +
 	"\n" +
 	"slope_rate\x18\x03 \x03(\x01R\tslopeRate\x12.\n" +
-	"\tkey_value\x18\x04 \x01(\v2\x11.kvmesh.v1.TensorR\bkeyValue\"\x8c\x02\n" +
+	"\tkey_value\x18\x04 \x01(\v2\x11.kvmesh.v1.TensorR\bkeyValue\"\xbe\x02\n" +
 	"\n" +
 	"LayerWrite\x12\x14\n" +
 	"\x05layer\x18\x01 \x01(\rR\x05layer\x12?\n" +
 	"\vtransformer\x18\x02 \x01(\v2\x1b.kvmesh.v1.TransformerWriteH\x00R\vtransformer\x12-\n" +
 	"\x05paged\x18\x03 \x01(\v2\x15.kvmesh.v1.PagedWriteH\x00R\x05paged\x124\n" +
 	"\bconv_ssm\x18\x04 \x01(\v2\x17.kvmesh.v1.ConvSSMWriteH\x00R\aconvSsm\x129\n" +
-	"\tlightning\x18\x05 \x01(\v2\x19.kvmesh.v1.LightningWriteH\x00R\tlightningB\a\n" +
-	"\x05write\"R\n" +
+	"\tlightning\x18\x05 \x01(\v2\x19.kvmesh.v1.LightningWriteH\x00R\tlightning\x120\n" +
+	"\x06insert\x18\x06 \x01(\v2\x16.kvmesh.v1.InsertWriteH\x00R\x06insertB\a\n" +
+	"\x05write\"5\n" +
+	"\vInsertWrite\x12\x12\n" +
+	"\x04slot\x18\x01 \x01(\rR\x04slot\x12\x12\n" +
+	"\x04view\x18\x02 \x01(\fR\x04view\"R\n" +
 	"\vCreateCache\x12\x19\n" +
 	"\bcache_id\x18\x01 \x01(\tR\acacheId\x12(\n" +
 	"\x04spec\x18\x02 \x01(\v2\x14.kvmesh.v1.CacheSpecR\x04spec\"W\n" +
@@ -4809,7 +4883,7 @@ func file_kvmesh_proto_rawDescGZIP() []byte {
 }
 
 var file_kvmesh_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_kvmesh_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
+var file_kvmesh_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_kvmesh_proto_goTypes = []any{
 	(Code)(0),                   // 0: kvmesh.v1.Code
 	(DType)(0),                  // 1: kvmesh.v1.DType
@@ -4836,43 +4910,44 @@ var file_kvmesh_proto_goTypes = []any{
 	(*ConvSSMWrite)(nil),        // 22: kvmesh.v1.ConvSSMWrite
 	(*LightningWrite)(nil),      // 23: kvmesh.v1.LightningWrite
 	(*LayerWrite)(nil),          // 24: kvmesh.v1.LayerWrite
-	(*CreateCache)(nil),         // 25: kvmesh.v1.CreateCache
-	(*CreateCacheReply)(nil),    // 26: kvmesh.v1.CreateCacheReply
-	(*StepWrite)(nil),           // 27: kvmesh.v1.StepWrite
-	(*StepReply)(nil),           // 28: kvmesh.v1.StepReply
-	(*Begin)(nil),               // 29: kvmesh.v1.Begin
-	(*BeginReply)(nil),          // 30: kvmesh.v1.BeginReply
-	(*WriteLayer)(nil),          // 31: kvmesh.v1.WriteLayer
-	(*WriteLayerReply)(nil),     // 32: kvmesh.v1.WriteLayerReply
-	(*Commit)(nil),              // 33: kvmesh.v1.Commit
-	(*CommitReply)(nil),         // 34: kvmesh.v1.CommitReply
-	(*Abort)(nil),               // 35: kvmesh.v1.Abort
-	(*AbortReply)(nil),          // 36: kvmesh.v1.AbortReply
-	(*Snapshot)(nil),            // 37: kvmesh.v1.Snapshot
-	(*SnapshotReply)(nil),       // 38: kvmesh.v1.SnapshotReply
-	(*Insert)(nil),              // 39: kvmesh.v1.Insert
-	(*InsertReply)(nil),         // 40: kvmesh.v1.InsertReply
-	(*CloseCache)(nil),          // 41: kvmesh.v1.CloseCache
-	(*CloseCacheReply)(nil),     // 42: kvmesh.v1.CloseCacheReply
-	(*AllocPages)(nil),          // 43: kvmesh.v1.AllocPages
-	(*AllocPrefillPages)(nil),   // 44: kvmesh.v1.AllocPrefillPages
-	(*FreePages)(nil),           // 45: kvmesh.v1.FreePages
-	(*PagesReply)(nil),          // 46: kvmesh.v1.PagesReply
-	(*PagesInit)(nil),           // 47: kvmesh.v1.PagesInit
-	(*TransferBegin)(nil),       // 48: kvmesh.v1.TransferBegin
-	(*TransferTensor)(nil),      // 49: kvmesh.v1.TransferTensor
-	(*TransferAck)(nil),         // 50: kvmesh.v1.TransferAck
-	(*TransferCommit)(nil),      // 51: kvmesh.v1.TransferCommit
-	(*GrainInit)(nil),           // 52: kvmesh.v1.GrainInit
-	(*GrainWrite)(nil),          // 53: kvmesh.v1.GrainWrite
-	(*GrainCommit)(nil),         // 54: kvmesh.v1.GrainCommit
-	(*GrainRead)(nil),           // 55: kvmesh.v1.GrainRead
-	(*GrainClose)(nil),          // 56: kvmesh.v1.GrainClose
-	(*GrainReply)(nil),          // 57: kvmesh.v1.GrainReply
-	(*GrainPart)(nil),           // 58: kvmesh.v1.GrainPart
-	(*GrainFetch)(nil),          // 59: kvmesh.v1.GrainFetch
-	nil,                         // 60: kvmesh.v1.CacheSpec.MeshEntry
-	nil,                         // 61: kvmesh.v1.TransferBegin.MetadataEntry
+	(*InsertWrite)(nil),         // 25: kvmesh.v1.InsertWrite
+	(*CreateCache)(nil),         // 26: kvmesh.v1.CreateCache
+	(*CreateCacheReply)(nil),    // 27: kvmesh.v1.CreateCacheReply
+	(*StepWrite)(nil),           // 28: kvmesh.v1.StepWrite
+	(*StepReply)(nil),           // 29: kvmesh.v1.StepReply
+	(*Begin)(nil),               // 30: kvmesh.v1.Begin
+	(*BeginReply)(nil),          // 31: kvmesh.v1.BeginReply
+	(*WriteLayer)(nil),          // 32: kvmesh.v1.WriteLayer
+	(*WriteLayerReply)(nil),     // 33: kvmesh.v1.WriteLayerReply
+	(*Commit)(nil),              // 34: kvmesh.v1.Commit
+	(*CommitReply)(nil),         // 35: kvmesh.v1.CommitReply
+	(*Abort)(nil),               // 36: kvmesh.v1.Abort
+	(*AbortReply)(nil),          // 37: kvmesh.v1.AbortReply
+	(*Snapshot)(nil),            // 38: kvmesh.v1.Snapshot
+	(*SnapshotReply)(nil),       // 39: kvmesh.v1.SnapshotReply
+	(*Insert)(nil),              // 40: kvmesh.v1.Insert
+	(*InsertReply)(nil),         // 41: kvmesh.v1.InsertReply
+	(*CloseCache)(nil),          // 42: kvmesh.v1.CloseCache
+	(*CloseCacheReply)(nil),     // 43: kvmesh.v1.CloseCacheReply
+	(*AllocPages)(nil),          // 44: kvmesh.v1.AllocPages
+	(*AllocPrefillPages)(nil),   // 45: kvmesh.v1.AllocPrefillPages
+	(*FreePages)(nil),           // 46: kvmesh.v1.FreePages
+	(*PagesReply)(nil),          // 47: kvmesh.v1.PagesReply
+	(*PagesInit)(nil),           // 48: kvmesh.v1.PagesInit
+	(*TransferBegin)(nil),       // 49: kvmesh.v1.TransferBegin
+	(*TransferTensor)(nil),      // 50: kvmesh.v1.TransferTensor
+	(*TransferAck)(nil),         // 51: kvmesh.v1.TransferAck
+	(*TransferCommit)(nil),      // 52: kvmesh.v1.TransferCommit
+	(*GrainInit)(nil),           // 53: kvmesh.v1.GrainInit
+	(*GrainWrite)(nil),          // 54: kvmesh.v1.GrainWrite
+	(*GrainCommit)(nil),         // 55: kvmesh.v1.GrainCommit
+	(*GrainRead)(nil),           // 56: kvmesh.v1.GrainRead
+	(*GrainClose)(nil),          // 57: kvmesh.v1.GrainClose
+	(*GrainReply)(nil),          // 58: kvmesh.v1.GrainReply
+	(*GrainPart)(nil),           // 59: kvmesh.v1.GrainPart
+	(*GrainFetch)(nil),          // 60: kvmesh.v1.GrainFetch
+	nil,                         // 61: kvmesh.v1.CacheSpec.MeshEntry
+	nil,                         // 62: kvmesh.v1.TransferBegin.MetadataEntry
 }
 var file_kvmesh_proto_depIdxs = []int32{
 	0,  // 0: kvmesh.v1.Status.code:type_name -> kvmesh.v1.Code
@@ -4907,7 +4982,7 @@ var file_kvmesh_proto_depIdxs = []int32{
 	12, // 29: kvmesh.v1.CacheSpec.mamba2:type_name -> kvmesh.v1.Mamba2Metadata
 	13, // 30: kvmesh.v1.CacheSpec.lightning:type_name -> kvmesh.v1.LightningMetadata
 	8,  // 31: kvmesh.v1.CacheSpec.storage:type_name -> kvmesh.v1.Storage
-	60, // 32: kvmesh.v1.CacheSpec.mesh:type_name -> kvmesh.v1.CacheSpec.MeshEntry
+	61, // 32: kvmesh.v1.CacheSpec.mesh:type_name -> kvmesh.v1.CacheSpec.MeshEntry
 	15, // 33: kvmesh.v1.CacheSpec.partition_axis:type_name -> kvmesh.v1.PartitionAxis
 	3,  // 34: kvmesh.v1.CacheSpec.mode:type_name -> kvmesh.v1.Mode
 	5,  // 35: kvmesh.v1.TransformerWrite.key:type_name -> kvmesh.v1.Tensor
@@ -4930,36 +5005,37 @@ var file_kvmesh_proto_depIdxs = []int32{
 	21, // 52: kvmesh.v1.LayerWrite.paged:type_name -> kvmesh.v1.PagedWrite
 	22, // 53: kvmesh.v1.LayerWrite.conv_ssm:type_name -> kvmesh.v1.ConvSSMWrite
 	23, // 54: kvmesh.v1.LayerWrite.lightning:type_name -> kvmesh.v1.LightningWrite
-	16, // 55: kvmesh.v1.CreateCache.spec:type_name -> kvmesh.v1.CacheSpec
-	4,  // 56: kvmesh.v1.CreateCacheReply.status:type_name -> kvmesh.v1.Status
-	24, // 57: kvmesh.v1.StepWrite.writes:type_name -> kvmesh.v1.LayerWrite
-	4,  // 58: kvmesh.v1.StepReply.status:type_name -> kvmesh.v1.Status
-	4,  // 59: kvmesh.v1.BeginReply.status:type_name -> kvmesh.v1.Status
-	24, // 60: kvmesh.v1.WriteLayer.write:type_name -> kvmesh.v1.LayerWrite
-	4,  // 61: kvmesh.v1.WriteLayerReply.status:type_name -> kvmesh.v1.Status
-	5,  // 62: kvmesh.v1.WriteLayerReply.key:type_name -> kvmesh.v1.Tensor
-	5,  // 63: kvmesh.v1.WriteLayerReply.value:type_name -> kvmesh.v1.Tensor
-	7,  // 64: kvmesh.v1.WriteLayerReply.mask:type_name -> kvmesh.v1.BoolTensor
-	4,  // 65: kvmesh.v1.CommitReply.status:type_name -> kvmesh.v1.Status
-	4,  // 66: kvmesh.v1.AbortReply.status:type_name -> kvmesh.v1.Status
-	4,  // 67: kvmesh.v1.SnapshotReply.status:type_name -> kvmesh.v1.Status
-	4,  // 68: kvmesh.v1.InsertReply.status:type_name -> kvmesh.v1.Status
-	4,  // 69: kvmesh.v1.CloseCacheReply.status:type_name -> kvmesh.v1.Status
-	4,  // 70: kvmesh.v1.PagesReply.status:type_name -> kvmesh.v1.Status
-	10, // 71: kvmesh.v1.PagesInit.metadata:type_name -> kvmesh.v1.PagedMetadata
-	49, // 72: kvmesh.v1.TransferBegin.tensors:type_name -> kvmesh.v1.TransferTensor
-	61, // 73: kvmesh.v1.TransferBegin.metadata:type_name -> kvmesh.v1.TransferBegin.MetadataEntry
-	1,  // 74: kvmesh.v1.TransferTensor.dtype:type_name -> kvmesh.v1.DType
-	4,  // 75: kvmesh.v1.TransferAck.status:type_name -> kvmesh.v1.Status
-	16, // 76: kvmesh.v1.GrainInit.spec:type_name -> kvmesh.v1.CacheSpec
-	24, // 77: kvmesh.v1.GrainWrite.write:type_name -> kvmesh.v1.LayerWrite
-	4,  // 78: kvmesh.v1.GrainReply.status:type_name -> kvmesh.v1.Status
-	32, // 79: kvmesh.v1.GrainReply.result:type_name -> kvmesh.v1.WriteLayerReply
-	80, // [80:80] is the sub-list for method output_type
-	80, // [80:80] is the sub-list for method input_type
-	80, // [80:80] is the sub-list for extension type_name
-	80, // [80:80] is the sub-list for extension extendee
-	0,  // [0:80] is the sub-list for field type_name
+	25, // 55: kvmesh.v1.LayerWrite.insert:type_name -> kvmesh.v1.InsertWrite
+	16, // 56: kvmesh.v1.CreateCache.spec:type_name -> kvmesh.v1.CacheSpec
+	4,  // 57: kvmesh.v1.CreateCacheReply.status:type_name -> kvmesh.v1.Status
+	24, // 58: kvmesh.v1.StepWrite.writes:type_name -> kvmesh.v1.LayerWrite
+	4,  // 59: kvmesh.v1.StepReply.status:type_name -> kvmesh.v1.Status
+	4,  // 60: kvmesh.v1.BeginReply.status:type_name -> kvmesh.v1.Status
+	24, // 61: kvmesh.v1.WriteLayer.write:type_name -> kvmesh.v1.LayerWrite
+	4,  // 62: kvmesh.v1.WriteLayerReply.status:type_name -> kvmesh.v1.Status
+	5,  // 63: kvmesh.v1.WriteLayerReply.key:type_name -> kvmesh.v1.Tensor
+	5,  // 64: kvmesh.v1.WriteLayerReply.value:type_name -> kvmesh.v1.Tensor
+	7,  // 65: kvmesh.v1.WriteLayerReply.mask:type_name -> kvmesh.v1.BoolTensor
+	4,  // 66: kvmesh.v1.CommitReply.status:type_name -> kvmesh.v1.Status
+	4,  // 67: kvmesh.v1.AbortReply.status:type_name -> kvmesh.v1.Status
+	4,  // 68: kvmesh.v1.SnapshotReply.status:type_name -> kvmesh.v1.Status
+	4,  // 69: kvmesh.v1.InsertReply.status:type_name -> kvmesh.v1.Status
+	4,  // 70: kvmesh.v1.CloseCacheReply.status:type_name -> kvmesh.v1.Status
+	4,  // 71: kvmesh.v1.PagesReply.status:type_name -> kvmesh.v1.Status
+	10, // 72: kvmesh.v1.PagesInit.metadata:type_name -> kvmesh.v1.PagedMetadata
+	50, // 73: kvmesh.v1.TransferBegin.tensors:type_name -> kvmesh.v1.TransferTensor
+	62, // 74: kvmesh.v1.TransferBegin.metadata:type_name -> kvmesh.v1.TransferBegin.MetadataEntry
+	1,  // 75: kvmesh.v1.TransferTensor.dtype:type_name -> kvmesh.v1.DType
+	4,  // 76: kvmesh.v1.TransferAck.status:type_name -> kvmesh.v1.Status
+	16, // 77: kvmesh.v1.GrainInit.spec:type_name -> kvmesh.v1.CacheSpec
+	24, // 78: kvmesh.v1.GrainWrite.write:type_name -> kvmesh.v1.LayerWrite
+	4,  // 79: kvmesh.v1.GrainReply.status:type_name -> kvmesh.v1.Status
+	33, // 80: kvmesh.v1.GrainReply.result:type_name -> kvmesh.v1.WriteLayerReply
+	81, // [81:81] is the sub-list for method output_type
+	81, // [81:81] is the sub-list for method input_type
+	81, // [81:81] is the sub-list for extension type_name
+	81, // [81:81] is the sub-list for extension extendee
+	0,  // [0:81] is the sub-list for field type_name
 }
 
 func init() { file_kvmesh_proto_init() }
@@ -4983,6 +5059,7 @@ func file_kvmesh_proto_init() {
 		(*LayerWrite_Paged)(nil),
 		(*LayerWrite_ConvSsm)(nil),
 		(*LayerWrite_Lightning)(nil),
+		(*LayerWrite_Insert)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -4990,7 +5067,7 @@ func file_kvmesh_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvmesh_proto_rawDesc), len(file_kvmesh_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   58,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

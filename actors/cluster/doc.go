@@ -9,7 +9,7 @@
 // embedded runtime's Go API for every cache kind (transformer, paged,
 // Mamba, Mamba2, lightning), unsharded or cut over a mesh (a grain per
 // layer and device): NewCache, Cache.Step, Begin/WriteLayer/Commit/Abort,
-// Current, Snapshot, Close, and a paged cache's pool (AddSequence,
+// Current, Snapshot, Insert, Close, and a paged cache's pool (AddSequence,
 // AppendTokens, ForkSequence, FreeSequence), with byte-identical results.
 // The grains apply writes with actors.Apply and cut them with
 // actors.SplitWrite, the embedded runtime's own code. A step or a
@@ -49,10 +49,12 @@
 // A paged cache stored quantized (PagedSpec.Quantization int8 or NF4)
 // runs clustered as embedded: its grains hold the codes and scales.
 //
+// Cache.Insert puts a prefilled contiguous cache into batch slots as the
+// embedded runtime's does: each layer's view travels to its grains as a
+// snapshot (on a mesh, each device gets the rows it owns).
+//
 // Limits: a quantized paged cache cannot be cut over a mesh (as
-// embedded); InsertWrite (a transformer
-// cache's insert of another cache's view) cannot be sent to a grain; a
-// spec's mesh must keep the default axis order (the wire carries mesh axis
+// embedded); a spec's mesh must keep the default axis order (the wire carries mesh axis
 // sizes only), and its PartitionAxis must name mesh axes in valid UTF-8
 // (any PartitionAxis and Mode travel otherwise, so a cache can cut kv
 // heads over tp or resolve its specs in prefill mode, as embedded); a

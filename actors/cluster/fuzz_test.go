@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kvmesh/kvmesh/actors"
+	"github.com/kvmesh/kvmesh/layers/transformer"
 	"github.com/kvmesh/kvmesh/messages"
 )
 
@@ -66,6 +67,22 @@ func FuzzWireWrite(f *testing.F) {
 			require.NoError(f, err)
 			f.Add(uint8(i), data)
 		}
+	}
+	for i, tc := range cases { // an insert of a 1-row prefill into the contiguous cache
+		if tc.spec.Transformer == nil {
+			continue
+		}
+		m := tc.spec.Transformer.Metadata
+		m.BatchSize, m.NumHiddenLayers = 1, 1
+		pre, err := transformer.Init(m, tc.spec.Transformer.DType, nil)
+		require.NoError(f, err)
+		v, err := pre.View(0)
+		require.NoError(f, err)
+		p, err := writeToProto(1, &actors.InsertWrite{Slot: 1, Other: v})
+		require.NoError(f, err)
+		data, err := proto.Marshal(p)
+		require.NoError(f, err)
+		f.Add(uint8(i), data)
 	}
 	f.Fuzz(func(t *testing.T, which uint8, data []byte) {
 		tc := cases[int(which)%len(cases)]

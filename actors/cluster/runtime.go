@@ -41,17 +41,15 @@ var (
 	ErrInvalid  = actors.ErrInvalid
 )
 
+// statusOf is a grain's reply status for err: CODE_STATE_LOST for lost
+// state, otherwise the embedded runtime's code (stale, not found, out of
+// range, no free pages, ...), so the client's errors match the same
+// sentinels as embedded ones.
 func statusOf(err error) *messages.Status {
-	code := messages.Code_CODE_INVALID_ARGUMENT
-	switch {
-	case errors.Is(err, ErrStateLost):
-		code = messages.Code_CODE_STATE_LOST
-	case errors.Is(err, ErrStale):
-		code = messages.Code_CODE_STALE_VERSION
-	case errors.Is(err, ErrNotFound):
-		code = messages.Code_CODE_NOT_FOUND
+	if errors.Is(err, ErrStateLost) {
+		return &messages.Status{Code: messages.Code_CODE_STATE_LOST, Message: err.Error()}
 	}
-	return &messages.Status{Code: code, Message: err.Error()}
+	return actors.StatusOf(err)
 }
 
 // Runtime is the clustered runtime: the embedded runtime's API (NewCache,
@@ -616,6 +614,27 @@ func (c *Cache) Step(ctx context.Context, base uint64, writes []actors.LayerWrit
 	}
 	v, err := t.Commit(ctx)
 	return v, results, err
+}
+
+// Insert puts other's rows (a prefilled contiguous cache, one view per
+// layer) into batch slots [slot, slot+B') of every layer on top of
+// version base and publishes base+1, as the embedded runtime's
+// Cache.Insert does; each layer's view travels to its grains as a
+// snapshot (in parts when large). Contiguous caches only.
+func (c *Cache) Insert(ctx context.Context, base uint64, slot int, other transformer.Cache) (uint64, error) {
+	if other.Len() != len(c.epochs) {
+		return base, fmt.Errorf("%w: cache %s: insert of a cache of %d layers into %d layers", ErrInvalid, c.id, other.Len(), len(c.epochs))
+	}
+	writes := make([]actors.LayerWrite, other.Len())
+	for l := range writes {
+		v, err := other.View(l)
+		if err != nil {
+			return base, fmt.Errorf("cache %s: insert: %w", c.id, err)
+		}
+		writes[l] = actors.LayerWrite{Layer: l, Write: &actors.InsertWrite{Slot: slot, Other: v}}
+	}
+	v, _, err := c.Step(ctx, base, writes)
+	return v, err
 }
 
 // Current returns the current version: every grain confirms it holds the

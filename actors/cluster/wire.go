@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"unicode/utf8"
@@ -40,7 +41,8 @@ import (
 //     parts ConcatenateToCache reads, which must equal Key's), and a causal
 //     mask other than EasyDeL's lower-triangular (1, 1, n, n) one
 //     (TransformerWrite.causal is a flag);
-//   - an InsertWrite (inserts travel as snapshots, message Insert);
+//   - an InsertWrite whose slot is outside 0..2³²-1 (its view travels as
+//     its snapshot);
 //   - a sharded layer's Result.Parts.
 //
 // Mesh devices are not carried either, but that is not an error: the
@@ -55,7 +57,11 @@ func wireErr(format string, args ...any) error {
 // kindErr returns an error for a write whose kind does not match the
 // cache's: it wraps actors.ErrInvalid and actors.ErrKind.
 func kindErr(write string, spec actors.Spec) error {
-	return fmt.Errorf("%w: %w: a %s write for a %s cache", actors.ErrInvalid, actors.ErrKind, write, specKind(spec))
+	article := "a"
+	if strings.ContainsAny(write[:1], "aeiou") {
+		article = "an"
+	}
+	return fmt.Errorf("%w: %w: %s %s write for a %s cache", actors.ErrInvalid, actors.ErrKind, article, write, specKind(spec))
 }
 
 // specKind names the kind of cache spec describes.
@@ -716,8 +722,9 @@ func meshFromProto(sizes map[string]int64) (*sharding.Mesh, error) {
 // Writes
 
 // writeToProto returns layer's write w in wire form. An error wrapping
-// actors.ErrInvalid names what cannot be sent: an InsertWrite (inserts
-// travel as snapshots), a layer outside 0..2³²-1, a TransformerWrite whose
+// actors.ErrInvalid names what cannot be sent: an InsertWrite whose slot
+// is outside 0..2³²-1 or whose view cannot be encoded (its view travels as
+// its snapshot), a layer outside 0..2³²-1, a TransformerWrite whose
 // Query's batch or length differ from Key's (the wire has no query; only
 // those two of its dimensions are read), a causal mask other than
 // EasyDeL's lower-triangular (1, 1, n, n) one, present but empty
@@ -782,15 +789,28 @@ func writeToProto(layer int, w actors.Write) (*messages.LayerWrite, error) {
 			SlopeRate: slices.Clone(w.SlopeRate), KeyValue: tensorToProto(w.KeyValue),
 		}}
 		return p, nil
+	case actors.KeepWrite:
+		return p, nil // no kind: the grain keeps its view
 	case *actors.InsertWrite:
-		return nil, wireErr("layer %d: an InsertWrite cannot be sent as a LayerWrite (inserts travel as snapshots, message Insert)", layer)
+		if w == nil {
+			break
+		}
+		if w.Slot < 0 || int64(w.Slot) > math.MaxUint32 {
+			return nil, wireErr("layer %d: insert slot %d is out of the wire's range 0..%d", layer, w.Slot, uint32(math.MaxUint32))
+		}
+		data, err := w.Other.MarshalBinary()
+		if err != nil {
+			return nil, wireErr("layer %d: insert view: %v", layer, err)
+		}
+		p.Write = &messages.LayerWrite_Insert{Insert: &messages.InsertWrite{Slot: uint32(w.Slot), View: data}}
+		return p, nil
 	case *actors.PagedStoredWrite:
 		if w == nil {
 			break
 		}
 		return nil, wireErr("layer %d: a PagedStoredWrite (stored %s rows) cannot be sent: the wire has no stored-rows write (send a PagedWrite of values)", layer, w.Rows.Storage)
 	}
-	return nil, wireErr("layer %d: write %T (%v) cannot be sent (want a non-nil TransformerWrite, PagedWrite, MambaWrite, Mamba2Write or LightningWrite)", layer, w, w)
+	return nil, wireErr("layer %d: write %T (%v) cannot be sent (want a non-nil TransformerWrite, PagedWrite, MambaWrite, Mamba2Write, LightningWrite or InsertWrite)", layer, w, w)
 }
 
 // transformerWriteToProto converts a contiguous-cache write.
@@ -910,8 +930,17 @@ func writeOf(p *messages.LayerWrite, spec actors.Spec) (actors.Write, error) {
 			return nil, kindErr("lightning", spec)
 		}
 		return lightningWriteFromProto(m.Lightning)
+	case *messages.LayerWrite_Insert:
+		if spec.Transformer == nil {
+			return nil, kindErr("insert", spec)
+		}
+		v, err := transformer.UnmarshalView(m.Insert.GetView())
+		if err != nil {
+			return nil, wireErr("insert.view: %v", err)
+		}
+		return &actors.InsertWrite{Slot: int(m.Insert.GetSlot()), Other: v}, nil
 	}
-	return nil, wireErr("write is unset (want transformer, paged, conv_ssm or lightning)")
+	return nil, wireErr("write is unset (want transformer, paged, conv_ssm, lightning or insert)")
 }
 
 // transformerWriteFromProto decodes a contiguous-cache write; seqLen sizes

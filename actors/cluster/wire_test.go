@@ -712,7 +712,7 @@ func TestWireWriteToProtoErrors(t *testing.T) {
 		w     actors.Write
 		msg   string
 	}{
-		{"insert", 0, &actors.InsertWrite{Slot: 1}, "an InsertWrite cannot be sent"},
+		{"insert slot", 0, &actors.InsertWrite{Slot: -1}, "layer 0: insert slot -1 is out of the wire's range"},
 		{"stored rows", 1, &actors.PagedStoredWrite{Rows: paged.Stored{Storage: paged.Storage{DType: tensor.BFloat16, Quantization: tensor.Int8}}},
 			"layer 1: a PagedStoredWrite (stored bfloat16 8BIT rows) cannot be sent"},
 		{"nil stored rows", 0, (*actors.PagedStoredWrite)(nil), "write *actors.PagedStoredWrite"},
@@ -746,6 +746,42 @@ func TestWireWriteToProtoErrors(t *testing.T) {
 	}
 }
 
+// An InsertWrite travels as its slot and its view's snapshot: the decoded
+// write has the same slot and a view with the same bytes, and inserts the
+// same rows.
+func TestWireInsertRoundTrip(t *testing.T) {
+	meta, err := transformer.NewMetadata(transformer.MetadataConfig{BatchSize: 2, SequenceLength: 8, NumHiddenLayers: 1,
+		NumHeads: transformer.Ptr(2), HeadDim: transformer.Ptr(4)})
+	require.NoError(t, err)
+	pre, err := transformer.Init(meta, tensor.BFloat16, []int32{2, 0})
+	require.NoError(t, err)
+	v, err := pre.View(0)
+	require.NoError(t, err)
+	r := rand.New(rand.NewSource(5))
+	v, err = v.Append(wireRand(r, tensor.BFloat16, 2, 3, 2, 4), wireRand(r, tensor.BFloat16, 2, 3, 2, 4))
+	require.NoError(t, err)
+	w := &actors.InsertWrite{Slot: 1, Other: v}
+	p, err := writeToProto(0, w)
+	require.NoError(t, err)
+	big := meta
+	big.BatchSize = 4
+	spec := actors.Spec{Transformer: &actors.TransformerSpec{DType: tensor.BFloat16, Metadata: big}}
+	dec, err := writeFromProto(viaWire(t, p), spec)
+	require.NoError(t, err)
+	got, ok := dec.(*actors.InsertWrite)
+	require.True(t, ok, "decoded %T", dec)
+	assert.Equal(t, 1, got.Slot)
+	requireSameView(t, "inserted view", v, got.Other)
+
+	views, err := spec.LayerViews()
+	require.NoError(t, err)
+	want, _, err := actors.Apply(views[0], w)
+	require.NoError(t, err)
+	have, _, err := actors.Apply(views[0], got)
+	require.NoError(t, err)
+	requireSameView(t, "after the insert", want, have)
+}
+
 func TestWireWriteFromProtoErrors(t *testing.T) {
 	mspec := actors.Spec{Mamba: &actors.MambaSpec{DType: tensor.Float32}}
 	tspec := actors.Spec{Transformer: &actors.TransformerSpec{DType: tensor.Float32, Metadata: transformer.Metadata{SequenceLength: 4}}}
@@ -762,6 +798,10 @@ func TestWireWriteFromProtoErrors(t *testing.T) {
 		kind bool
 	}{
 		{"nil oneof", &messages.LayerWrite{Layer: 3}, mspec, "layer 3: actors: invalid request: write is unset", false},
+		{"insert kind", &messages.LayerWrite{Write: &messages.LayerWrite_Insert{Insert: &messages.InsertWrite{}}}, mspec,
+			"an insert write for a mamba cache", true},
+		{"insert view", &messages.LayerWrite{Write: &messages.LayerWrite_Insert{Insert: &messages.InsertWrite{Slot: 1, View: []byte("not a snapshot")}}}, tspec,
+			"insert.view: ", false},
 		{"kind", &messages.LayerWrite{Write: &messages.LayerWrite_Lightning{Lightning: &messages.LightningWrite{}}}, mspec,
 			"a lightning write for a mamba cache", true},
 		{"conv_ssm kind", &messages.LayerWrite{Write: &messages.LayerWrite_ConvSsm{ConvSsm: &messages.ConvSSMWrite{}}}, tspec,
