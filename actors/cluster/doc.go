@@ -58,8 +58,7 @@
 // sizes only), and its PartitionAxis must name mesh axes in valid UTF-8
 // (any PartitionAxis and Mode travel otherwise, so a cache can cut kv
 // heads over tp or resolve its specs in prefill mode, as embedded); a
-// paged spec's Pool stays with the client, and TransformerSpec.Starts
-// cannot be sent; the automanaged provider's health endpoint is
+// paged spec's Pool stays with the client; the automanaged provider's health endpoint is
 // plain HTTP even with mutual TLS (protoactor's provider has no TLS
 // option), it carries membership only.
 package cluster

@@ -31,7 +31,7 @@ import (
 // actors.ErrInvalid that names the field, never a silent drop. What the
 // messages lack (each an error when set):
 //
-//   - TransformerSpec.Starts, PagedSpec.Pool, a mesh whose axis order is
+//   - a present but empty TransformerSpec.Starts, PagedSpec.Pool, a mesh whose axis order is
 //     not the default (CacheSpec.mesh is a map of axis sizes), a Mode that
 //     is not one of the four modes, and a PartitionAxis name that is not
 //     valid UTF-8 (proto strings are UTF-8); Spec.PartitionAxis, Spec.Mode
@@ -275,7 +275,8 @@ func causalMask(n int) transformer.Mask {
 // NF4 pages, as an embedded cache does); the mesh travels as its axis sizes; PartitionAxis (nil or not), Mode
 // ("" apart from sharding.ModeDecode) and the metadata's PartitionAxis JSON
 // (byte for byte) travel unchanged. An error wrapping actors.ErrInvalid
-// names whatever the message cannot carry: TransformerSpec.Starts,
+// names whatever the message cannot carry: a present but empty
+// TransformerSpec.Starts (the wire has nil only),
 // PagedSpec.Pool, a quantization that is none of None, Int8 and NF4, a Mode that is not
 // one of sharding's four modes, a PartitionAxis name that is not valid
 // UTF-8, a mesh whose axes are not in the default order (or the zero
@@ -307,9 +308,10 @@ func specToProto(s actors.Spec) (*messages.CacheSpec, error) {
 	switch {
 	case s.Transformer != nil:
 		t := s.Transformer
-		if t.Starts != nil {
-			return nil, wireErr("spec.Transformer.Starts is %v: CacheSpec has no starts field, only nil (all zeros) can be sent", t.Starts)
+		if t.Starts != nil && len(t.Starts) == 0 {
+			return nil, wireErr("spec.Transformer.Starts is present but empty: the wire cannot tell it from nil (no padding)")
 		}
+		p.TransformerStarts = slices.Clone(t.Starts)
 		m := t.Metadata
 		p.Metadata = &messages.CacheSpec_Transformer{Transformer: &messages.TransformerMetadata{
 			BatchSize: int64(m.BatchSize), SequenceLength: int64(m.SequenceLength), NumHiddenLayers: int64(m.NumHiddenLayers),
@@ -400,6 +402,9 @@ func specFromProto(p *messages.CacheSpec) (actors.Spec, error) {
 		return actors.Spec{}, wireErr("spec.storage is quantized (%s, block size %d): only a paged cache's spec holds quantized storage",
 			st.GetQuantization(), st.GetBlockSize())
 	}
+	if _, contiguous := p.Metadata.(*messages.CacheSpec_Transformer); len(p.TransformerStarts) > 0 && !contiguous {
+		return actors.Spec{}, wireErr("spec.transformer_starts has %d entries on a spec that is not a transformer cache's", len(p.TransformerStarts))
+	}
 	mesh, err := meshFromProto(p.Mesh)
 	if err != nil {
 		return actors.Spec{}, err
@@ -418,6 +423,9 @@ func specFromProto(p *messages.CacheSpec) (actors.Spec, error) {
 			KeyHeads: int(t.GetKeyHeads()), ValueHeads: int(t.GetValueHeads()), KeyDim: int(t.GetKeyDim()), ValueDim: int(t.GetValueDim()),
 			UpdateCausalMask: t.GetUpdateCausalMask(), CreateAttentionBias: t.GetCreateAttentionBias(),
 		}}
+		if len(p.TransformerStarts) > 0 {
+			s.Transformer.Starts = slices.Clone(p.TransformerStarts)
+		}
 	case *messages.CacheSpec_Paged:
 		t := m.Paged
 		var q tensor.Quantization

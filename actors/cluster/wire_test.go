@@ -190,6 +190,8 @@ func wireSpecCases(t testing.TB) []wireSpecCase {
 	mambaEmptyPA := mmeta
 	mambaEmptyPA.PartitionAxis = json.RawMessage{} // present and empty: not nil
 	return []wireSpecCase{
+		{"transformer with left padding (starts)", actors.Spec{Transformer: &actors.TransformerSpec{DType: tensor.Float32, Starts: []int32{0, 3, 1},
+			Metadata: transformer.Metadata{BatchSize: 3, SequenceLength: 8, NumHiddenLayers: 1, KeyHeads: 2, ValueHeads: 2, KeyDim: 4, ValueDim: 4}}}},
 		{"transformer with num_heads and head_dim", actors.Spec{Transformer: &actors.TransformerSpec{DType: tensor.BFloat16, Metadata: transformer.Metadata{
 			BatchSize: 4, SequenceLength: 64, NumHiddenLayers: 3, PadTokenID: 7, NumHeads: transformer.Ptr(8), HeadDim: transformer.Ptr(0),
 			KeyHeads: 8, ValueHeads: 2, KeyDim: 16, ValueDim: 32, UpdateCausalMask: false, CreateAttentionBias: true}}}},
@@ -398,7 +400,8 @@ func TestWireSpecErrors(t *testing.T) {
 	}{
 		{"no kind", actors.Spec{}, "exactly one kind, got 0"},
 		{"two kinds", actors.Spec{Mamba: mspec, Transformer: &actors.TransformerSpec{Metadata: tmeta, DType: tensor.Float32}}, "exactly one kind, got 2"},
-		{"starts", actors.Spec{Transformer: &actors.TransformerSpec{Metadata: tmeta, DType: tensor.Float32, Starts: []int32{1}}}, "spec.Transformer.Starts is [1]"},
+		{"empty starts", actors.Spec{Transformer: &actors.TransformerSpec{Metadata: tmeta, DType: tensor.Float32, Starts: []int32{}}},
+			"spec.Transformer.Starts is present but empty"},
 		{"pool", actors.Spec{Paged: &actors.PagedSpec{DType: tensor.Float32, Pool: &pagemanager.PoolConfig{PrefixCaching: true}}}, "spec.Paged.Pool"},
 		{"unknown quantization", actors.Spec{Paged: &actors.PagedSpec{DType: tensor.Float16, Quantization: 9}}, "has no wire form"},
 		{"unknown mode", actors.Spec{Mamba: mspec, Mode: "__serve__"}, `spec.Mode is "__serve__": not a mode`},
@@ -442,6 +445,8 @@ func TestWireSpecErrors(t *testing.T) {
 			p.Storage.BlockSize = 64
 		},
 			"spec.storage is quantized (QUANTIZATION_NF4, block size 64): only a paged cache's spec holds quantized storage"},
+		{"starts on mamba", func(p *messages.CacheSpec) { p.TransformerStarts = []int32{1, 2} },
+			"spec.transformer_starts has 2 entries on a spec that is not a transformer cache's"},
 		{"unknown axis", func(p *messages.CacheSpec) { p.Mesh = map[string]int64{"xx": 2} }, `unknown mesh axis "xx"`},
 		{"axis size", func(p *messages.CacheSpec) { p.Mesh = map[string]int64{"tp": 0} }, `spec.mesh axis "tp" has size 0`},
 		{"too many devices", func(p *messages.CacheSpec) { p.Mesh = map[string]int64{"tp": 1 << 11, "dp": 1 << 11} }, "more than 1048576 devices"},

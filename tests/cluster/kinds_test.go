@@ -172,6 +172,16 @@ func TestEveryKindMatchesEmbedded(t *testing.T) {
 		}
 	}
 	for _, kc := range kindCases(t) {
+		if kc.spec.Transformer != nil { // left padding: row 0 starts at position 2
+			kc.name += "/starts"
+			tr := *kc.spec.Transformer
+			tr.Starts = []int32{2, 0}
+			kc.spec.Transformer = &tr
+			cases = append(cases, kc)
+			kc.name += "/dp2tp2"
+			kc.spec.Mesh = &mesh
+			cases = append(cases, kc)
+		}
 		if kc.spec.Paged != nil { // int8 pages with bfloat16 scales (quantized caches are not sharded)
 			kc.name += "/int8"
 			p := *kc.spec.Paged
