@@ -22,33 +22,6 @@ func storedMeta() paged.Metadata {
 		MaxSequences: 44, PageSize: 4, NumKVHeads: 2, KVHeadDimSize: 64, HBMUtilization: 0.5}
 }
 
-// prefillStored is prefill for a cache stored as st.
-func prefillStored(t *testing.T, rt *actors.Runtime, id string, st paged.Storage, skip, length int, r *mrand.Rand) (*actors.Cache, actors.Version, []int32) {
-	t.Helper()
-	ctx := context.Background()
-	meta := storedMeta()
-	c, err := rt.NewCache(id, actors.Spec{Paged: &actors.PagedSpec{Metadata: meta, DType: st.DType, Quantization: st.Quantization, BlockSize: st.BlockSize}})
-	require.NoError(t, err)
-	if skip > 0 {
-		_, _, err = c.AllocPages(ctx, skip)
-		require.NoError(t, err)
-	}
-	table, _, err := c.AllocPrefillPages(ctx, length)
-	require.NoError(t, err)
-	var writes []actors.LayerWrite
-	for l := range meta.NumHiddenLayers {
-		writes = append(writes, actors.LayerWrite{Layer: l, Write: &actors.PagedWrite{
-			PrefillKey:   randomTensor(r, tensor.Float32, length, meta.NumKVHeads, meta.KVHeadDimSize),
-			PrefillValue: randomTensor(r, tensor.Float32, length, meta.NumKVHeads, meta.KVHeadDimSize),
-			Step:         paged.StepMetadata{PrefillLength: int32(length), PrefillPageTable: table}}})
-	}
-	_, _, err = c.Step(ctx, 0, writes)
-	require.NoError(t, err)
-	v, err := c.Current(ctx)
-	require.NoError(t, err)
-	return c, v, table
-}
-
 // A quantized sequence (int8 codes with bfloat16 scales, and NF4) moved
 // between two nodes arrives with identical codes and scales, in fewer
 // bytes than its dequantized values; a receiver stored otherwise refuses
@@ -67,8 +40,8 @@ func TestTransferQuantizedPagedSequence(t *testing.T) {
 			dec, err := actors.NewRuntime()
 			require.NoError(t, err)
 			defer dec.Close()
-			_, srcVersion, srcTable := prefillStored(t, pre, "pre", st, 0, length, r)
-			other, _, _ := prefillStored(t, dec, "dec", st, 3, 5, r)
+			_, srcVersion, srcTable := prefillAs(t, pre, "pre", storedMeta(), st, 0, length, r)
+			other, _, _ := prefillAs(t, dec, "dec", storedMeta(), st, 3, 5, r)
 			plain, err := dec.NewCache("plain", actors.Spec{Paged: &actors.PagedSpec{Metadata: storedMeta(), DType: st.DType}})
 			require.NoError(t, err)
 

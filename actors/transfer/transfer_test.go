@@ -63,13 +63,20 @@ func pagedMeta(layers, pages int) paged.Metadata {
 		MaxSequences: 4 * (pages - 1), PageSize: 4, NumKVHeads: 2, KVHeadDimSize: 8, HBMUtilization: 0.5}
 }
 
-// prefill creates a paged cache on rt, skips `skip` pages (so the
-// sequence's pages differ between caches), and prefills one sequence of
-// length tokens; it returns the cache, its version and the page table.
+// prefill creates a bfloat16 paged cache on rt, skips `skip` pages (so
+// the sequence's pages differ between caches), and prefills one sequence
+// of length tokens; it returns the cache, its version and the page table.
 func prefill(t *testing.T, rt *actors.Runtime, id string, meta paged.Metadata, skip, length int, r *mrand.Rand) (*actors.Cache, actors.Version, []int32) {
 	t.Helper()
+	return prefillAs(t, rt, id, meta, paged.Storage{DType: tensor.BFloat16}, skip, length, r)
+}
+
+// prefillAs is prefill for a cache stored as st (values drawn in st's
+// dtype, quantized by the cache when st says so).
+func prefillAs(t *testing.T, rt *actors.Runtime, id string, meta paged.Metadata, st paged.Storage, skip, length int, r *mrand.Rand) (*actors.Cache, actors.Version, []int32) {
+	t.Helper()
 	ctx := context.Background()
-	c, err := rt.NewCache(id, actors.Spec{Paged: &actors.PagedSpec{Metadata: meta, DType: tensor.BFloat16}})
+	c, err := rt.NewCache(id, actors.Spec{Paged: &actors.PagedSpec{Metadata: meta, DType: st.DType, Quantization: st.Quantization, BlockSize: st.BlockSize}})
 	require.NoError(t, err)
 	if skip > 0 {
 		_, _, err = c.AllocPages(ctx, skip)
@@ -80,8 +87,8 @@ func prefill(t *testing.T, rt *actors.Runtime, id string, meta paged.Metadata, s
 	var writes []actors.LayerWrite
 	for l := range meta.NumHiddenLayers {
 		writes = append(writes, actors.LayerWrite{Layer: l, Write: &actors.PagedWrite{
-			PrefillKey:   randomTensor(r, tensor.BFloat16, length, meta.NumKVHeads, meta.KVHeadDimSize),
-			PrefillValue: randomTensor(r, tensor.BFloat16, length, meta.NumKVHeads, meta.KVHeadDimSize),
+			PrefillKey:   randomTensor(r, st.DType, length, meta.NumKVHeads, meta.KVHeadDimSize),
+			PrefillValue: randomTensor(r, st.DType, length, meta.NumKVHeads, meta.KVHeadDimSize),
 			Step:         paged.StepMetadata{PrefillLength: int32(length), PrefillPageTable: table}}})
 	}
 	_, _, err = c.Step(ctx, 0, writes)
