@@ -1476,8 +1476,11 @@ type CacheSpec struct {
 	// A contiguous cache's initial left padding per batch row
 	// (TransformerSpec.Starts); empty means none (all zeros).
 	TransformerStarts []int32 `protobuf:"varint,14,rep,packed,name=transformer_starts,json=transformerStarts,proto3" json:"transformer_starts,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The mesh's device order, slowest axis first; empty means the default
+	// order (dp, fsdp, tp, sp, ep) restricted to the mesh's axes.
+	MeshOrder     []string `protobuf:"bytes,15,rep,name=mesh_order,json=meshOrder,proto3" json:"mesh_order,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CacheSpec) Reset() {
@@ -1593,6 +1596,13 @@ func (x *CacheSpec) GetMode() Mode {
 func (x *CacheSpec) GetTransformerStarts() []int32 {
 	if x != nil {
 		return x.TransformerStarts
+	}
+	return nil
+}
+
+func (x *CacheSpec) GetMeshOrder() []string {
+	if x != nil {
+		return x.MeshOrder
 	}
 	return nil
 }
@@ -4611,7 +4621,7 @@ const file_kvmesh_proto_rawDesc = "" +
 	"\x13decode_kv_head_axis\x18\x17 \x01(\v2\x13.kvmesh.v1.MeshAxesR\x10decodeKvHeadAxis\x12L\n" +
 	"\x18decode_key_sequence_axis\x18\x18 \x01(\v2\x13.kvmesh.v1.MeshAxesR\x15decodeKeySequenceAxis\x12N\n" +
 	"\x19decode_attention_dim_axis\x18\x19 \x01(\v2\x13.kvmesh.v1.MeshAxesR\x16decodeAttentionDimAxis\x12S\n" +
-	"\x1cdecode_attention_kv_dim_axis\x18\x1a \x01(\v2\x13.kvmesh.v1.MeshAxesR\x18decodeAttentionKvDimAxis\"\xe2\x04\n" +
+	"\x1cdecode_attention_kv_dim_axis\x18\x1a \x01(\v2\x13.kvmesh.v1.MeshAxesR\x18decodeAttentionKvDimAxis\"\x81\x05\n" +
 	"\tCacheSpec\x12B\n" +
 	"\vtransformer\x18\x01 \x01(\v2\x1e.kvmesh.v1.TransformerMetadataH\x00R\vtransformer\x120\n" +
 	"\x05paged\x18\x02 \x01(\v2\x18.kvmesh.v1.PagedMetadataH\x00R\x05paged\x120\n" +
@@ -4623,7 +4633,9 @@ const file_kvmesh_proto_rawDesc = "" +
 	"\x04mesh\x18\v \x03(\v2\x1e.kvmesh.v1.CacheSpec.MeshEntryR\x04mesh\x12?\n" +
 	"\x0epartition_axis\x18\f \x01(\v2\x18.kvmesh.v1.PartitionAxisR\rpartitionAxis\x12#\n" +
 	"\x04mode\x18\r \x01(\x0e2\x0f.kvmesh.v1.ModeR\x04mode\x12-\n" +
-	"\x12transformer_starts\x18\x0e \x03(\x05R\x11transformerStarts\x1a7\n" +
+	"\x12transformer_starts\x18\x0e \x03(\x05R\x11transformerStarts\x12\x1d\n" +
+	"\n" +
+	"mesh_order\x18\x0f \x03(\tR\tmeshOrder\x1a7\n" +
 	"\tMeshEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01B\n" +

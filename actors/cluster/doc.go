@@ -54,11 +54,10 @@
 // snapshot (on a mesh, each device gets the rows it owns).
 //
 // Limits: a quantized paged cache cannot be cut over a mesh (as
-// embedded); a spec's mesh must keep the default axis order (the wire carries mesh axis
-// sizes only), and its PartitionAxis must name mesh axes in valid UTF-8
-// (any PartitionAxis and Mode travel otherwise, so a cache can cut kv
-// heads over tp or resolve its specs in prefill mode, as embedded); a
-// paged spec's Pool stays with the client; the automanaged provider's health endpoint is
+// embedded); a spec's PartitionAxis must name mesh axes in valid UTF-8
+// (any mesh, PartitionAxis and Mode travel otherwise, so a cache can cut
+// kv heads over tp, use a tp-major device order or resolve its specs in
+// prefill mode, as embedded); a paged spec's Pool stays with the client; the automanaged provider's health endpoint is
 // plain HTTP even with mutual TLS (protoactor's provider has no TLS
 // option), it carries membership only.
 package cluster

@@ -31,9 +31,8 @@ import (
 // actors.ErrInvalid that names the field, never a silent drop. What the
 // messages lack (each an error when set):
 //
-//   - a present but empty TransformerSpec.Starts, PagedSpec.Pool, a mesh whose axis order is
-//     not the default (CacheSpec.mesh is a map of axis sizes), a Mode that
-//     is not one of the four modes, and a PartitionAxis name that is not
+//   - a present but empty TransformerSpec.Starts, PagedSpec.Pool, a Mode
+//     that is not one of the four modes, and a PartitionAxis name that is not
 //     valid UTF-8 (proto strings are UTF-8); Spec.PartitionAxis, Spec.Mode
 //     and the PartitionAxis JSON of Mamba, Mamba2 and lightning metadata
 //     travel otherwise unchanged;
@@ -279,8 +278,8 @@ func causalMask(n int) transformer.Mask {
 // TransformerSpec.Starts (the wire has nil only),
 // PagedSpec.Pool, a quantization that is none of None, Int8 and NF4, a Mode that is not
 // one of sharding's four modes, a PartitionAxis name that is not valid
-// UTF-8, a mesh whose axes are not in the default order (or the zero
-// Mesh); and a spec without exactly one kind.
+// UTF-8, the zero Mesh, and a spec without exactly one kind. A mesh travels
+// as its axis sizes and, when not the default, its axis order.
 func specToProto(s actors.Spec) (*messages.CacheSpec, error) {
 	set := 0
 	for _, p := range []bool{s.Transformer != nil, s.Paged != nil, s.Mamba != nil, s.Mamba2 != nil, s.Lightning != nil} {
@@ -299,11 +298,11 @@ func specToProto(s actors.Spec) (*messages.CacheSpec, error) {
 	if err != nil {
 		return nil, err
 	}
-	mesh, err := meshToProto(s.Mesh)
+	mesh, order, err := meshToProto(s.Mesh)
 	if err != nil {
 		return nil, err
 	}
-	p := &messages.CacheSpec{Mesh: mesh, PartitionAxis: pa, Mode: mode}
+	p := &messages.CacheSpec{Mesh: mesh, MeshOrder: order, PartitionAxis: pa, Mode: mode}
 	var dt tensor.DType
 	switch {
 	case s.Transformer != nil:
@@ -405,7 +404,7 @@ func specFromProto(p *messages.CacheSpec) (actors.Spec, error) {
 	if _, contiguous := p.Metadata.(*messages.CacheSpec_Transformer); len(p.TransformerStarts) > 0 && !contiguous {
 		return actors.Spec{}, wireErr("spec.transformer_starts has %d entries on a spec that is not a transformer cache's", len(p.TransformerStarts))
 	}
-	mesh, err := meshFromProto(p.Mesh)
+	mesh, err := meshFromProto(p.Mesh, p.MeshOrder)
 	if err != nil {
 		return actors.Spec{}, err
 	}
@@ -660,20 +659,20 @@ func optFromProto(v *int64) *int {
 	return &x
 }
 
-// meshToProto returns m's axis sizes. A nil mesh gives nil, and so does a
-// mesh without axes (one device), which a Spec treats as nil. The zero Mesh
-// and a mesh whose axes are not in the default order (dp, fsdp, tp, sp,
-// ep; a map cannot carry another) are errors. Devices are not carried.
-func meshToProto(m *sharding.Mesh) (map[string]int64, error) {
+// meshToProto returns m's axis sizes, and its axis order when it is not
+// the default one (dp, fsdp, tp, sp, ep restricted to its axes). A nil
+// mesh gives nil, and so does a mesh without axes (one device), which a
+// Spec treats as nil. The zero Mesh is an error. Devices are not carried.
+func meshToProto(m *sharding.Mesh) (map[string]int64, []string, error) {
 	if m == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if m.NumDevices() == 0 {
-		return nil, wireErr("spec.Mesh is the zero Mesh, which has no devices")
+		return nil, nil, wireErr("spec.Mesh is the zero Mesh, which has no devices")
 	}
 	axes := m.Axes()
 	if len(axes) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	sizes := make(map[string]int64, len(axes))
 	var order []string
@@ -687,18 +686,22 @@ func meshToProto(m *sharding.Mesh) (map[string]int64, error) {
 			want = append(want, a)
 		}
 	}
-	if !slices.Equal(order, want) {
-		return nil, wireErr("spec.Mesh has axis order %v: CacheSpec.mesh is a map of sizes and carries only the default order %v", order, want)
+	if slices.Equal(order, want) {
+		return sizes, nil, nil
 	}
-	return sizes, nil
+	return sizes, order, nil
 }
 
-// meshFromProto builds the mesh of the given axis sizes in the default
-// order, over devices 0..n-1 with no memory budget; an empty map gives nil.
-// An unknown axis, a size that is not positive or more than
-// sharding.MaxDevices devices is an error naming the axis.
-func meshFromProto(sizes map[string]int64) (*sharding.Mesh, error) {
+// meshFromProto builds the mesh of the given axis sizes in order (empty:
+// the default order), over devices 0..n-1 with no memory budget; an empty
+// map gives nil. An unknown axis, a size that is not positive, more than
+// sharding.MaxDevices devices or an order that does not list the axes
+// once each is an error naming the value.
+func meshFromProto(sizes map[string]int64, order []string) (*sharding.Mesh, error) {
 	if len(sizes) == 0 {
+		if len(order) > 0 {
+			return nil, wireErr("spec.mesh_order %v names axes of an empty mesh", order)
+		}
 		return nil, nil
 	}
 	names := make([]string, 0, len(sizes))
@@ -717,6 +720,9 @@ func meshFromProto(sizes map[string]int64) (*sharding.Mesh, error) {
 			return nil, wireErr("spec.mesh sizes %v give more than %d devices", sizes, sharding.MaxDevices)
 		}
 		cfg.Sizes[a] = int(s)
+	}
+	if len(order) > 0 {
+		cfg.Order = slices.Clone(order)
 	}
 	cfg.Devices = sharding.UniformDevices(n, 0)
 	m, err := sharding.NewMesh(cfg)

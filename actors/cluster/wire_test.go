@@ -151,6 +151,18 @@ func wireMesh(t testing.TB, sizes map[string]int) *sharding.Mesh {
 	return &m
 }
 
+// wireOrderedMesh is wireMesh with the device order given, slowest axis
+// first.
+func wireOrderedMesh(t testing.TB, sizes map[string]int, order ...string) *sharding.Mesh {
+	n := 1
+	for _, s := range sizes {
+		n *= s
+	}
+	m, err := sharding.NewMesh(sharding.MeshConfig{Sizes: sizes, Order: order, Devices: sharding.UniformDevices(n, 0)})
+	require.NoError(t, err)
+	return &m
+}
+
 // wireKVHeadsOverTP is the default PartitionAxis with kv heads cut over tp
 // in every mode, as newer eformer releases default.
 func wireKVHeadsOverTP() *sharding.PartitionAxis {
@@ -190,6 +202,8 @@ func wireSpecCases(t testing.TB) []wireSpecCase {
 	mambaEmptyPA := mmeta
 	mambaEmptyPA.PartitionAxis = json.RawMessage{} // present and empty: not nil
 	return []wireSpecCase{
+		{"mamba on a tp-major mesh (a device order other than the default)", actors.Spec{Mamba: &actors.MambaSpec{DType: tensor.Float32, Metadata: mmeta},
+			Mesh: wireOrderedMesh(t, map[string]int{sharding.DP: 2, sharding.TP: 2}, sharding.TP, sharding.DP)}},
 		{"transformer with left padding (starts)", actors.Spec{Transformer: &actors.TransformerSpec{DType: tensor.Float32, Starts: []int32{0, 3, 1},
 			Metadata: transformer.Metadata{BatchSize: 3, SequenceLength: 8, NumHiddenLayers: 1, KeyHeads: 2, ValueHeads: 2, KeyDim: 4, ValueDim: 4}}}},
 		{"transformer with num_heads and head_dim", actors.Spec{Transformer: &actors.TransformerSpec{DType: tensor.BFloat16, Metadata: transformer.Metadata{
@@ -386,9 +400,6 @@ func TestWireSpecErrors(t *testing.T) {
 	tmeta := transformer.Metadata{BatchSize: 1, SequenceLength: 4, KeyHeads: 1, ValueHeads: 1, KeyDim: 2, ValueDim: 2}
 	mmeta := mamba.Metadata{NumHiddenLayers: 1, BatchSize: 1, IntermediateSize: 2, SSMStateSize: 2, ConvKernelSize: 2}
 	mspec := &actors.MambaSpec{Metadata: mmeta, DType: tensor.Float32}
-	reordered, err := sharding.NewMesh(sharding.MeshConfig{Sizes: map[string]int{sharding.DP: 2, sharding.TP: 2},
-		Order: []string{sharding.TP, sharding.DP}, Devices: sharding.UniformDevices(4, 0)})
-	require.NoError(t, err)
 	badMeshName := sharding.DefaultPartitionAxis()
 	badMeshName.TensorParallelAxis = "t\xffp"
 	badRule := sharding.DefaultPartitionAxis()
@@ -408,7 +419,6 @@ func TestWireSpecErrors(t *testing.T) {
 		{"mesh name not UTF-8", actors.Spec{Mamba: mspec, PartitionAxis: &badMeshName}, `spec.PartitionAxis.tensor_parallel_axis is "t\xffp", which is not valid UTF-8`},
 		{"rule name not UTF-8", actors.Spec{Mamba: mspec, PartitionAxis: &badRule}, `spec.PartitionAxis.kv_head_axis names "\xfe", which is not valid UTF-8`},
 		{"zero mesh", actors.Spec{Mamba: mspec, Mesh: &sharding.Mesh{}}, "zero Mesh"},
-		{"mesh order", actors.Spec{Mamba: mspec, Mesh: &reordered}, "axis order [tp dp]"},
 		{"dtype", actors.Spec{Mamba: &actors.MambaSpec{Metadata: mmeta}}, "spec mamba dtype DType(0)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -448,6 +458,8 @@ func TestWireSpecErrors(t *testing.T) {
 		{"starts on mamba", func(p *messages.CacheSpec) { p.TransformerStarts = []int32{1, 2} },
 			"spec.transformer_starts has 2 entries on a spec that is not a transformer cache's"},
 		{"unknown axis", func(p *messages.CacheSpec) { p.Mesh = map[string]int64{"xx": 2} }, `unknown mesh axis "xx"`},
+		{"order without a mesh", func(p *messages.CacheSpec) { p.MeshOrder = []string{"tp"} }, "spec.mesh_order [tp] names axes of an empty mesh"},
+		{"order missing an axis", func(p *messages.CacheSpec) { p.Mesh, p.MeshOrder = map[string]int64{"tp": 2, "dp": 2}, []string{"tp"} }, "spec.mesh"},
 		{"axis size", func(p *messages.CacheSpec) { p.Mesh = map[string]int64{"tp": 0} }, `spec.mesh axis "tp" has size 0`},
 		{"too many devices", func(p *messages.CacheSpec) { p.Mesh = map[string]int64{"tp": 1 << 11, "dp": 1 << 11} }, "more than 1048576 devices"},
 		{"unknown mode", func(p *messages.CacheSpec) { p.Mode = 42 }, "spec.mode 42 is not a mode"},
