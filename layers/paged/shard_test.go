@@ -48,8 +48,14 @@ var (
 // and C beside an inactive slot. A holds 7 tokens, B 10 and C 4.
 func shardPrior(t testing.TB, r *mrand.Rand, meta Metadata, dtype tensor.DType) View {
 	t.Helper()
+	return shardPriorStorage(t, r, meta, Storage{DType: dtype})
+}
+
+// shardPriorStorage is shardPrior for a view stored as st.
+func shardPriorStorage(t testing.TB, r *mrand.Rand, meta Metadata, st Storage) View {
+	t.Helper()
 	h, d := meta.NumKVHeads, meta.KVHeadDimSize
-	v, err := NewView(meta, dtype, 1)
+	v, err := NewViewStorage(meta, st, 1)
 	require.NoError(t, err)
 	prefill := func(table []int32, start, n, pad int) {
 		t.Helper()
@@ -114,12 +120,20 @@ func shardSteps(r *mrand.Rand, meta Metadata, name string) []shardStep {
 	}
 }
 
-// requireSameShardView requires got and want to hold the same pages,
-// metadata, dtype and layer index.
+// requireSameShardView requires got and want to hold the same pages (the
+// same codes and scales, byte for byte, when quantized), metadata,
+// storage and layer index.
 func requireSameShardView(t testing.TB, want, got View) {
 	t.Helper()
+	require.Equal(t, want.Storage(), got.Storage())
 	require.True(t, want.KeyPages().Equal(got.KeyPages()), "key pages differ")
 	require.True(t, want.ValuePages().Equal(got.ValuePages()), "value pages differ")
+	if want.IsQuantized() {
+		require.True(t, want.KeyCodes().Equal(got.KeyCodes()), "key codes differ")
+		require.True(t, want.KeyScales().Equal(got.KeyScales()), "key scales differ")
+		require.True(t, want.ValueCodes().Equal(got.ValueCodes()), "value codes differ")
+		require.True(t, want.ValueScales().Equal(got.ValueScales()), "value scales differ")
+	}
 	require.Equal(t, want.Metadata(), got.Metadata())
 	require.Equal(t, want.DType(), got.DType())
 	require.Equal(t, want.LayerIndex(), got.LayerIndex())

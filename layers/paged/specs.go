@@ -1,10 +1,11 @@
 package paged
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 
+	"github.com/kvmesh/kvmesh/layers/internal/kvquant"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 	"github.com/kvmesh/kvmesh/sharding"
 )
@@ -81,6 +82,61 @@ func (s Specs) SplitTokens(key, value tensor.Tensor, mesh sharding.Mesh) (keys, 
 	return keys, values, nil
 }
 
+// SplitStored cuts stored rows (GatherStored's, for WriteStored) of a
+// view of meta by TokenSpecs into one Stored per device, in device order,
+// as SplitTokens cuts a prefill chunk: the values, or the codes and the
+// scales of quantized rows, by kv heads (and head dim, where the specs cut
+// it and the storage allows it, see Split). Device i applies its Stored,
+// with the step's StepMetadata unchanged, to its view of Split; joined,
+// the views equal the unsharded WriteStored's byte for byte. Rows whose
+// tensors do not fit the specs, or quantized rows the specs would cut
+// within a row, wrap ErrSharding.
+func (s Specs) SplitStored(rows Stored, meta Metadata, mesh sharding.Mesh) ([]Stored, error) {
+	if err := rows.Storage.Validate(); err != nil {
+		return nil, err
+	}
+	if err := s.checkStorage(rows.Storage, meta, mesh); err != nil {
+		return nil, err
+	}
+	ks, vs := s.TokenSpecs()
+	n := mesh.NumDevices()
+	out := make([]Stored, n)
+	for i := range out {
+		out[i].Storage = rows.Storage
+	}
+	quantized := rows.Storage.Quantization != tensor.None
+	for _, c := range []struct {
+		name  string
+		t     tensor.Tensor
+		spec  sharding.Spec
+		want  bool
+		field func(o *Stored) *tensor.Tensor
+	}{
+		{"key", rows.Key, ks, true, func(o *Stored) *tensor.Tensor { return &o.Key }},
+		{"value", rows.Value, vs, true, func(o *Stored) *tensor.Tensor { return &o.Value }},
+		{"key scales", rows.KeyScales, ks, quantized, func(o *Stored) *tensor.Tensor { return &o.KeyScales }},
+		{"value scales", rows.ValueScales, vs, quantized, func(o *Stored) *tensor.Tensor { return &o.ValueScales }},
+	} {
+		if !c.want {
+			if !c.t.IsZero() {
+				return nil, fmt.Errorf("%w: stored rows as %s carry %s %s (unquantized rows have none)", ErrSharding, rows.Storage, c.name, c.t)
+			}
+			continue
+		}
+		if c.t.IsZero() {
+			return nil, fmt.Errorf("%w: stored rows as %s: %s is absent", ErrSharding, rows.Storage, c.name)
+		}
+		ts, err := sharding.Split(c.t, c.spec, mesh)
+		if err != nil {
+			return nil, fmt.Errorf("%w: stored %s: %w", ErrSharding, c.name, err)
+		}
+		for i := range out {
+			*c.field(&out[i]) = ts[i]
+		}
+	}
+	return out, nil
+}
+
 // shardMeta checks that s fits meta's pools on mesh and that a shard view
 // can hold each device's slices, and returns a shard's metadata:
 // num_kv_heads and kv_head_dim_size divided by their block counts, the
@@ -115,14 +171,45 @@ func (s Specs) shardMeta(meta Metadata, mesh sharding.Mesh) (Metadata, error) {
 	return m, nil
 }
 
+// checkStorage checks that a view stored as st can be cut by s over mesh
+// (after shardMeta accepted s): its quantized rows keep their codes and
+// scales whole on every shard (kvquant.Format.CheckCut). Codes and scales
+// are then cut by the pages' specs, as the values would be.
+func (s Specs) checkStorage(st Storage, meta Metadata, mesh sharding.Mesh) error {
+	st = st.resolved()
+	f, err := kvquant.NewFormat(st.DType, st.Quantization, st.BlockSize, meta.KVHeadDimSize)
+	if err != nil {
+		return fmt.Errorf("%w: %w: %v", ErrSharding, ErrQuantization, err)
+	}
+	if err := f.CheckCut(s.KeyPages[3].Blocks(mesh)); err != nil {
+		return fmt.Errorf("%w: pages stored as %s: key pages spec %s: %v", ErrSharding, st, s.KeyPages, err)
+	}
+	return nil
+}
+
+// pools are a view's page tensors in stored form: the values, or the
+// codes and the scales of a quantized view.
+type pools struct {
+	key, value, keyScales, valueScales tensor.Tensor
+}
+
 // Split cuts v by s over mesh into one view per device, in device order:
 // view i holds device i's slices of the key and value pages, with metadata
 // sized to them (num_kv_heads and kv_head_dim_size divided by their block
-// counts) and v's layer index. Applying a write (WritePrefill,
+// counts), v's storage and v's layer index. Applying a write (WritePrefill,
 // WriteDecodes) to every shard view, with its tokens cut by SplitTokens and
 // the same StepMetadata, then JoinViews, gives the unsharded write's view
 // byte for byte: page tables and positions are the same on every shard,
 // and each head's pages are written independently.
+//
+// A quantized view (int8 or NF4, see Storage) is cut in stored form: the
+// codes and the scales are cut by the same specs as the values would be,
+// and each shard quantizes the rows it writes exactly as the unsharded
+// view does (the rows of a head are whole on one shard). The head dim may
+// be cut only where the stored rows allow it (kvquant's CheckCut): never
+// for int8 (one scale per row), and for NF4 only when the block divides
+// the shard's head dim (and that is even); otherwise the error wraps
+// ErrSharding and names the block and the shard width.
 //
 // The specs must fit v's pool as it stands (use View.Specs), cut the key
 // and value pages alike, and leave the page and page-offset axes whole;
@@ -137,78 +224,84 @@ func (v View) Split(s Specs, mesh sharding.Mesh) ([]View, error) {
 	if err != nil {
 		return nil, err
 	}
-	keys, err := sharding.Split(v.key, s.KeyPages, mesh)
-	if err != nil {
-		return nil, fmt.Errorf("%w: key pages: %w", ErrSharding, err)
+	st := v.Storage()
+	if err := s.checkStorage(st, v.meta, mesh); err != nil {
+		return nil, err
 	}
-	values, err := sharding.Split(v.value, s.ValuePages, mesh)
-	if err != nil {
-		return nil, fmt.Errorf("%w: value pages: %w", ErrSharding, err)
+	ks, vs := v.stores()
+	n := mesh.NumDevices()
+	parts := make([]pools, n)
+	for _, c := range []struct {
+		name string
+		t    tensor.Tensor
+		spec sharding.Spec
+		set  func(p *pools, t tensor.Tensor)
+	}{
+		{"key pages", ks.Data, s.KeyPages, func(p *pools, t tensor.Tensor) { p.key = t }},
+		{"value pages", vs.Data, s.ValuePages, func(p *pools, t tensor.Tensor) { p.value = t }},
+		{"key scales", ks.Scales, s.KeyPages, func(p *pools, t tensor.Tensor) { p.keyScales = t }},
+		{"value scales", vs.Scales, s.ValuePages, func(p *pools, t tensor.Tensor) { p.valueScales = t }},
+	} {
+		if c.t.IsZero() {
+			continue // an unquantized view has no scales
+		}
+		ts, err := sharding.Split(c.t, c.spec, mesh)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrSharding, c.name, err)
+		}
+		for i := range parts {
+			c.set(&parts[i], ts[i])
+		}
 	}
-	out := make([]View, len(keys))
+	out := make([]View, n)
 	for i := range out {
-		if out[i], err = viewOfPools(sm, v.layer, keys[i], values[i]); err != nil {
+		if out[i], err = viewOfPools(sm, st, v.layer, parts[i]); err != nil {
 			return nil, fmt.Errorf("%w: shard %d: %w", ErrSharding, i, err)
 		}
 	}
 	return out, nil
 }
 
-// viewOfPools returns the view of meta and layer whose pages hold key and
-// value, shared when they already have the pool layout, else copied into a
-// fresh pool.
-func viewOfPools(meta Metadata, layer int, key, value tensor.Tensor) (View, error) {
-	if key.DType() != value.DType() {
-		return View{}, fmt.Errorf("%w: key pages are %s, value pages %s", ErrDType, key.DType(), value.DType())
-	}
-	v, err := NewView(meta, key.DType(), layer)
-	if err != nil {
+// viewOfPools returns the view of meta, st and layer whose pages hold p
+// (in st's stored form), shared when a tensor already has the pool
+// layout, else copied into a fresh pool (chunks of zeros stay
+// unallocated).
+func viewOfPools(meta Metadata, st Storage, layer int, p pools) (View, error) {
+	if err := st.Validate(); err != nil {
 		return View{}, err
 	}
-	if v.key, err = intoPool(v.key, key); err != nil {
-		return View{}, fmt.Errorf("key pages: %w", err)
+	if layer < 0 || layer >= meta.NumHiddenLayers {
+		return View{}, fmt.Errorf("%w: layer %d of %d layers", ErrOutOfRange, layer, meta.NumHiddenLayers)
 	}
-	if v.value, err = intoPool(v.value, value); err != nil {
-		return View{}, fmt.Errorf("value pages: %w", err)
+	st = st.resolved()
+	f, err := kvquant.NewFormat(st.DType, st.Quantization, st.BlockSize, meta.KVHeadDimSize)
+	if err != nil {
+		return View{}, fmt.Errorf("%w: %v", ErrQuantization, err)
 	}
-	return v, nil
-}
-
-// intoPool returns src when it has pool's shape and chunk layout, else pool
-// with every chunk of src that is not all zeros written into it.
-func intoPool(pool, src tensor.Tensor) (tensor.Tensor, error) {
-	if !src.HasShape(pool.Shape()...) {
-		return tensor.Tensor{}, fmt.Errorf("%w: pages have shape %v, want %v", ErrShape, src.Shape(), pool.Shape())
+	key, err := kvquant.Assemble(f, poolLayout(meta), poolShape(meta), p.key, p.keyScales, true)
+	if err != nil {
+		return View{}, fmt.Errorf("%w: key pages: %v", ErrShape, err)
 	}
-	if src.ChunkLen() == pool.ChunkLen() {
-		return src, nil
+	value, err := kvquant.Assemble(f, poolLayout(meta), poolShape(meta), p.value, p.valueScales, true)
+	if err != nil {
+		return View{}, fmt.Errorf("%w: value pages: %v", ErrShape, err)
 	}
-	ce := pool.ChunkLen()
-	es := pool.DType().Size()
-	buf := make([]byte, ce*es)
-	zero := make([]byte, ce*es)
-	e := pool.Edit()
-	for c := range pool.NumChunks() {
-		if err := src.ReadBytes(buf, pool.DType(), c*ce); err != nil {
-			return tensor.Tensor{}, fmt.Errorf("%w: %w", ErrShape, err)
-		}
-		if bytes.Equal(buf, zero) {
-			continue
-		}
-		if err := e.Write(c*ce, src, c*ce, ce); err != nil {
-			return tensor.Tensor{}, fmt.Errorf("%w: %w", ErrShape, err)
-		}
+	v := View{meta: meta, layer: layer}
+	if st.Quantization != tensor.None {
+		v.quant = &quantized{st: st, f: f}
 	}
-	return e.Tensor(), nil
+	return v.withStores(key, value), nil
 }
 
 // JoinViews rebuilds the view that Split cut by s over mesh from one shard
 // view per device (in device order), meta being the full view's metadata:
-// the key and value pages are joined (sharding.Join), and the views must
-// agree on dtype and layer index. Replicas must hold the same bytes; shard
-// views whose shapes do not fit s and meta, or replicas that differ, give
-// an error wrapping ErrSharding (and sharding.ErrReplicaMismatch for the
-// latter) that names the device.
+// the key and value pages are joined (sharding.Join), the codes and the
+// scales of quantized views alike, and the views must agree on storage
+// (dtype, quantization, NF4 block) and layer index. Replicas must hold the
+// same bytes (codes and scales included); shard views whose shapes do not
+// fit s and meta, or replicas that differ, give an error wrapping
+// ErrSharding (and sharding.ErrReplicaMismatch for the latter) that names
+// the device.
 func JoinViews(parts []View, meta Metadata, s Specs, mesh sharding.Mesh) (View, error) {
 	if err := meta.Validate(); err != nil {
 		return View{}, err
@@ -219,7 +312,9 @@ func JoinViews(parts []View, meta Metadata, s Specs, mesh sharding.Mesh) (View, 
 	if len(parts) != mesh.NumDevices() {
 		return View{}, fmt.Errorf("%w: %d shard views for a mesh of %d devices", ErrSharding, len(parts), mesh.NumDevices())
 	}
-	keys, values := make([]tensor.Tensor, len(parts)), make([]tensor.Tensor, len(parts))
+	n := len(parts)
+	keys, values := make([]tensor.Tensor, n), make([]tensor.Tensor, n)
+	keyScales, valueScales := make([]tensor.Tensor, n), make([]tensor.Tensor, n)
 	for i, p := range parts {
 		if p.IsZero() {
 			return View{}, fmt.Errorf("%w: shard view %d is absent", ErrSharding, i)
@@ -227,19 +322,45 @@ func JoinViews(parts []View, meta Metadata, s Specs, mesh sharding.Mesh) (View, 
 		if p.DType() != parts[0].DType() {
 			return View{}, fmt.Errorf("%w: shard view %d is %s, shard view 0 is %s", ErrSharding, i, p.DType(), parts[0].DType())
 		}
+		if p.Storage() != parts[0].Storage() {
+			return View{}, fmt.Errorf("%w: shard view %d is stored as %s, shard view 0 as %s", ErrSharding, i, p.Storage(), parts[0].Storage())
+		}
 		if p.layer != parts[0].layer {
 			return View{}, fmt.Errorf("%w: shard view %d has layer index %d, shard view 0 has %d", ErrSharding, i, p.layer, parts[0].layer)
 		}
-		keys[i], values[i] = p.key, p.value
+		ks, vs := p.stores()
+		keys[i], values[i], keyScales[i], valueScales[i] = ks.Data, vs.Data, ks.Scales, vs.Scales
+	}
+	st := parts[0].Storage()
+	if err := s.checkStorage(st, meta, mesh); err != nil {
+		return View{}, err
+	}
+	f, err := kvquant.NewFormat(st.DType, st.Quantization, st.BlockSize, meta.KVHeadDimSize)
+	if err != nil {
+		return View{}, fmt.Errorf("%w: %w: %v", ErrSharding, ErrQuantization, err)
 	}
 	shape := poolShape(meta)
-	key, err := sharding.Join(keys, s.KeyPages, mesh, shape)
-	if err != nil {
-		return View{}, fmt.Errorf("%w: key pages: %w", ErrSharding, err)
+	dataShape, scalesShape := slices.Clone(shape), slices.Clone(shape)
+	dataShape[3], scalesShape[3] = f.DataPerRow(), f.ScalesPerRow()
+	var full pools
+	for _, c := range []struct {
+		name  string
+		ts    []tensor.Tensor
+		spec  sharding.Spec
+		shape []int
+		dst   *tensor.Tensor
+	}{
+		{"key pages", keys, s.KeyPages, dataShape, &full.key},
+		{"value pages", values, s.ValuePages, dataShape, &full.value},
+		{"key scales", keyScales, s.KeyPages, scalesShape, &full.keyScales},
+		{"value scales", valueScales, s.ValuePages, scalesShape, &full.valueScales},
+	} {
+		if !f.Quantized() && c.ts[0].IsZero() {
+			continue // unquantized views have no scales
+		}
+		if *c.dst, err = sharding.Join(c.ts, c.spec, mesh, c.shape); err != nil {
+			return View{}, fmt.Errorf("%w: %s: %w", ErrSharding, c.name, err)
+		}
 	}
-	value, err := sharding.Join(values, s.ValuePages, mesh, shape)
-	if err != nil {
-		return View{}, fmt.Errorf("%w: value pages: %w", ErrSharding, err)
-	}
-	return viewOfPools(meta, parts[0].layer, key, value)
+	return viewOfPools(meta, st, parts[0].layer, full)
 }
