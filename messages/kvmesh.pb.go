@@ -4039,11 +4039,15 @@ func (x *GrainWrite) GetSeq() uint32 {
 
 // GrainCommit publishes (or, with abort, drops) the staged version.
 type GrainCommit struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	CacheId       string                 `protobuf:"bytes,1,opt,name=cache_id,json=cacheId,proto3" json:"cache_id,omitempty"`
-	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Version       uint64                 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
-	Abort         bool                   `protobuf:"varint,4,opt,name=abort,proto3" json:"abort,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	CacheId string                 `protobuf:"bytes,1,opt,name=cache_id,json=cacheId,proto3" json:"cache_id,omitempty"`
+	Epoch   uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Version uint64                 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	Abort   bool                   `protobuf:"varint,4,opt,name=abort,proto3" json:"abort,omitempty"`
+	// Undo the commit of version (the grain's current one): version-1 is
+	// current again. Sent to the grains that committed when others of the
+	// same commit failed; undoing a version already undone is a no-op.
+	Rollback      bool `protobuf:"varint,5,opt,name=rollback,proto3" json:"rollback,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4102,6 +4106,13 @@ func (x *GrainCommit) GetVersion() uint64 {
 func (x *GrainCommit) GetAbort() bool {
 	if x != nil {
 		return x.Abort
+	}
+	return false
+}
+
+func (x *GrainCommit) GetRollback() bool {
+	if x != nil {
+		return x.Rollback
 	}
 	return false
 }
@@ -4822,12 +4833,13 @@ const file_kvmesh_proto_rawDesc = "" +
 	"\vreturn_view\x18\x05 \x01(\bR\n" +
 	"returnView\x12\x17\n" +
 	"\acall_id\x18\x06 \x01(\tR\x06callId\x12\x10\n" +
-	"\x03seq\x18\a \x01(\rR\x03seq\"n\n" +
+	"\x03seq\x18\a \x01(\rR\x03seq\"\x8a\x01\n" +
 	"\vGrainCommit\x12\x19\n" +
 	"\bcache_id\x18\x01 \x01(\tR\acacheId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\x04R\aversion\x12\x14\n" +
-	"\x05abort\x18\x04 \x01(\bR\x05abort\"\x8e\x01\n" +
+	"\x05abort\x18\x04 \x01(\bR\x05abort\x12\x1a\n" +
+	"\brollback\x18\x05 \x01(\bR\brollback\"\x8e\x01\n" +
 	"\tGrainRead\x12\x19\n" +
 	"\bcache_id\x18\x01 \x01(\tR\acacheId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x18\n" +

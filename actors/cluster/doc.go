@@ -41,6 +41,12 @@
 // Remote traffic uses transfer.RemoteOptions: gRPC limits raised the same
 // way on both sides, and optional mutual TLS.
 //
+// A step commits on every grain or on none: when a grain refuses its
+// commit after others have made theirs, Txn.Commit undoes those (a
+// rollback to the version before, which every grain keeps), so the cache
+// stays at its base version and usable; only a member lost mid-commit
+// leaves the layers disagreeing, which the error says.
+//
 // A grain keeps the last Config.History published versions
 // (DefaultHistory, 16, by default), as the embedded runtime does;
 // Snapshot of an older one is ErrNotFound. Versions share unchanged

@@ -270,6 +270,17 @@ func (g *shardGrain) commit(m *messages.GrainCommit) *messages.GrainReply {
 		return g.reply(err)
 	}
 	switch {
+	case m.Rollback:
+		switch {
+		case g.version == m.Version && len(g.older) > 0:
+			g.view, g.version = g.older[len(g.older)-1], m.Version-1
+			g.older[len(g.older)-1] = nil
+			g.older = g.older[:len(g.older)-1]
+			g.staged, g.hasStaged = nil, false
+		case g.version+1 == m.Version: // undone already, or never committed
+		default:
+			return g.reply(fmt.Errorf("%w: cache %s layer %d: rollback of version %d, the grain holds %d", ErrStale, m.CacheId, g.layer, m.Version, g.version))
+		}
 	case m.Abort:
 		if g.hasStaged && g.stagedVer == m.Version {
 			g.staged, g.hasStaged = nil, false
@@ -279,7 +290,9 @@ func (g *shardGrain) commit(m *messages.GrainCommit) *messages.GrainReply {
 		return g.reply(fmt.Errorf("%w: cache %s layer %d: commit of version %d, staged is %d", ErrStale, m.CacheId, g.layer, m.Version, g.stagedVer))
 	default:
 		g.older = append(g.older, g.view)
-		if drop := len(g.older) - (g.history - 1); drop > 0 {
+		// keep history-1 readable versions, and at least the one before
+		// the current, which a rollback restores
+		if drop := len(g.older) - max(g.history-1, 1); drop > 0 {
 			clear(g.older[:drop]) // let the collector have the views
 			g.older = g.older[drop:]
 		}
@@ -297,9 +310,10 @@ func (g *shardGrain) read(m *messages.GrainRead) *messages.GrainReply {
 	v := g.view
 	if m.Version != g.version {
 		back := g.version - m.Version // how many versions before the current one
-		if m.Version > g.version || back > uint64(len(g.older)) {
+		readable := uint64(min(len(g.older), g.history-1))
+		if m.Version > g.version || back > readable {
 			return g.reply(fmt.Errorf("%w: cache %s layer %d: version %d (the grain holds versions %d..%d)",
-				ErrNotFound, m.CacheId, g.layer, m.Version, g.version-uint64(len(g.older)), g.version))
+				ErrNotFound, m.CacheId, g.layer, m.Version, g.version-readable, g.version))
 		}
 		v = g.older[uint64(len(g.older))-back]
 	}

@@ -290,3 +290,50 @@ func TestShardGrainWritesOnStaged(t *testing.T) {
 	read := ask(&messages.GrainRead{CacheId: "c", Epoch: init.Epoch, Version: 1})
 	assert.Equal(t, []float64{0, 1, 3, 0, 2, 4}, conv(read))
 }
+
+// A grain undoes a commit on request: the version before is current again
+// with its bytes, undoing again is a no-op, undoing a version it does not
+// hold is stale, and it commits anew afterwards; even a grain that keeps
+// one readable version can undo its last commit.
+func TestShardGrainRollback(t *testing.T) {
+	spec := &messages.CacheSpec{Metadata: &messages.CacheSpec_Mamba{Mamba: &messages.MambaMetadata{NumHiddenLayers: 1, BatchSize: 1,
+		IntermediateSize: 1, SsmStateSize: 1, ConvKernelSize: 2}}, Storage: &messages.Storage{Dtype: messages.DType_DTYPE_FLOAT32}}
+	for _, history := range []uint32{1, 0} {
+		t.Run(fmt.Sprint(history), func(t *testing.T) {
+			ask := newGrain(t)
+			init := ask(&messages.GrainInit{CacheId: "r", Spec: spec, History: history})
+			require.Equal(t, messages.Code_CODE_OK, init.Status.Code)
+			commit := func(v int) {
+				state := tensor.Must(tensor.FromFloat64s(tensor.Float32, []float64{float64(v)}, 1, 1, 1))
+				w := &messages.LayerWrite{Write: &messages.LayerWrite_ConvSsm{ConvSsm: &messages.ConvSSMWrite{SsmState: tensorToProto(state)}}}
+				require.Equal(t, messages.Code_CODE_OK, ask(&messages.GrainWrite{CacheId: "r", Epoch: init.Epoch, BaseVersion: uint64(v - 1), Write: w}).Status.Code)
+				require.Equal(t, messages.Code_CODE_OK, ask(&messages.GrainCommit{CacheId: "r", Epoch: init.Epoch, Version: uint64(v)}).Status.Code)
+			}
+			// read returns version v's state, or nil when the grain does not
+			// hold it
+			read := func(v uint64) []float64 {
+				rep := ask(&messages.GrainRead{CacheId: "r", Epoch: init.Epoch, Version: v})
+				if rep.Status.Code == messages.Code_CODE_NOT_FOUND {
+					return nil
+				}
+				require.Equal(t, messages.Code_CODE_OK, rep.Status.Code)
+				view, err := mamba.UnmarshalView(rep.View)
+				require.NoError(t, err)
+				return view.SSMStates().Float64s()
+			}
+			commit(1)
+			commit(2)
+			rollback := func(v uint64) *messages.GrainReply {
+				return ask(&messages.GrainCommit{CacheId: "r", Epoch: init.Epoch, Version: v, Rollback: true})
+			}
+			require.Equal(t, messages.Code_CODE_OK, rollback(2).Status.Code)
+			assert.Nil(t, read(2), "version 2 is undone")
+			assert.Equal(t, []float64{1}, read(1))
+			assert.Equal(t, messages.Code_CODE_OK, rollback(2).Status.Code, "undoing again is a no-op")
+			assert.Equal(t, []float64{1}, read(1))
+			assert.Equal(t, messages.Code_CODE_STALE_VERSION, rollback(5).Status.Code)
+			commit(2)
+			assert.Equal(t, []float64{2}, read(2))
+		})
+	}
+}

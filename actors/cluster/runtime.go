@@ -515,7 +515,11 @@ func (t *Txn) WriteLayer(ctx context.Context, layer int, w actors.Write) (_ acto
 }
 
 // Commit publishes base+1 on every layer's grain and returns it. When a
-// grain fails, the others are aborted and base stays current.
+// grain fails, base stays current: the grains that had committed undo it
+// (a grain keeps the version before its current one for that), the others
+// drop their staged writes. Only if undoing fails too (a member
+// unreachable mid-commit) do layers disagree on the version; the error
+// says so, and the cache must be re-created.
 func (t *Txn) Commit(ctx context.Context) (_ uint64, err error) {
 	defer t.c.observe("commit", time.Now(), &err)
 	c := t.c
@@ -532,9 +536,18 @@ func (t *Txn) Commit(ctx context.Context) (_ uint64, err error) {
 		return &messages.GrainWrite{CacheId: c.id, Epoch: c.epochs[l][s], BaseVersion: t.base, Write: &messages.LayerWrite{Layer: uint32(l)}}
 	})
 	if err == nil {
-		_, err = c.each(ctx, func(l, s int) any {
+		var reps [][]*messages.GrainReply // nil when state was lost: nothing to undo
+		reps, err = c.each(ctx, func(l, s int) any {
 			return &messages.GrainCommit{CacheId: c.id, Epoch: c.epochs[l][s], Version: t.base + 1}
 		})
+		if err != nil && reps != nil {
+			// Some grains may have committed: undo theirs, so that every
+			// grain holds base again and the cache stays usable.
+			if rerr := t.rollback(ctx); rerr != nil {
+				return t.base, fmt.Errorf("cache %s: commit of version %d: %w; undoing it on the grains that committed failed, so layers disagree on the version: re-create the cache: %w",
+					c.id, t.base+1, err, rerr)
+			}
+		}
 	}
 	if err != nil {
 		_ = t.abort(ctx)
@@ -559,6 +572,17 @@ func (t *Txn) Abort(ctx context.Context) (err error) {
 	}
 	defer t.end()
 	return t.abort(ctx)
+}
+
+// rollback undoes version base+1 on every grain: the ones that committed
+// it hold base again, and for the others (which never committed it, or
+// whose reply was lost) the rollback is a no-op.
+func (t *Txn) rollback(ctx context.Context) error {
+	c := t.c
+	_, err := c.each(ctx, func(l, s int) any {
+		return &messages.GrainCommit{CacheId: c.id, Epoch: c.epochs[l][s], Version: t.base + 1, Rollback: true}
+	})
+	return err
 }
 
 func (t *Txn) abort(ctx context.Context) error {
