@@ -19,6 +19,7 @@ import (
 
 	"github.com/kvmesh/kvmesh/actors"
 	"github.com/kvmesh/kvmesh/actors/cluster"
+	"github.com/kvmesh/kvmesh/pagemanager"
 )
 
 // requestCounts reads the client's kvmesh.cache.request.duration counts
@@ -93,4 +94,50 @@ func TestClusterMetrics(t *testing.T) {
 	}
 	assert.NotContains(t, text, `message="abort"`)
 	assert.Regexp(t, `kvmesh_grains_active\{kind="shard",[^}]*\} 2\n`, text)
+
+	// A paged cache's pool runs in the client: its counters are the
+	// client's, per cache, and follow what the pool's steps report.
+	ps := *kindCases(t)[1].spec.Paged
+	ps.Pool = &pagemanager.PoolConfig{PrefixCaching: true}
+	pc, err := rt.NewCache("pooled", actors.Spec{Paged: &ps})
+	require.NoError(t, err)
+	prompt := []int32{1, 2, 3, 4, 5, 6, 7, 8, 9}
+	_, _, err = pc.AddSequence(ctx, 1, pagemanager.Request{Tokens: prompt})
+	require.NoError(t, err)
+	require.NoError(t, pc.FreeSequence(ctx, 1))
+	step, _, err := pc.AddSequence(ctx, 2, pagemanager.Request{Tokens: prompt})
+	require.NoError(t, err)
+	require.Positive(t, step.HitTokens)
+	pool := poolCounts(t, reader, "pooled")
+	assert.Equal(t, int64(2*len(prompt)), pool["kvmesh.pool.prompt.tokens"])
+	assert.Equal(t, int64(step.HitTokens), pool["kvmesh.pool.hit.tokens"])
+	assert.Equal(t, int64(ps.Metadata.NumPagesPerLayer-1-3), pool["kvmesh.pool.free.pages"], "3 pages held of the usable ones")
+}
+
+// poolCounts reads the client's pool instruments of cache as name → value.
+func poolCounts(t *testing.T, r *sdkmetric.ManualReader, cache string) map[string]int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, r.Collect(context.Background(), &rm))
+	want := attribute.NewSet(attribute.String("cache", cache))
+	out := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				for _, p := range d.DataPoints {
+					if p.Attributes.Equals(&want) {
+						out[m.Name] = p.Value
+					}
+				}
+			case metricdata.Gauge[int64]:
+				for _, p := range d.DataPoints {
+					if p.Attributes.Equals(&want) {
+						out[m.Name] = p.Value
+					}
+				}
+			}
+		}
+	}
+	return out
 }
