@@ -60,6 +60,12 @@ func shardRandMask(t testing.TB, r *rand.Rand, shape ...int) Mask {
 // and layer index 3.
 func shardPrior(t testing.TB, r *rand.Rand, meta Metadata, dtype tensor.DType) View {
 	t.Helper()
+	return shardPriorStorage(t, r, meta, Storage{DType: dtype})
+}
+
+// shardPriorStorage is shardPrior for a view stored as st.
+func shardPriorStorage(t testing.TB, r *rand.Rand, meta Metadata, st Storage) View {
+	t.Helper()
 	B := meta.BatchSize
 	starts := make([]int32, B)
 	index := make([]int32, B)
@@ -67,7 +73,7 @@ func shardPrior(t testing.TB, r *rand.Rand, meta Metadata, dtype tensor.DType) V
 		starts[b] = int32(r.Intn(2))
 		index[b] = int32(1 + r.Intn(5))
 	}
-	v, err := NewView(meta, dtype, starts, Ptr(3))
+	v, err := NewViewStorage(meta, st, starts, Ptr(3))
 	require.NoError(t, err)
 	v, err = v.Append(shardRandTensor(r, tensor.Float32, B, 5, meta.KeyHeads, meta.KeyDim), shardRandTensor(r, tensor.Float32, B, 5, meta.ValueHeads, meta.ValueDim))
 	require.NoError(t, err)
@@ -82,11 +88,19 @@ func shardPrior(t testing.TB, r *rand.Rand, meta Metadata, dtype tensor.DType) V
 }
 
 // requireSameShardView requires got and want to hold the same bytes in key and
-// value, the same index, starts, metadata, dtype and layer index.
+// value (in codes and scales too when quantized), the same storage, index,
+// starts, metadata, dtype and layer index.
 func requireSameShardView(t testing.TB, want, got View) {
 	t.Helper()
+	require.Equal(t, want.Storage(), got.Storage())
 	require.True(t, want.Key().Equal(got.Key()), "key differs")
 	require.True(t, want.Value().Equal(got.Value()), "value differs")
+	if want.IsQuantized() {
+		require.True(t, want.KeyCodes().Equal(got.KeyCodes()), "key codes differ")
+		require.True(t, want.KeyScales().Equal(got.KeyScales()), "key scales differ")
+		require.True(t, want.ValueCodes().Equal(got.ValueCodes()), "value codes differ")
+		require.True(t, want.ValueScales().Equal(got.ValueScales()), "value scales differ")
+	}
 	require.Equal(t, want.Index(), got.Index(), "index")
 	require.Equal(t, want.Starts(), got.Starts(), "starts")
 	require.Equal(t, want.Metadata(), got.Metadata())
@@ -152,7 +166,7 @@ func TestShardedWriteEqualsUnsharded(t *testing.T) {
 									NumHeads: Ptr(hc.key), HeadDim: Ptr(D), ValueHeads: Ptr(hc.value), ValueDim: Ptr(hc.valueDim)})
 								require.NoError(t, err)
 								mesh := shardMesh(t, dp, tp, fsdp)
-								checkShardedWrite(t, r, meta, tensor.BFloat16, pc.pa, mesh, w)
+								checkShardedWrite(t, r, meta, Storage{DType: tensor.BFloat16}, pc.pa, mesh, nil, w)
 							})
 						}
 					}
@@ -162,16 +176,20 @@ func TestShardedWriteEqualsUnsharded(t *testing.T) {
 	}
 }
 
-// checkShardedWrite runs one case of TestShardedWriteEqualsUnsharded.
-func checkShardedWrite(t *testing.T, r *rand.Rand, meta Metadata, dtype tensor.DType, pa sharding.PartitionAxis, mesh sharding.Mesh, w shardWrite) {
+// checkShardedWrite runs one case of TestShardedWriteEqualsUnsharded: a view
+// stored as st, cut by its specs for pa, edited by edit when not nil.
+func checkShardedWrite(t *testing.T, r *rand.Rand, meta Metadata, st Storage, pa sharding.PartitionAxis, mesh sharding.Mesh, edit func(*Specs), w shardWrite) {
 	B, S := meta.BatchSize, meta.SequenceLength
-	v := shardPrior(t, r, meta, dtype)
+	v := shardPriorStorage(t, r, meta, st)
 	mode := sharding.ModePrefill
 	if w.q == 1 {
 		mode = sharding.ModeDecode
 	}
 	specs, err := v.Specs(pa, mode, mesh)
 	require.NoError(t, err)
+	if edit != nil {
+		edit(&specs)
+	}
 	shards, err := v.Split(specs, mesh)
 	require.NoError(t, err)
 	require.Len(t, shards, mesh.NumDevices())

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/kvmesh/kvmesh/layers/internal/kvquant"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 	"github.com/kvmesh/kvmesh/sharding"
 )
@@ -205,14 +206,42 @@ func (s Specs) shardMeta(meta Metadata, mesh sharding.Mesh) (Metadata, error) {
 	return m, nil
 }
 
+// checkStorage checks that a view of meta stored as st can be cut by s
+// over mesh (after shardMeta accepted s): its quantized rows keep their
+// codes and scales whole on every shard (kvquant.Format.CheckCut). Codes
+// and scales are then cut by the key and value specs, as the values would
+// be. It returns the full view's key and value formats.
+func (s Specs) checkStorage(st Storage, meta Metadata, mesh sharding.Mesh) (kf, vf kvquant.Format, err error) {
+	st = st.resolved()
+	if kf, vf, err = st.formats(meta); err != nil {
+		return kf, vf, fmt.Errorf("%w: %w", ErrSharding, err)
+	}
+	if err := kf.CheckCut(s.Key[3].Blocks(mesh)); err != nil {
+		return kf, vf, fmt.Errorf("%w: key stored as %s: key spec %s: %v", ErrSharding, st, s.Key, err)
+	}
+	if err := vf.CheckCut(s.Value[3].Blocks(mesh)); err != nil {
+		return kf, vf, fmt.Errorf("%w: value stored as %s: value spec %s: %v", ErrSharding, st, s.Value, err)
+	}
+	return kf, vf, nil
+}
+
 // Split cuts v by s over mesh into one view per device, in device order:
 // view i holds device i's slices of key, value, index and starts, with
 // metadata sized to them (batch, heads and head dims divided by their block
-// counts; NumHeads and HeadDim dropped, see JoinViews for the way back) and
-// v's layer index. Applying a write to every shard view, with its inputs
-// cut by SplitWrite (and SplitMask, SplitOptions), then JoinViews, gives the
-// unsharded write's view byte for byte: the writes are row- and
-// element-wise, and replicas perform the same write.
+// counts; NumHeads and HeadDim dropped, see JoinViews for the way back),
+// v's storage and v's layer index. Applying a write to every shard view,
+// with its inputs cut by SplitWrite (and SplitMask, SplitOptions), then
+// JoinViews, gives the unsharded write's view byte for byte: the writes are
+// row- and element-wise, and replicas perform the same write.
+//
+// A quantized view (int8 or NF4, see Storage) is cut in stored form: the
+// codes and the scales are cut by the key and value specs, as the values
+// would be, and each shard quantizes the rows it writes exactly as the
+// unsharded view does (every (b, s, h) row is whole on one shard). The
+// head dim may be cut only where the stored rows allow it (kvquant's
+// CheckCut): never for int8 (one scale per row), and for NF4 only when the
+// block divides the shard's head dim (and that is even); otherwise the
+// error wraps ErrSharding and names the block and the shard width.
 //
 // The specs must fit v's shapes as they stand (use View.Specs); the key,
 // value, index and starts specs must cut the batch alike, and neither key
@@ -228,13 +257,41 @@ func (v View) Split(s Specs, mesh sharding.Mesh) ([]View, error) {
 	if err != nil {
 		return nil, err
 	}
-	keys, err := sharding.Split(v.key, s.Key, mesh)
-	if err != nil {
-		return nil, fmt.Errorf("%w: key: %w", ErrSharding, err)
+	st := v.Storage()
+	if _, _, err := s.checkStorage(st, v.meta, mesh); err != nil {
+		return nil, err
 	}
-	values, err := sharding.Split(v.value, s.Value, mesh)
-	if err != nil {
-		return nil, fmt.Errorf("%w: value: %w", ErrSharding, err)
+	var layer *int
+	if l, ok := v.LayerIndex(); ok {
+		layer = &l
+	}
+	n := mesh.NumDevices()
+	out := make([]PureView, n)
+	for i := range out {
+		out[i] = PureView{LayerIndex: layer, BlockSize: st.BlockSize}
+	}
+	ks, vs := v.stores()
+	for _, c := range []struct {
+		name string
+		t    tensor.Tensor
+		spec sharding.Spec
+		set  func(p *PureView, t tensor.Tensor)
+	}{
+		{"key", ks.Data, s.Key, func(p *PureView, t tensor.Tensor) { p.Key = t }},
+		{"value", vs.Data, s.Value, func(p *PureView, t tensor.Tensor) { p.Value = t }},
+		{"key scales", ks.Scales, s.Key, func(p *PureView, t tensor.Tensor) { p.KeyScales = t }},
+		{"value scales", vs.Scales, s.Value, func(p *PureView, t tensor.Tensor) { p.ValueScales = t }},
+	} {
+		if c.t.IsZero() {
+			continue // an unquantized view has no scales
+		}
+		ts, err := sharding.Split(c.t, c.spec, mesh)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrSharding, c.name, err)
+		}
+		for i := range out {
+			c.set(&out[i], ts[i])
+		}
 	}
 	index, err := sharding.SplitValues(v.index, s.Index, mesh)
 	if err != nil {
@@ -244,17 +301,14 @@ func (v View) Split(s Specs, mesh sharding.Mesh) ([]View, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: starts: %w", ErrSharding, err)
 	}
-	var layer *int
-	if l, ok := v.LayerIndex(); ok {
-		layer = &l
-	}
-	out := make([]View, len(keys))
-	for i := range out {
-		if out[i], err = fromParts(sm, PureView{Key: keys[i], Value: values[i], Index: index[i], Starts: starts[i], LayerIndex: layer}); err != nil {
+	views := make([]View, n)
+	for i, pv := range out {
+		pv.Index, pv.Starts = index[i], starts[i]
+		if views[i], err = fromParts(sm, pv); err != nil {
 			return nil, fmt.Errorf("%w: shard %d: %w", ErrSharding, i, err)
 		}
 	}
-	return out, nil
+	return views, nil
 }
 
 // fromParts builds one view from its plain form through FromPure.
@@ -269,10 +323,12 @@ func fromParts(meta Metadata, pv PureView) (View, error) {
 // JoinViews rebuilds the view that Split cut by s over mesh from one shard
 // view per device (in device order), meta being the full view's metadata:
 // key, value, index and starts are joined (sharding.Join,
-// sharding.JoinValues), and the views must agree on dtype and layer index.
-// Replicas must hold the same bytes; shard views whose shapes do not fit s
-// and meta, or replicas that differ, give an error wrapping ErrSharding
-// (and sharding.ErrReplicaMismatch for the latter) that names the device.
+// sharding.JoinValues), the codes and the scales of quantized views alike,
+// and the views must agree on storage (dtype, quantization, NF4 block) and
+// layer index. Replicas must hold the same bytes (codes and scales
+// included); shard views whose shapes do not fit s and meta, or replicas
+// that differ, give an error wrapping ErrSharding (and
+// sharding.ErrReplicaMismatch for the latter) that names the device.
 func JoinViews(parts []View, meta Metadata, s Specs, mesh sharding.Mesh) (View, error) {
 	if err := meta.Validate(); err != nil {
 		return View{}, err
@@ -285,6 +341,7 @@ func JoinViews(parts []View, meta Metadata, s Specs, mesh sharding.Mesh) (View, 
 	}
 	n := len(parts)
 	keys, values := make([]tensor.Tensor, n), make([]tensor.Tensor, n)
+	keyScales, valueScales := make([]tensor.Tensor, n), make([]tensor.Tensor, n)
 	index, starts := make([][]int32, n), make([][]int32, n)
 	l0, ok0 := parts[0].LayerIndex()
 	for i, p := range parts {
@@ -294,33 +351,53 @@ func JoinViews(parts []View, meta Metadata, s Specs, mesh sharding.Mesh) (View, 
 		if p.DType() != parts[0].DType() {
 			return View{}, fmt.Errorf("%w: shard view %d is %s, shard view 0 is %s", ErrSharding, i, p.DType(), parts[0].DType())
 		}
+		if p.Storage() != parts[0].Storage() {
+			return View{}, fmt.Errorf("%w: shard view %d is stored as %s, shard view 0 as %s", ErrSharding, i, p.Storage(), parts[0].Storage())
+		}
 		if l, ok := p.LayerIndex(); l != l0 || ok != ok0 {
 			return View{}, fmt.Errorf("%w: shard view %d has layer index %s, shard view 0 has %s",
 				ErrSharding, i, layerString(l, ok), layerString(l0, ok0))
 		}
-		keys[i], values[i], index[i], starts[i] = p.key, p.value, p.index, p.starts
+		ks, vs := p.stores()
+		keys[i], values[i], keyScales[i], valueScales[i] = ks.Data, vs.Data, ks.Scales, vs.Scales
+		index[i], starts[i] = p.index, p.starts
 	}
-	key, err := sharding.Join(keys, s.Key, mesh, []int{meta.BatchSize, meta.SequenceLength, meta.KeyHeads, meta.KeyDim})
+	st := parts[0].Storage()
+	kf, vf, err := s.checkStorage(st, meta, mesh)
 	if err != nil {
-		return View{}, fmt.Errorf("%w: key: %w", ErrSharding, err)
+		return View{}, err
 	}
-	value, err := sharding.Join(values, s.Value, mesh, []int{meta.BatchSize, meta.SequenceLength, meta.ValueHeads, meta.ValueDim})
-	if err != nil {
-		return View{}, fmt.Errorf("%w: value: %w", ErrSharding, err)
+	B, S := meta.BatchSize, meta.SequenceLength
+	pv := PureView{BlockSize: st.BlockSize}
+	for _, c := range []struct {
+		name  string
+		ts    []tensor.Tensor
+		spec  sharding.Spec
+		shape []int
+		dst   *tensor.Tensor
+	}{
+		{"key", keys, s.Key, []int{B, S, meta.KeyHeads, kf.DataPerRow()}, &pv.Key},
+		{"value", values, s.Value, []int{B, S, meta.ValueHeads, vf.DataPerRow()}, &pv.Value},
+		{"key scales", keyScales, s.Key, []int{B, S, meta.KeyHeads, kf.ScalesPerRow()}, &pv.KeyScales},
+		{"value scales", valueScales, s.Value, []int{B, S, meta.ValueHeads, vf.ScalesPerRow()}, &pv.ValueScales},
+	} {
+		if !kf.Quantized() && c.ts[0].IsZero() {
+			continue // unquantized views have no scales
+		}
+		if *c.dst, err = sharding.Join(c.ts, c.spec, mesh, c.shape); err != nil {
+			return View{}, fmt.Errorf("%w: %s: %w", ErrSharding, c.name, err)
+		}
 	}
-	idx, err := sharding.JoinValues(index, s.Index, mesh, meta.BatchSize)
-	if err != nil {
+	if pv.Index, err = sharding.JoinValues(index, s.Index, mesh, B); err != nil {
 		return View{}, fmt.Errorf("%w: index: %w", ErrSharding, err)
 	}
-	st, err := sharding.JoinValues(starts, s.Starts, mesh, meta.BatchSize)
-	if err != nil {
+	if pv.Starts, err = sharding.JoinValues(starts, s.Starts, mesh, B); err != nil {
 		return View{}, fmt.Errorf("%w: starts: %w", ErrSharding, err)
 	}
-	var layer *int
 	if ok0 {
-		layer = &l0
+		pv.LayerIndex = &l0
 	}
-	return fromParts(meta, PureView{Key: key, Value: value, Index: idx, Starts: st, LayerIndex: layer})
+	return fromParts(meta, pv)
 }
 
 // layerString formats an optional layer index for messages.
