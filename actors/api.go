@@ -99,10 +99,10 @@ type PagedSpec struct {
 	// Quantization and BlockSize store the pages quantized
 	// (paged.InitStorage with paged.Storage{DType, Quantization,
 	// BlockSize}): tensor.Int8 or tensor.NF4 codes with DType scales; the
-	// zero values store DType values. A quantized paged cache cannot be
-	// sharded (a Mesh of more than one device is refused: a part view of
-	// codes and scales is not built yet) nor sent to a cluster (the wire
-	// refuses it).
+	// zero values store DType values. On a Mesh of more than one device
+	// each part view stores its kv heads' codes and scales
+	// (paged.View.Split), and each device quantizes the rows it writes, so
+	// the joined pages equal an unsharded cache's byte for byte.
 	Quantization tensor.Quantization
 	BlockSize    int
 	// Pool, when set, gives the cache a serving-grade page pool
@@ -143,10 +143,6 @@ func (s Spec) initialViews() ([]any, *pagemanager.HBMPageManager, error) {
 	shard, pa, mode, err := s.sharded()
 	if err != nil {
 		return nil, nil, err
-	}
-	if shard && s.Paged != nil && s.Paged.Quantization != tensor.None {
-		return nil, nil, errorf(ErrInvalid, "a paged cache stored as %s cannot be sharded over %s (quantized part views are not supported; use a mesh of one device)",
-			s.Paged.Storage(), s.Mesh)
 	}
 	views, pm, err := s.fullViews()
 	if err != nil || !shard {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -147,17 +148,23 @@ func transformerCase() kindCase {
 }
 
 // Paged: 2 slots, 4 kv heads of dim 2, pages of 4 tokens.
-func pagedCase() kindCase {
+func pagedCase() kindCase { return pagedCaseStorage("paged", tensor.None, 0) }
+
+// pagedCaseStorage is pagedCase with the pages stored quantized as q (NF4
+// with block) and the given case name: part views hold their kv heads'
+// codes and scales, and must join into the unsharded codes and scales
+// byte for byte.
+func pagedCaseStorage(name string, q tensor.Quantization, block int) kindCase {
 	const hkv, d = 4, 2
 	tokens := func(r *rand.Rand, n int) (tensor.Tensor, tensor.Tensor) {
 		return randTensor(r, n, hkv, d), randTensor(r, n, hkv, d)
 	}
 	return kindCase{
-		name: "paged",
+		name: name,
 		spec: func(t *testing.T) Spec {
 			meta := paged.Metadata{BatchSize: 2, NumHiddenLayers: 2, NumPagesPerLayer: 9, NumPagesPerSequence: 4, MaxSequences: 16,
 				PageSize: 4, NumKVHeads: hkv, KVHeadDimSize: d, HBMUtilization: 0.5}
-			return Spec{Paged: &PagedSpec{Metadata: meta, DType: tensor.BFloat16}}
+			return Spec{Paged: &PagedSpec{Metadata: meta, DType: tensor.BFloat16, Quantization: q, BlockSize: block}}
 		},
 		drive: func(t *testing.T, c *Cache) [][]Result {
 			r := rand.New(rand.NewSource(8))
@@ -187,8 +194,15 @@ func pagedCase() kindCase {
 		},
 		same: func(t *testing.T, want, got any) {
 			w, g := want.(paged.View), got.(paged.View)
+			require.Equal(t, w.Storage(), g.Storage())
 			require.True(t, w.KeyPages().Equal(g.KeyPages()), "key pages")
 			require.True(t, w.ValuePages().Equal(g.ValuePages()), "value pages")
+			if w.IsQuantized() {
+				require.True(t, w.KeyCodes().Equal(g.KeyCodes()), "key codes")
+				require.True(t, w.KeyScales().Equal(g.KeyScales()), "key scales")
+				require.True(t, w.ValueCodes().Equal(g.ValueCodes()), "value codes")
+				require.True(t, w.ValueScales().Equal(g.ValueScales()), "value scales")
+			}
 			require.Equal(t, w.Metadata(), g.Metadata())
 		},
 	}
@@ -287,7 +301,8 @@ func lightningCase() kindCase {
 }
 
 func kindCases() []kindCase {
-	return []kindCase{transformerCase(), pagedCase(), mambaCase(), mamba2Case(), lightningCase()}
+	return []kindCase{transformerCase(), pagedCase(), pagedCaseStorage("paged/int8", tensor.Int8, 0),
+		pagedCaseStorage("paged/nf4", tensor.NF4, 2), mambaCase(), mamba2Case(), lightningCase()}
 }
 
 // TestShardedStepsEqualUnsharded drives a sharded cache of every kind and
@@ -696,7 +711,7 @@ func TestShardedPagedGather(t *testing.T) {
 // layer's join reads whole pools: see TestShardedPagedGather.)
 func TestShardedJoinDuringSteps(t *testing.T) {
 	for _, kc := range kindCases() {
-		if kc.name == "paged" {
+		if strings.HasPrefix(kc.name, "paged") {
 			continue
 		}
 		t.Run(kc.name, func(t *testing.T) {
@@ -730,6 +745,62 @@ func TestShardedJoinDuringSteps(t *testing.T) {
 			kc.drive(t, c)
 			close(stop)
 			<-done
+		})
+	}
+}
+
+// A PagedStoredWrite of int8 or NF4 rows into a sharded cache of the same
+// storage is cut by kv heads, codes and scales alike (paged.Specs.SplitStored),
+// and leaves every layer byte for byte as the same write leaves an
+// unsharded cache; rows of another storage are refused before they are
+// cut, naming both storages.
+func TestShardedQuantizedPagedStoredWrite(t *testing.T) {
+	ctx := context.Background()
+	rt := newRuntime(t)
+	meta := storedTestMeta()
+	for _, st := range []paged.Storage{
+		{DType: tensor.BFloat16, Quantization: tensor.Int8},
+		{DType: tensor.Float16, Quantization: tensor.NF4, BlockSize: 4},
+	} {
+		t.Run(st.String(), func(t *testing.T) {
+			spec := Spec{Paged: &PagedSpec{Metadata: meta, DType: st.DType, Quantization: st.Quantization, BlockSize: st.BlockSize}}
+			src, err := rt.NewCache("stored src "+st.String(), spec)
+			require.NoError(t, err)
+			sv := prefillLayers(t, src, 0, []int32{5, 2}, 7, 1)
+			ref, err := rt.NewCache("stored ref "+st.String(), spec)
+			require.NoError(t, err)
+			mesh := testMesh(t, 2, 2)
+			spec.Mesh = &mesh
+			c, err := rt.NewCache("stored sharded "+st.String(), spec)
+			require.NoError(t, err)
+			ws := make([]LayerWrite, meta.NumHiddenLayers)
+			for l := range ws {
+				rows, err := sv.Views[l].(paged.View).GatherStored([]int32{5, 2}, 7)
+				require.NoError(t, err)
+				ws[l] = LayerWrite{Layer: l, Write: &PagedStoredWrite{Rows: rows, Step: paged.StepMetadata{PrefillLength: 7, PrefillPageTable: []int32{7, 3}}}}
+			}
+			step(t, ref, 0, ws)
+			step(t, c, 0, ws)
+			want, err := ref.Current(ctx)
+			require.NoError(t, err)
+			got, err := c.Current(ctx)
+			require.NoError(t, err)
+			same := pagedCase().same
+			for l := range meta.NumHiddenLayers {
+				require.IsType(t, &Sharded{}, got.Views[l])
+				gl, err := got.Layer(l)
+				require.NoError(t, err)
+				same(t, want.Views[l], gl)
+			}
+
+			layouts, err := spec.ShardedViews()
+			require.NoError(t, err)
+			rows, err := sv.Views[0].(paged.View).GatherStored([]int32{5, 2}, 7)
+			require.NoError(t, err)
+			rows.Storage = paged.Storage{DType: st.DType}
+			_, err = SplitWrite(&PagedStoredWrite{Rows: rows, Step: paged.StepMetadata{PrefillLength: 7, PrefillPageTable: []int32{7, 3}}}, layouts[0])
+			require.ErrorIs(t, err, paged.ErrStorageMismatch)
+			assert.Contains(t, err.Error(), fmt.Sprintf("rows stored as %s into a view stored as %s", st.DType, st.Resolved()))
 		})
 	}
 }

@@ -106,28 +106,33 @@ func (w *PagedWrite) split(base *Sharded) ([]Write, error) {
 	return out, nil
 }
 
-// split cuts unquantized rows by the pages' head specs, as PagedWrite's
-// prefill tokens; quantized rows are refused (a quantized paged cache is
-// never sharded: NewCache refuses it).
+// split cuts the stored rows by the pages' head specs (paged.Specs.SplitStored),
+// as PagedWrite's prefill tokens: the values, or the codes and the scales
+// of quantized rows; the step metadata is the same on every device.
 func (w *PagedStoredWrite) split(base *Sharded) ([]Write, error) {
 	specs, err := specsOf[paged.Specs](base, "a paged stored write")
 	if err != nil {
 		return nil, err
 	}
-	if w.Rows.Storage.Quantization != tensor.None {
-		return nil, errorf(ErrInvalid, "a paged stored write of %s rows cannot be split over %s (only unquantized rows are cut by kv heads)",
-			w.Rows.Storage, base.mesh)
+	meta, ok := base.meta.(paged.Metadata)
+	if !ok {
+		return nil, errorf(ErrInternal, "a paged stored write into a layer with metadata of type %T", base.meta)
 	}
-	if !w.Rows.KeyScales.IsZero() || !w.Rows.ValueScales.IsZero() {
-		return nil, errorf(ErrInvalid, "a paged stored write of unquantized %s rows carries scales", w.Rows.Storage)
+	if part, ok := base.parts[0].(paged.View); ok && w.Rows.Storage.Validate() == nil {
+		// Refused here as the unsharded WriteStored refuses it, before the
+		// rows are cut by a storage they do not have.
+		if want := part.Storage(); w.Rows.Storage.Resolved() != want {
+			return nil, fmt.Errorf("%w: write stored: rows stored as %s into a view stored as %s (convert explicitly: Gather and WritePrefill)",
+				paged.ErrStorageMismatch, w.Rows.Storage, want)
+		}
 	}
-	keys, values, err := specs.SplitTokens(w.Rows.Key, w.Rows.Value, base.mesh)
+	rows, err := specs.SplitStored(w.Rows, meta, base.mesh)
 	if err != nil {
 		return nil, fmt.Errorf("stored rows: %w", err)
 	}
-	out := make([]Write, len(keys))
+	out := make([]Write, len(rows))
 	for i := range out {
-		out[i] = &PagedStoredWrite{Rows: paged.Stored{Storage: w.Rows.Storage, Key: keys[i], Value: values[i]}, Step: w.Step}
+		out[i] = &PagedStoredWrite{Rows: rows[i], Step: w.Step}
 	}
 	return out, nil
 }

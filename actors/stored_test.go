@@ -37,8 +37,7 @@ func prefillLayers(t *testing.T, c *Cache, base uint64, table []int32, length in
 
 // A PagedStoredWrite puts a sequence's stored rows (int8 codes and
 // scales, or values) into a cache of the same storage byte for byte;
-// rows of another storage, or a step with decodes, are refused; a
-// quantized paged cache cannot be sharded.
+// rows of another storage, or a step with decodes, are refused.
 func TestPagedStoredWrite(t *testing.T) {
 	ctx := context.Background()
 	rt := newRuntime(t)
@@ -104,11 +103,6 @@ func TestPagedStoredWrite(t *testing.T) {
 	cur, err := plain.Current(ctx)
 	require.NoError(t, err)
 	assert.Zero(t, cur.Number, "a refused step publishes nothing")
-
-	mesh := testMesh(t, 1, 2)
-	_, err = rt.NewCache("sharded i8", Spec{Paged: &PagedSpec{Metadata: meta, DType: tensor.BFloat16, Quantization: tensor.Int8}, Mesh: &mesh})
-	require.ErrorIs(t, err, ErrInvalid)
-	assert.Contains(t, err.Error(), "stored as bfloat16 8BIT cannot be sharded")
 }
 
 // On a sharded (unquantized) paged cache a PagedStoredWrite is cut by kv
@@ -156,6 +150,6 @@ func TestPagedStoredWriteSharded(t *testing.T) {
 	require.NoError(t, err)
 	rows.Storage = paged.Storage{DType: tensor.BFloat16, Quantization: tensor.Int8}
 	_, err = SplitWrite(&PagedStoredWrite{Rows: rows, Step: paged.StepMetadata{PrefillLength: 6, PrefillPageTable: table}}, layouts[0])
-	require.ErrorIs(t, err, ErrInvalid)
-	assert.Contains(t, err.Error(), "bfloat16 8BIT rows cannot be split")
+	require.ErrorIs(t, err, paged.ErrStorageMismatch)
+	assert.Contains(t, err.Error(), "rows stored as bfloat16 8BIT into a view stored as bfloat16")
 }

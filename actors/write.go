@@ -102,10 +102,10 @@ func (w *PagedWrite) apply(view any) (any, Result, error) {
 // cache's are refused with an error wrapping paged.ErrStorageMismatch that
 // names both. Step's decode part must be absent.
 //
-// On a sharded cache, unquantized rows are cut by kv heads as a
-// PagedWrite's prefill is; quantized caches cannot be sharded (see
-// PagedSpec). The cluster wire does not carry it (actors/cluster refuses
-// it). EasyDeL has no equivalent: it is kvmesh's own, for actors/transfer.
+// On a sharded cache the rows are cut by kv heads as a PagedWrite's
+// prefill is: the values, or the codes and the scales of int8 or NF4 rows
+// (paged.Specs.SplitStored). The cluster wire does not carry it
+// (actors/cluster refuses it). EasyDeL has no equivalent: it is kvmesh's own, for actors/transfer.
 type PagedStoredWrite struct {
 	Rows paged.Stored
 	Step paged.StepMetadata

@@ -65,6 +65,12 @@ func (s Storage) Validate() error {
 	return nil
 }
 
+// Resolved returns s as a view stored as s reports it (View.Storage): the
+// default NF4 block filled in, and BlockSize 0 for the other
+// quantizations. Two storages store pages alike exactly when their
+// Resolved forms are equal.
+func (s Storage) Resolved() Storage { return s.resolved() }
+
 // resolved returns s with the default NF4 block filled in and BlockSize 0
 // for the other quantizations.
 func (s Storage) resolved() Storage {
