@@ -182,11 +182,16 @@ func TestEveryKindMatchesEmbedded(t *testing.T) {
 			kc.spec.Mesh = &mesh
 			cases = append(cases, kc)
 		}
-		if kc.spec.Paged != nil { // int8 pages with bfloat16 scales (quantized caches are not sharded)
+		if kc.spec.Paged != nil { // int8 pages with bfloat16 scales
 			kc.name += "/int8"
 			p := *kc.spec.Paged
 			p.DType, p.Quantization = tensor.BFloat16, tensor.Int8
 			kc.spec.Paged = &p
+			cases = append(cases, kc)
+			// the same cut over dp 2 x tp 2: each grain holds its kv heads'
+			// codes and scales
+			kc.name += "/dp2tp2"
+			kc.spec.Mesh = &mesh
 			cases = append(cases, kc)
 		}
 	}
