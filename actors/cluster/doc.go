@@ -53,14 +53,14 @@
 // storage, so a kept version costs what its writes changed.
 //
 // A paged cache stored quantized (PagedSpec.Quantization int8 or NF4)
-// runs clustered as embedded: its grains hold the codes and scales.
+// runs clustered as embedded, on a mesh too: its grains hold the codes
+// and scales of their kv heads.
 //
 // Cache.Insert puts a prefilled contiguous cache into batch slots as the
 // embedded runtime's does: each layer's view travels to its grains as a
 // snapshot (on a mesh, each device gets the rows it owns).
 //
-// Limits: a quantized paged cache cannot be cut over a mesh (as
-// embedded); a spec's PartitionAxis must name mesh axes in valid UTF-8
+// Limits: a spec's PartitionAxis must name mesh axes in valid UTF-8
 // (any mesh, PartitionAxis and Mode travel otherwise, so a cache can cut
 // kv heads over tp, use a tp-major device order or resolve its specs in
 // prefill mode, as embedded); a paged spec's Pool stays with the client; the automanaged provider's health endpoint is
