@@ -46,8 +46,8 @@
 // refuses a receiving cache stored otherwise, naming both formats, rather
 // than converting: a conversion is the caller's explicit choice (Gather
 // on the sender, PagedWrite prefill writes on the receiver). The stored
-// write is in-process only: the cluster wire does not carry it, and a
-// quantized paged cache cannot be sharded. A hybrid sequence's
+// write is in-process only: the cluster wire does not carry it. A hybrid
+// sequence's
 // recurrent states travel in the same bundle: RecurrentRow packs a batch
 // row of every layer of a Mamba, Mamba2 or lightning cache, and
 // ApplyRecurrent writes them into a row of the receiving state cache as
