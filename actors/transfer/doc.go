@@ -47,9 +47,8 @@
 // than converting: a conversion is the caller's explicit choice (Gather
 // on the sender, PagedWrite prefill writes on the receiver). The stored
 // write is in-process only: the cluster wire does not carry it. A hybrid
-// sequence's
-// recurrent states travel in the same bundle: RecurrentRow packs a batch
-// row of every layer of a Mamba, Mamba2 or lightning cache, and
+// sequence's recurrent states travel in the same bundle: RecurrentRow
+// packs a batch row of every layer of a Mamba, Mamba2 or lightning cache, and
 // ApplyRecurrent writes them into a row of the receiving state cache as
 // one step, as ApplyPaged writes the pages. The receiver keeps the
 // outcome of every committed transfer (a few bytes each) for the node's
