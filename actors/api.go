@@ -85,11 +85,30 @@ func (s Spec) sharded() (bool, sharding.PartitionAxis, sharding.Mode, error) {
 	return s.Mesh.NumDevices() > 1, pa, mode, nil
 }
 
-// TransformerSpec describes a contiguous KV cache (transformer.Init).
+// TransformerSpec describes a contiguous KV cache (transformer.InitStorage
+// with Starts: every layer's rows start at Starts, all zeros when nil).
 type TransformerSpec struct {
 	Metadata transformer.Metadata
 	DType    tensor.DType
-	Starts   []int32
+	// Quantization and BlockSize store keys and values quantized
+	// (transformer.InitStorage with transformer.Storage{DType,
+	// Quantization, BlockSize}): tensor.Int8 or tensor.NF4 codes with DType
+	// scales; the zero values store DType values. Every write quantizes
+	// the rows it writes; an insert shares the inserted rows' codes and
+	// scales as stored and refuses a view stored otherwise. On a Mesh of
+	// more than one device each part view stores its rows' and kv heads'
+	// codes and scales (transformer.View.Split), and each device
+	// quantizes the rows it writes, so the joined view equals an
+	// unsharded cache's byte for byte.
+	Quantization tensor.Quantization
+	BlockSize    int
+	Starts       []int32
+}
+
+// Storage returns how the cache stores keys and values:
+// transformer.Storage{DType, Quantization, BlockSize}.
+func (t *TransformerSpec) Storage() transformer.Storage {
+	return transformer.Storage{DType: t.DType, Quantization: t.Quantization, BlockSize: t.BlockSize}
 }
 
 // PagedSpec describes a paged KV cache (paged.Init) and its page manager.
@@ -180,7 +199,7 @@ func (s Spec) fullViews() ([]any, *pagemanager.HBMPageManager, error) {
 	}
 	switch {
 	case s.Transformer != nil:
-		c, err := transformer.Init(s.Transformer.Metadata, s.Transformer.DType, s.Transformer.Starts)
+		c, err := transformer.InitStorage(s.Transformer.Metadata, s.Transformer.Storage(), s.Transformer.Starts)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -321,7 +340,11 @@ func (c *Cache) version(ctx context.Context, op string, msg any) (_ Version, err
 
 // Insert puts other's rows (a prefilled cache, one view per layer) into
 // batch slots [slot, slot+B') of every layer on top of version base, sharing
-// their storage, and publishes base+1. Contiguous caches only.
+// their storage, and publishes base+1. Contiguous caches only. The rows
+// must be stored as the cache stores its own (transformer.Storage: dtype,
+// quantization, NF4 block): quantized rows go in as stored, codes and
+// scales, and a view stored otherwise is refused (ErrIncompatible naming
+// both storages), never converted.
 func (c *Cache) Insert(ctx context.Context, base uint64, slot int, other transformer.Cache) (uint64, error) {
 	if other.Len() != c.layers {
 		return 0, errorf(ErrInvalid, "cache %s: insert of a cache of %d layers into %d layers", c.id, other.Len(), c.layers)

@@ -31,9 +31,9 @@ import (
 // newMamba2Model, newLightningModel) says what differs: the cache, each
 // step's writes, how the core applies one, and what two views must share.
 
-// coreKinds are the five cache kinds, in the order the tests cycle through
-// them.
-var coreKinds = []string{"transformer", "paged", "mamba", "mamba2", "lightning"}
+// coreKinds are the five cache kinds, and the contiguous cache stored as
+// int8 and NF4 codes, in the order the tests cycle through them.
+var coreKinds = []string{"transformer", "paged", "mamba", "mamba2", "lightning", "transformer-int8", "transformer-nf4"}
 
 // coreModel is the reference of one cache driven through the runtime.
 // next and apply alternate, once per step; check may run concurrently with
@@ -63,7 +63,11 @@ func newCoreModel(kind string, seed int64) (coreModel, error) {
 	r := rand.New(rand.NewSource(seed))
 	switch kind {
 	case "transformer":
-		return newTransformerModel(r)
+		return newTransformerModel(r, tensor.None, 0)
+	case "transformer-int8":
+		return newTransformerModel(r, tensor.Int8, 0)
+	case "transformer-nf4":
+		return newTransformerModel(r, tensor.NF4, 2)
 	case "paged":
 		return newPagedModel(r)
 	case "mamba":
@@ -314,22 +318,25 @@ func zeroResults(n int, got []Result) error {
 // with holes and a causal mask; every fifth step writes 2 tokens with
 // masks and token-type ids; the others decode one token, unmasked. The
 // core's ConcatenateToCache gives the key, value and mask attention gets,
-// which the step must return too.
+// which the step must return too. With quantization q the cache stores
+// int8 or NF4 (block) codes and bfloat16 scales, and the core's view
+// (transformer.InitStorage) must hold the same codes and scales.
 const ctB, ctS, ctH, ctD, ctL = 4, 64, 2, 4, 3
 
-func newTransformerModel(r *rand.Rand) (coreModel, error) {
+func newTransformerModel(r *rand.Rand, q tensor.Quantization, block int) (coreModel, error) {
 	meta, err := transformer.NewMetadata(transformer.MetadataConfig{BatchSize: ctB, SequenceLength: ctS, NumHiddenLayers: ctL,
 		NumHeads: transformer.Ptr(ctH), HeadDim: transformer.Ptr(ctD)})
 	if err != nil {
 		return nil, err
 	}
 	starts := []int32{0, 2, 0, 1}
-	c, err := transformer.Init(meta, tensor.BFloat16, slices.Clone(starts))
+	st := transformer.Storage{DType: tensor.BFloat16, Quantization: q, BlockSize: block}
+	c, err := transformer.InitStorage(meta, st, slices.Clone(starts))
 	if err != nil {
 		return nil, err
 	}
 	m := &kindModel[*TransformerWrite, transformer.View]{
-		cacheSpec: Spec{Transformer: &TransformerSpec{Metadata: meta, DType: tensor.BFloat16, Starts: starts}},
+		cacheSpec: Spec{Transformer: &TransformerSpec{Metadata: meta, DType: tensor.BFloat16, Quantization: q, BlockSize: block, Starts: starts}},
 		writes: func(_ context.Context, _ *Cache, step int) ([]LayerWrite, error) {
 			return transformerStepWrites(r, step)
 		},
@@ -385,10 +392,14 @@ func transformerStepWrites(r *rand.Rand, step int) ([]LayerWrite, error) {
 	return ws, nil
 }
 
-// sameContiguous compares what two contiguous views can see: index,
-// starts, metadata, layer index, and the key and value bytes of each row's
-// positions below its index (the positions past it are unspecified).
+// sameContiguous compares what two contiguous views can see: storage,
+// index, starts, metadata, layer index, and the key and value bytes of
+// each row's positions below its index (the positions past it are
+// unspecified); for quantized views also the codes and scales there.
 func sameContiguous(w, g transformer.View) error {
+	if err := sameValue("storage", w.Storage(), g.Storage()); err != nil {
+		return err
+	}
 	if err := sameValue("index", w.Index(), g.Index()); err != nil {
 		return err
 	}
@@ -403,14 +414,28 @@ func sameContiguous(w, g transformer.View) error {
 	if wl != gl || wok != gok {
 		return fmt.Errorf("layer index %d (%v), want %d (%v)", gl, gok, wl, wok)
 	}
+	if w.IsQuantized() {
+		for _, c := range []struct {
+			what      string
+			want, got tensor.Tensor
+		}{
+			{"key codes", w.KeyCodes(), g.KeyCodes()}, {"key scales", w.KeyScales(), g.KeyScales()},
+			{"value codes", w.ValueCodes(), g.ValueCodes()}, {"value scales", w.ValueScales(), g.ValueScales()},
+		} {
+			if err := sameVisible(c.what, c.want, c.got, w.Index()); err != nil {
+				return err
+			}
+		}
+	}
 	if err := sameVisible("key", w.Key(), g.Key(), w.Index()); err != nil {
 		return err
 	}
 	return sameVisible("value", w.Value(), g.Value(), w.Index())
 }
 
-// sameVisible compares the bytes of two (B, S, H, D) caches at each row
-// b's positions below index[b], and their dtype and shape.
+// sameVisible compares the bytes of two (B, S, H, W) caches (values, codes
+// or scales) at each row b's positions below index[b], and their dtype and
+// shape.
 func sameVisible(what string, want, got tensor.Tensor, index []int32) error {
 	if want.DType() != got.DType() || !slices.Equal(want.Shape(), got.Shape()) {
 		return fmt.Errorf("%s is %v %v, want %v %v", what, got.DType(), got.Shape(), want.DType(), want.Shape())
@@ -933,5 +958,54 @@ func TestStepsEqualTheCorePackages(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestQuantizedTransformerEqualsTheCore drives a contiguous cache stored
+// as int8 or NF4 codes through 12 steps, unsharded and cut over dp × tp
+// meshes (kv heads over tp), and the same writes directly through
+// transformer.View.ConcatenateToCache on a view of the same storage: every
+// kept version's layers (a sharded cache's joined by Version.Layer) must
+// hold the reference's storage, index and starts, and its codes and
+// scales byte for byte at the positions the version can see.
+func TestQuantizedTransformerEqualsTheCore(t *testing.T) {
+	const steps = 12
+	for i, kind := range []string{"transformer-int8", "transformer-nf4"} {
+		for _, ms := range []struct{ dp, tp int }{{1, 1}, {1, 2}, {2, 2}} {
+			t.Run(fmt.Sprintf("%s/dp=%d/tp=%d", kind, ms.dp, ms.tp), func(t *testing.T) {
+				m, err := newCoreModel(kind, int64(300+i))
+				require.NoError(t, err)
+				spec := m.spec()
+				mesh := testMesh(t, ms.dp, ms.tp)
+				spec.Mesh, spec.PartitionAxis = &mesh, kvHeadsOverTP()
+				c, err := newRuntime(t, WithHistory(steps+1)).NewCache(kind, spec)
+				require.NoError(t, err)
+				ctx := context.Background()
+				for s := range uint64(steps) {
+					ws, err := m.next(ctx, c)
+					require.NoError(t, err)
+					want, err := m.apply(ws)
+					require.NoError(t, err)
+					v, got, err := c.Step(ctx, s, ws)
+					require.NoError(t, err)
+					require.Equal(t, s+1, v)
+					if mesh.NumDevices() == 1 {
+						require.NoError(t, m.checkResults(v, ws, want, got))
+					}
+				}
+				for n := range uint64(steps + 1) {
+					got, err := c.Snapshot(ctx, n)
+					require.NoError(t, err)
+					for l := range got.Views {
+						_, isSharded := got.Views[l].(*Sharded)
+						require.Equal(t, mesh.NumDevices() > 1, isSharded)
+						got.Views[l], err = got.Layer(l)
+						require.NoError(t, err, "version %d layer %d", n, l)
+						require.True(t, got.Views[l].(transformer.View).IsQuantized(), "version %d layer %d", n, l)
+					}
+					require.NoError(t, m.check(got), "version %d", n)
+				}
+			})
+		}
 	}
 }

@@ -67,6 +67,19 @@
 // cache copies the inserted rows into the parts of the devices that own
 // the slots).
 //
+// # Quantized storage
+//
+// A contiguous or paged cache may store its keys and values as int8 or
+// NF4 codes with per-row or per-block scales (TransformerSpec and
+// PagedSpec Quantization and BlockSize; transformer.Storage,
+// paged.Storage). Every write quantizes only the rows it writes, with the
+// core package, so a version holds the core's codes and scales byte for
+// byte, sharded or not: part views hold their rows' and kv heads' codes
+// and scales, and Version.Layer joins them verbatim. Inserted rows and
+// stored paged rows (PagedStoredWrite) go in as stored, codes and scales;
+// rows stored otherwise than the cache are refused with an error naming
+// both storages, never re-quantized.
+//
 // # Failures
 //
 // Every request waits at most the runtime's timeout (or its context's
@@ -107,6 +120,5 @@
 //
 // The runtime is in-process: it neither places shards on cluster members
 // nor serializes anything, and a "device" is a shard actor, not memory on
-// an accelerator. Quantized contiguous storage is not offered through
-// TransformerSpec yet.
+// an accelerator.
 package actors

@@ -55,7 +55,8 @@ func (s *Sharded) with(parts []any) *Sharded {
 // the whole layer: a reader's operation, never a step's.
 //
 // A contiguous layer is joined from the positions its version can see
-// (row b's positions below its index); the unspecified positions past a
+// (row b's positions below its index), in its stored form (an int8 or NF4
+// layer's codes and scales, verbatim); the unspecified positions past a
 // row's index read as zeros in the result. They are not read at all: a
 // later step may be appending there in place, in storage this version
 // shares, at the same moment. A paged layer has no such bound (which pool
@@ -175,22 +176,26 @@ func splitAs[V, M, S any](specsOf func(sharding.PartitionAxis, sharding.Mode, sh
 }
 
 // visibleView returns a copy of v that holds only what v's version can
-// see, row b's positions below Index()[b], and zeros past them.
+// see, row b's positions below Index()[b], and zeros past them, stored as
+// v stores them: values, or a quantized view's codes and scales, copied
+// verbatim (never dequantized and quantized again).
 func visibleView(v transformer.View) (transformer.View, error) {
 	index := v.Index()
-	key, err := visibleRows(v.Key(), index)
-	if err != nil {
-		return transformer.View{}, err
-	}
-	value, err := visibleRows(v.Value(), index)
-	if err != nil {
-		return transformer.View{}, err
-	}
 	var layer *int
 	if l, ok := v.LayerIndex(); ok {
 		layer = &l
 	}
-	c, err := transformer.FromPure(transformer.Pure{{Key: key, Value: value, Index: index, Starts: v.Starts(), LayerIndex: layer}}, v.Metadata())
+	pv := storedPure(v, layer)
+	for _, t := range []*tensor.Tensor{&pv.Key, &pv.Value, &pv.KeyScales, &pv.ValueScales} {
+		if t.IsZero() {
+			continue // an unquantized view has no scales
+		}
+		var err error
+		if *t, err = visibleRows(*t, index); err != nil {
+			return transformer.View{}, err
+		}
+	}
+	c, err := transformer.FromPure(transformer.Pure{pv}, v.Metadata())
 	if err != nil {
 		return transformer.View{}, err
 	}
@@ -198,7 +203,8 @@ func visibleView(v transformer.View) (transformer.View, error) {
 }
 
 // visibleRows copies the first index[b] positions of each row b of a
-// (B, S, H, D) cache tensor into a fresh tensor, reading nothing else.
+// (B, S, H, W) cache tensor (values, codes or scales) into a fresh tensor,
+// reading nothing else.
 func visibleRows(t tensor.Tensor, index []int32) (tensor.Tensor, error) {
 	out, err := tensor.New(t.DType(), t.Shape()...)
 	if err != nil {

@@ -74,7 +74,15 @@ func step(t *testing.T, c *Cache, base uint64, ws []LayerWrite) []Result {
 // fed float32 inputs.
 const trB, trS, trH, trD, trL = 4, 8, 4, 2, 2
 
-func transformerCase() kindCase {
+func transformerCase() kindCase { return transformerCaseStorage("transformer", tensor.None, 0) }
+
+// transformerCaseStorage is transformerCase with keys and values stored
+// quantized as q (NF4 with block) and the given case name: the inserted
+// prefill is stored alike, part views hold their rows' and kv heads'
+// codes and scales, and must join into the unsharded codes and scales byte
+// for byte.
+func transformerCaseStorage(name string, q tensor.Quantization, block int) kindCase {
+	st := transformer.Storage{DType: tensor.BFloat16, Quantization: q, BlockSize: block}
 	meta := func(t *testing.T, b int) transformer.Metadata {
 		m, err := transformer.NewMetadata(transformer.MetadataConfig{BatchSize: b, SequenceLength: trS, NumHiddenLayers: trL,
 			NumHeads: transformer.Ptr(trH), HeadDim: transformer.Ptr(trD)})
@@ -99,10 +107,11 @@ func transformerCase() kindCase {
 		})
 	}
 	return kindCase{
-		name: "transformer",
+		name: name,
 		pa:   kvHeadsOverTP(),
 		spec: func(t *testing.T) Spec {
-			return Spec{Transformer: &TransformerSpec{Metadata: meta(t, trB), DType: tensor.BFloat16, Starts: []int32{0, 1, 0, 2}}}
+			return Spec{Transformer: &TransformerSpec{Metadata: meta(t, trB), DType: st.DType, Quantization: q, BlockSize: block,
+				Starts: []int32{0, 1, 0, 2}}}
 		},
 		drive: func(t *testing.T, c *Cache) [][]Result {
 			ctx := context.Background()
@@ -114,7 +123,7 @@ func transformerCase() kindCase {
 
 			// Insert a 2-row prefill into slots 1 and 2 (the rows straddle the
 			// dp shards when dp is 2): version 4.
-			pre, err := transformer.Init(meta(t, 2), tensor.BFloat16, []int32{1, 0})
+			pre, err := transformer.InitStorage(meta(t, 2), st, []int32{1, 0})
 			require.NoError(t, err)
 			for l := range trL {
 				v, err := pre.View(l)
@@ -301,7 +310,8 @@ func lightningCase() kindCase {
 }
 
 func kindCases() []kindCase {
-	return []kindCase{transformerCase(), pagedCase(), pagedCaseStorage("paged/int8", tensor.Int8, 0),
+	return []kindCase{transformerCase(), transformerCaseStorage("transformer/int8", tensor.Int8, 0),
+		transformerCaseStorage("transformer/nf4", tensor.NF4, 2), pagedCase(), pagedCaseStorage("paged/int8", tensor.Int8, 0),
 		pagedCaseStorage("paged/nf4", tensor.NF4, 2), mambaCase(), mamba2Case(), lightningCase()}
 }
 

@@ -232,7 +232,10 @@ func (w *LightningWrite) split(base *Sharded) ([]Write, error) {
 // blocks as the cache's B rows, which neither divides B' in general nor
 // puts the rows on the devices that own the target slots.) The selected
 // rows are copied once, into each device's part: a part is a device's own
-// storage, so the unsharded insert's sharing cannot carry over.
+// storage, so the unsharded insert's sharing cannot carry over. A
+// quantized insert copies the rows' codes and scales verbatim, cut as the
+// layer's own (transformer.View.Split); Other stored otherwise than the
+// layer is refused before anything is cut.
 func (w *InsertWrite) split(base *Sharded) ([]Write, error) {
 	specs, err := specsOf[transformer.Specs](base, "an insert")
 	if err != nil {
@@ -257,19 +260,44 @@ func (w *InsertWrite) split(base *Sharded) ([]Write, error) {
 		return nil, fmt.Errorf("%w: slot %d with %d rows needs rows [%d, %d), batch has %d rows",
 			transformer.ErrOutOfRange, w.Slot, rows, w.Slot, w.Slot+rows, B)
 	}
-	mesh := base.mesh
-	keySlices, err := sharding.ShardSlices([]int{B, meta.SequenceLength, meta.KeyHeads, meta.KeyDim}, specs.Key, mesh)
-	if err != nil {
-		return nil, fmt.Errorf("%w: key: %w", transformer.ErrSharding, err)
+	part0, ok := base.parts[0].(transformer.View)
+	if !ok {
+		return nil, errorf(ErrInternal, "part view 0 is a %T", base.parts[0])
 	}
-	valueSlices, err := sharding.ShardSlices([]int{B, meta.SequenceLength, meta.ValueHeads, meta.ValueDim}, specs.Value, mesh)
-	if err != nil {
-		return nil, fmt.Errorf("%w: value: %w", transformer.ErrSharding, err)
+	// Refused here as the unsharded insert refuses it, before the rows are
+	// cut by a storage they do not have.
+	if err := checkInsertStorage(o, part0.Storage()); err != nil {
+		return nil, err
+	}
+	mesh := base.mesh
+	stored := storedPure(o, nil)
+	// The stored tensors (values, or codes and scales) are cut by the key
+	// and value specs, as transformer.View.Split cuts the layer's own.
+	cuts := []struct {
+		name string
+		t    tensor.Tensor
+		spec sharding.Spec
+		set  func(p *transformer.PureView, t tensor.Tensor)
+	}{
+		{"key", stored.Key, specs.Key, func(p *transformer.PureView, t tensor.Tensor) { p.Key = t }},
+		{"value", stored.Value, specs.Value, func(p *transformer.PureView, t tensor.Tensor) { p.Value = t }},
+		{"key scales", stored.KeyScales, specs.Key, func(p *transformer.PureView, t tensor.Tensor) { p.KeyScales = t }},
+		{"value scales", stored.ValueScales, specs.Value, func(p *transformer.PureView, t tensor.Tensor) { p.ValueScales = t }},
+	}
+	cutSlices := make([][]sharding.Slice, len(cuts))
+	for c, cut := range cuts {
+		if cut.t.IsZero() {
+			continue // an unquantized view has no scales
+		}
+		var err error
+		if cutSlices[c], err = sharding.ShardSlices([]int{B, meta.SequenceLength, cut.t.Dim(2), cut.t.Dim(3)}, cut.spec, mesh); err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", transformer.ErrSharding, cut.name, err)
+		}
 	}
 	index, starts := o.Index(), o.Starts()
 	out := make([]Write, mesh.NumDevices())
 	for i := range out {
-		mine := keySlices[i].Ranges[0] // the part's rows (the specs cut key, value, index and starts alike)
+		mine := cutSlices[0][i].Ranges[0] // the part's rows (the specs cut key, value, index and starts alike)
 		lo, hi := max(mine.Start, w.Slot), min(mine.End, w.Slot+rows)
 		if lo >= hi {
 			out[i] = KeepWrite{}
@@ -277,14 +305,17 @@ func (w *InsertWrite) split(base *Sharded) ([]Write, error) {
 		}
 		src := sharding.Range{Start: lo - w.Slot, End: hi - w.Slot}
 		whole := sharding.Range{Start: 0, End: meta.SequenceLength}
-		kr, vr := keySlices[i].Ranges, valueSlices[i].Ranges
-		key, err := sharding.Extract(o.Key(), []sharding.Range{src, whole, kr[2], kr[3]})
-		if err != nil {
-			return nil, fmt.Errorf("inserted key, device %d: %w", i, err)
-		}
-		value, err := sharding.Extract(o.Value(), []sharding.Range{src, whole, vr[2], vr[3]})
-		if err != nil {
-			return nil, fmt.Errorf("inserted value, device %d: %w", i, err)
+		pv := transformer.PureView{BlockSize: stored.BlockSize, Index: index[src.Start:src.End], Starts: starts[src.Start:src.End]}
+		for c, cut := range cuts {
+			if cut.t.IsZero() {
+				continue
+			}
+			r := cutSlices[c][i].Ranges
+			t, err := sharding.Extract(cut.t, []sharding.Range{src, whole, r[2], r[3]})
+			if err != nil {
+				return nil, fmt.Errorf("inserted %s, device %d: %w", cut.name, i, err)
+			}
+			cut.set(&pv, t)
 		}
 		dst, ok := base.parts[i].(transformer.View)
 		if !ok {
@@ -292,8 +323,7 @@ func (w *InsertWrite) split(base *Sharded) ([]Write, error) {
 		}
 		pm := dst.Metadata()
 		pm.NumHiddenLayers, pm.BatchSize = 1, hi-lo
-		c, err := transformer.FromPure(transformer.Pure{{Key: key, Value: value,
-			Index: index[src.Start:src.End], Starts: starts[src.Start:src.End]}}, pm)
+		c, err := transformer.FromPure(transformer.Pure{pv}, pm)
 		if err != nil {
 			return nil, fmt.Errorf("inserted rows, device %d: %w", i, err)
 		}

@@ -224,7 +224,13 @@ func (w *LightningWrite) apply(view any) (any, Result, error) {
 
 // InsertWrite puts a prefilled contiguous view (one layer of a prefill
 // cache) into batch rows [Slot, Slot+B') of a transformer layer, sharing its
-// storage (EasyDeL's TransformerCache.insert, per layer).
+// storage (EasyDeL's TransformerCache.insert, per layer). Other must be
+// stored as the layer is (transformer.Storage: dtype, quantization, NF4
+// block): int8 or NF4 rows are inserted as stored, codes and scales, and a
+// view stored otherwise is refused with an error wrapping
+// transformer.ErrIncompatible that names both storages (EasyDeL
+// dequantizes both caches and re-quantizes the result; kvmesh never
+// converts silently).
 type InsertWrite struct {
 	Slot  int
 	Other transformer.View
@@ -234,6 +240,9 @@ func (w *InsertWrite) apply(view any) (any, Result, error) {
 	v, ok := view.(transformer.View)
 	if !ok {
 		return nil, Result{}, kindError("an insert", view)
+	}
+	if err := checkInsertStorage(w.Other, v.Storage()); err != nil {
+		return nil, Result{}, err
 	}
 	layer, _ := v.LayerIndex()
 	dst, err := oneLayer(v, layer)
@@ -252,13 +261,36 @@ func (w *InsertWrite) apply(view any) (any, Result, error) {
 	return next, Result{}, err
 }
 
-// oneLayer wraps a view as a one-layer cache, keeping its layer index and
-// its metadata (num_hidden_layers included: the inserted view keeps the
-// cache's metadata), so the cache-level Insert applies to it.
+// checkInsertStorage refuses an inserted view o stored otherwise than the
+// layer it goes into (want), naming both storages.
+func checkInsertStorage(o transformer.View, want transformer.Storage) error {
+	if o.IsEmpty() {
+		return fmt.Errorf("%w: the inserted view is empty", transformer.ErrEmpty)
+	}
+	if got := o.Storage(); got != want {
+		return fmt.Errorf("%w: insert of rows stored as %s into a layer stored as %s (the runtime never re-quantizes: prefill into a cache of the layer's storage)",
+			transformer.ErrIncompatible, got, want)
+	}
+	return nil
+}
+
+// storedPure returns v's plain form as stored: values, or the codes and
+// scales of a quantized view (shared, not copied), with index, starts and
+// the given layer index.
+func storedPure(v transformer.View, layer *int) transformer.PureView {
+	if !v.IsQuantized() {
+		return transformer.PureView{Key: v.Key(), Value: v.Value(), Index: v.Index(), Starts: v.Starts(), LayerIndex: layer}
+	}
+	return transformer.PureView{Key: v.KeyCodes(), Value: v.ValueCodes(), KeyScales: v.KeyScales(), ValueScales: v.ValueScales(),
+		BlockSize: v.Storage().BlockSize, Index: v.Index(), Starts: v.Starts(), LayerIndex: layer}
+}
+
+// oneLayer wraps a view as a one-layer cache, keeping its layer index, its
+// storage (a quantized view's codes and scales, shared) and its metadata
+// (num_hidden_layers included: the inserted view keeps the cache's
+// metadata), so the cache-level Insert applies to it.
 func oneLayer(v transformer.View, layer int) (transformer.Cache, error) {
-	meta := v.Metadata()
-	pure := transformer.Pure{{Key: v.Key(), Value: v.Value(), Index: v.Index(), Starts: v.Starts(), LayerIndex: &layer}}
-	return transformer.FromPure(pure, meta)
+	return transformer.FromPure(transformer.Pure{storedPure(v, &layer)}, v.Metadata())
 }
 
 func kindError(what string, view any) error {
