@@ -52,9 +52,10 @@
 // Snapshot of an older one is ErrNotFound. Versions share unchanged
 // storage, so a kept version costs what its writes changed.
 //
-// A paged cache stored quantized (PagedSpec.Quantization int8 or NF4)
-// runs clustered as embedded, on a mesh too: its grains hold the codes
-// and scales of their kv heads.
+// A contiguous or paged cache stored quantized (TransformerSpec or
+// PagedSpec Quantization int8 or NF4) runs clustered as embedded, on a
+// mesh too: its grains hold the codes and scales of their rows and kv
+// heads, and an inserted quantized view travels with its codes and scales.
 //
 // Cache.Insert puts a prefilled contiguous cache into batch slots as the
 // embedded runtime's does: each layer's view travels to its grains as a

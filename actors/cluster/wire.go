@@ -269,9 +269,10 @@ func causalMask(n int) transformer.Mask {
 // ---------------------------------------------------------------------------
 // Specs
 
-// specToProto returns s's wire form. Storage carries s's dtype, and a paged
-// spec's quantization and NF4 block size (the grains then store int8 or
-// NF4 pages, as an embedded cache does); the mesh travels as its axis sizes; PartitionAxis (nil or not), Mode
+// specToProto returns s's wire form. Storage carries s's dtype, and a
+// transformer or paged spec's quantization and NF4 block size (the grains
+// then store int8 or NF4 keys and values or pages, as an embedded cache
+// does); the mesh travels as its axis sizes; PartitionAxis (nil or not), Mode
 // ("" apart from sharding.ModeDecode) and the metadata's PartitionAxis JSON
 // (byte for byte) travel unchanged. An error wrapping actors.ErrInvalid
 // names whatever the message cannot carry: a present but empty
@@ -362,18 +363,43 @@ func specToProto(s actors.Spec) (*messages.CacheSpec, error) {
 		return nil, wireErr("spec %s dtype %s is not a tensor dtype", specKind(s), dt)
 	}
 	p.Storage = &messages.Storage{Dtype: messages.DType(dt)}
-	if s.Paged != nil {
-		q, ok := wireQuantizations[s.Paged.Quantization]
-		if !ok || s.Paged.BlockSize < 0 || s.Paged.BlockSize > math.MaxUint32 {
-			return nil, wireErr("spec.Paged storage %s (block size %d) has no wire form", s.Paged.Storage(), s.Paged.BlockSize)
-		}
-		p.Storage.Quantization, p.Storage.BlockSize = q, uint32(s.Paged.BlockSize)
+	switch {
+	case s.Transformer != nil:
+		err = quantizationToProto(p.Storage, "spec.Transformer", s.Transformer.Storage(), s.Transformer.Quantization, s.Transformer.BlockSize)
+	case s.Paged != nil:
+		err = quantizationToProto(p.Storage, "spec.Paged", s.Paged.Storage(), s.Paged.Quantization, s.Paged.BlockSize)
+	}
+	if err != nil {
+		return nil, err
 	}
 	return p, nil
 }
 
-// wireQuantizations maps a paged cache's storage quantization to its wire
-// enum.
+// quantizationToProto sets st's quantization and block size to q and block,
+// or returns an error naming field and storage (described by desc) when
+// the wire cannot carry them.
+func quantizationToProto(st *messages.Storage, field string, desc fmt.Stringer, q tensor.Quantization, block int) error {
+	wq, ok := wireQuantizations[q]
+	if !ok || block < 0 || block > math.MaxUint32 {
+		return wireErr("%s storage %s (block size %d) has no wire form", field, desc, block)
+	}
+	st.Quantization, st.BlockSize = wq, uint32(block)
+	return nil
+}
+
+// quantizationFromProto returns the quantization st names, or an error
+// naming it when it is none of the enum's known values.
+func quantizationFromProto(st *messages.Storage) (tensor.Quantization, error) {
+	for tq, wq := range wireQuantizations {
+		if wq == st.GetQuantization() {
+			return tq, nil
+		}
+	}
+	return 0, wireErr("spec.storage.quantization %s is not a quantization (want none, int8 or nf4)", st.GetQuantization())
+}
+
+// wireQuantizations maps a transformer or paged cache's storage
+// quantization to its wire enum.
 var wireQuantizations = map[tensor.Quantization]messages.Quantization{
 	tensor.None: messages.Quantization_QUANTIZATION_NONE,
 	tensor.Int8: messages.Quantization_QUANTIZATION_INT8,
@@ -382,7 +408,8 @@ var wireQuantizations = map[tensor.Quantization]messages.Quantization{
 
 // specFromProto returns the spec p describes. An unset metadata oneof, a
 // storage dtype that is not a tensor dtype, quantized storage on a kind
-// other than paged (only a PagedSpec has it), an unknown quantization, a
+// other than transformer and paged (only a TransformerSpec and a PagedSpec
+// have it), an unknown quantization, a
 // mode that is not one of the enum's values or a
 // bad mesh is an error wrapping actors.ErrInvalid naming the field. The
 // spec is not validated further (a partition axis naming an empty mesh
@@ -397,11 +424,20 @@ func specFromProto(p *messages.CacheSpec) (actors.Spec, error) {
 		return actors.Spec{}, wireErr("spec.storage.dtype %s is not a tensor dtype (want float32, bfloat16, float16, float64, int8 or uint8)", st.GetDtype())
 	}
 	quantized := st.GetQuantization() != messages.Quantization_QUANTIZATION_NONE || st.GetBlockSize() != 0
-	if _, paged := p.Metadata.(*messages.CacheSpec_Paged); quantized && !paged {
-		return actors.Spec{}, wireErr("spec.storage is quantized (%s, block size %d): only a paged cache's spec holds quantized storage",
+	_, isPaged := p.Metadata.(*messages.CacheSpec_Paged)
+	_, contiguous := p.Metadata.(*messages.CacheSpec_Transformer)
+	if quantized && !isPaged && !contiguous {
+		return actors.Spec{}, wireErr("spec.storage is quantized (%s, block size %d): only a transformer or paged cache's spec holds quantized storage",
 			st.GetQuantization(), st.GetBlockSize())
 	}
-	if _, contiguous := p.Metadata.(*messages.CacheSpec_Transformer); len(p.TransformerStarts) > 0 && !contiguous {
+	var q tensor.Quantization
+	if isPaged || contiguous {
+		var err error
+		if q, err = quantizationFromProto(st); err != nil {
+			return actors.Spec{}, err
+		}
+	}
+	if len(p.TransformerStarts) > 0 && !contiguous {
 		return actors.Spec{}, wireErr("spec.transformer_starts has %d entries on a spec that is not a transformer cache's", len(p.TransformerStarts))
 	}
 	mesh, err := meshFromProto(p.Mesh, p.MeshOrder)
@@ -416,7 +452,7 @@ func specFromProto(p *messages.CacheSpec) (actors.Spec, error) {
 	switch m := p.Metadata.(type) {
 	case *messages.CacheSpec_Transformer:
 		t := m.Transformer
-		s.Transformer = &actors.TransformerSpec{DType: dt, Metadata: transformer.Metadata{
+		s.Transformer = &actors.TransformerSpec{DType: dt, Quantization: q, BlockSize: int(st.GetBlockSize()), Metadata: transformer.Metadata{
 			BatchSize: int(t.GetBatchSize()), SequenceLength: int(t.GetSequenceLength()), NumHiddenLayers: int(t.GetNumHiddenLayers()),
 			PadTokenID: int(t.GetPadTokenId()), NumHeads: optFromProto(t.NumHeads), HeadDim: optFromProto(t.HeadDim),
 			KeyHeads: int(t.GetKeyHeads()), ValueHeads: int(t.GetValueHeads()), KeyDim: int(t.GetKeyDim()), ValueDim: int(t.GetValueDim()),
@@ -427,16 +463,6 @@ func specFromProto(p *messages.CacheSpec) (actors.Spec, error) {
 		}
 	case *messages.CacheSpec_Paged:
 		t := m.Paged
-		var q tensor.Quantization
-		found := false
-		for tq, wq := range wireQuantizations {
-			if wq == st.GetQuantization() {
-				q, found = tq, true
-			}
-		}
-		if !found {
-			return actors.Spec{}, wireErr("spec.storage.quantization %s is not a quantization (want none, int8 or nf4)", st.GetQuantization())
-		}
 		s.Paged = &actors.PagedSpec{DType: dt, Quantization: q, BlockSize: int(st.GetBlockSize()), Metadata: paged.Metadata{
 			BatchSize: int(t.GetBatchSize()), NumHiddenLayers: int(t.GetNumHiddenLayers()), NumPagesPerLayer: int(t.GetNumPagesPerLayer()),
 			NumPagesPerSequence: int(t.GetNumPagesPerSequence()), MaxSequences: int(t.GetMaxSequences()), PageSize: int(t.GetPageSize()),

@@ -217,6 +217,13 @@ func wireSpecCases(t testing.TB) []wireSpecCase {
 			Transformer: &actors.TransformerSpec{DType: tensor.BFloat16, Metadata: transformer.Metadata{
 				BatchSize: 2, SequenceLength: 8, NumHiddenLayers: 2, KeyHeads: 4, ValueHeads: 4, KeyDim: 4, ValueDim: 4}},
 			Mesh: wireMesh(t, map[string]int{sharding.DP: 2, sharding.TP: 2}), PartitionAxis: wireKVHeadsOverTP()}},
+		{"transformer, int8 storage, left padding", actors.Spec{Transformer: &actors.TransformerSpec{DType: tensor.BFloat16,
+			Quantization: tensor.Int8, Starts: []int32{2, 0},
+			Metadata: transformer.Metadata{BatchSize: 2, SequenceLength: 8, NumHiddenLayers: 2, KeyHeads: 2, ValueHeads: 2, KeyDim: 4, ValueDim: 4}}}},
+		{"transformer, nf4 storage, block 32, kv heads over tp, on a mesh", actors.Spec{
+			Transformer: &actors.TransformerSpec{DType: tensor.Float16, Quantization: tensor.NF4, BlockSize: 32, Metadata: transformer.Metadata{
+				BatchSize: 2, SequenceLength: 8, NumHiddenLayers: 1, KeyHeads: 4, ValueHeads: 4, KeyDim: 64, ValueDim: 64}},
+			Mesh: wireMesh(t, map[string]int{sharding.DP: 2, sharding.TP: 2}), PartitionAxis: wireKVHeadsOverTP()}},
 		{"paged", actors.Spec{Paged: &actors.PagedSpec{DType: tensor.Float16, Metadata: paged.Metadata{
 			BatchSize: 3, NumHiddenLayers: 2, NumPagesPerLayer: 41, NumPagesPerSequence: 5, MaxSequences: 80, PageSize: 16,
 			NumKVHeads: 4, KVHeadDimSize: 64, HBMUtilization: 0.37}}, Mesh: wireMesh(t, map[string]int{sharding.SP: 3})}},
@@ -415,6 +422,10 @@ func TestWireSpecErrors(t *testing.T) {
 			"spec.Transformer.Starts is present but empty"},
 		{"pool", actors.Spec{Paged: &actors.PagedSpec{DType: tensor.Float32, Pool: &pagemanager.PoolConfig{PrefixCaching: true}}}, "spec.Paged.Pool"},
 		{"unknown quantization", actors.Spec{Paged: &actors.PagedSpec{DType: tensor.Float16, Quantization: 9}}, "has no wire form"},
+		{"unknown transformer quantization", actors.Spec{Transformer: &actors.TransformerSpec{Metadata: tmeta, DType: tensor.Float16, Quantization: 9}},
+			"spec.Transformer storage"},
+		{"negative transformer block", actors.Spec{Transformer: &actors.TransformerSpec{Metadata: tmeta, DType: tensor.Float16,
+			Quantization: tensor.NF4, BlockSize: -1}}, "(block size -1) has no wire form"},
 		{"unknown mode", actors.Spec{Mamba: mspec, Mode: "__serve__"}, `spec.Mode is "__serve__": not a mode`},
 		{"mesh name not UTF-8", actors.Spec{Mamba: mspec, PartitionAxis: &badMeshName}, `spec.PartitionAxis.tensor_parallel_axis is "t\xffp", which is not valid UTF-8`},
 		{"rule name not UTF-8", actors.Spec{Mamba: mspec, PartitionAxis: &badRule}, `spec.PartitionAxis.kv_head_axis names "\xfe", which is not valid UTF-8`},
@@ -441,6 +452,12 @@ func TestWireSpecErrors(t *testing.T) {
 	_, err = specFromProto(viaWire(t, pagedSpec))
 	require.ErrorIs(t, err, actors.ErrInvalid)
 	assert.ErrorContains(t, err, "spec.storage.quantization 7 is not a quantization (want none, int8 or nf4)")
+	contiguousSpec, err := specToProto(actors.Spec{Transformer: &actors.TransformerSpec{Metadata: tmeta, DType: tensor.BFloat16, Quantization: tensor.Int8}})
+	require.NoError(t, err)
+	contiguousSpec.Storage.Quantization = 7
+	_, err = specFromProto(viaWire(t, contiguousSpec))
+	require.ErrorIs(t, err, actors.ErrInvalid)
+	assert.ErrorContains(t, err, "spec.storage.quantization 7 is not a quantization (want none, int8 or nf4)")
 
 	for _, tc := range []struct {
 		name string
@@ -454,7 +471,7 @@ func TestWireSpecErrors(t *testing.T) {
 			p.Storage.Quantization = messages.Quantization_QUANTIZATION_NF4
 			p.Storage.BlockSize = 64
 		},
-			"spec.storage is quantized (QUANTIZATION_NF4, block size 64): only a paged cache's spec holds quantized storage"},
+			"spec.storage is quantized (QUANTIZATION_NF4, block size 64): only a transformer or paged cache's spec holds quantized storage"},
 		{"starts on mamba", func(p *messages.CacheSpec) { p.TransformerStarts = []int32{1, 2} },
 			"spec.transformer_starts has 2 entries on a spec that is not a transformer cache's"},
 		{"unknown axis", func(p *messages.CacheSpec) { p.Mesh = map[string]int64{"xx": 2} }, `unknown mesh axis "xx"`},
