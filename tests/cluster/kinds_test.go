@@ -142,7 +142,9 @@ func resultParts(r actors.Result) []actors.Result {
 // results (a contiguous cache's key, value and mask) and every version's
 // views are byte-identical to the embedded runtime's, a step that writes
 // some layers only advances the others unchanged, and a transaction that
-// writes a layer twice stages the second write on the first.
+// writes a layer twice stages the second write on the first. The int8
+// contiguous and paged caches hold the embedded codes and scales, and an
+// int8 prefill inserted into the contiguous one lands as embedded.
 func TestEveryKindMatchesEmbedded(t *testing.T) {
 	rt := newClient(t, startNodes(t, 3))
 	emb, err := actors.NewRuntime()
@@ -172,7 +174,19 @@ func TestEveryKindMatchesEmbedded(t *testing.T) {
 		}
 	}
 	for _, kc := range kindCases(t) {
-		if kc.spec.Transformer != nil { // left padding: row 0 starts at position 2
+		if kc.spec.Transformer != nil { // int8 keys and values with bfloat16 scales
+			q := kc
+			q.name += "/int8"
+			qt := *q.spec.Transformer
+			qt.Quantization = tensor.Int8
+			q.spec.Transformer = &qt
+			cases = append(cases, q)
+			// the same cut over dp 2 x tp 2: each grain holds its rows' codes
+			// and scales
+			q.name += "/dp2tp2"
+			q.spec.Mesh = &mesh
+			cases = append(cases, q)
+			// left padding: row 0 starts at position 2
 			kc.name += "/starts"
 			tr := *kc.spec.Transformer
 			tr.Starts = []int32{2, 0}
@@ -255,6 +269,32 @@ func TestEveryKindMatchesEmbedded(t *testing.T) {
 			}
 			_, err = clustered.Snapshot(ctx, 99)
 			require.ErrorIs(t, err, actors.ErrNotFound)
+			if tr := kc.spec.Transformer; tr != nil && tr.Quantization != tensor.None {
+				// an insert of a 1-row prefill stored alike: its codes and
+				// scales travel as stored and land as embedded
+				m := tr.Metadata
+				m.BatchSize = 1
+				pre, err := transformer.InitStorage(m, tr.Storage(), nil)
+				require.NoError(t, err)
+				for l := range pre.Len() {
+					v, err := pre.View(l)
+					require.NoError(t, err)
+					v, err = v.Append(randTensor(r, tensor.BFloat16, 1, 5, 2, 4), randTensor(r, tensor.BFloat16, 1, 5, 2, 4))
+					require.NoError(t, err)
+					pre, err = pre.WithView(l, v)
+					require.NoError(t, err)
+				}
+				cn, err := clustered.Insert(ctx, 4, 1, pre)
+				require.NoError(t, err)
+				en, err := embedded.Insert(ctx, 4, 1, pre)
+				require.NoError(t, err)
+				require.Equal(t, en, cn)
+				ev, err := embedded.Current(ctx)
+				require.NoError(t, err)
+				cv, err := clustered.Current(ctx)
+				require.NoError(t, err)
+				require.Equal(t, marshalViews(t, ev), marshalViews(t, cv), "after the insert")
+			}
 			if strings.HasPrefix(kc.name, "paged") {
 				// a transaction writes layer 0 twice (two decode tokens):
 				// the second write applies on the first one's staged view
