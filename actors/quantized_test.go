@@ -215,3 +215,71 @@ func TestQuantizedTransformerInsertStorageMismatch(t *testing.T) {
 		}
 	}
 }
+
+// A head dim cut over tp (DecodeAttentionKVDimAxis): an NF4 cache whose
+// block divides the shard's head dim cuts its codes and scales there, and
+// a step and an insert leave it byte for byte as the core leaves an
+// unsharded one; an int8 cache, one scale per row, cannot be cut there
+// and NewCache refuses it naming the storage.
+func TestQuantizedTransformerHeadDimCut(t *testing.T) {
+	ctx := context.Background()
+	rt := newRuntime(t)
+	const d = 4
+	meta, err := transformer.NewMetadata(transformer.MetadataConfig{BatchSize: trB, SequenceLength: trS, NumHiddenLayers: 1,
+		NumHeads: transformer.Ptr(2), HeadDim: transformer.Ptr(d)})
+	require.NoError(t, err)
+	pa := sharding.DefaultPartitionAxis()
+	pa.DecodeAttentionKVDimAxis = sharding.MeshAxes{sharding.TP}
+	mesh := testMesh(t, 2, 2)
+	spec := func(st transformer.Storage) Spec {
+		return Spec{Transformer: &TransformerSpec{Metadata: meta, DType: st.DType, Quantization: st.Quantization, BlockSize: st.BlockSize},
+			Mesh: &mesh, PartitionAxis: &pa}
+	}
+
+	st := transformer.Storage{DType: tensor.BFloat16, Quantization: tensor.NF4, BlockSize: 2}
+	c, err := rt.NewCache("nf4 dim cut", spec(st))
+	require.NoError(t, err)
+	part := mustCurrent(t, c).Views[0].(*Sharded).Parts()[0].(transformer.View)
+	require.Equal(t, d/2, part.Metadata().KeyDim, "the head dim is cut in two")
+	r := rand.New(rand.NewSource(23))
+	w := &TransformerWrite{Key: randTensor(r, trB, 3, 2, d), Value: randTensor(r, trB, 3, 2, d)}
+	step(t, c, 0, []LayerWrite{{Layer: 0, Write: w}})
+	pm := meta
+	pm.BatchSize = 2
+	pre, err := transformer.InitStorage(pm, st, []int32{1, 0})
+	require.NoError(t, err)
+	pv, err := pre.View(0)
+	require.NoError(t, err)
+	pv, err = pv.Append(randTensor(r, 2, 4, 2, d), randTensor(r, 2, 4, 2, d))
+	require.NoError(t, err)
+	pre, err = pre.WithView(0, pv)
+	require.NoError(t, err)
+	_, err = c.Insert(ctx, 1, 1, pre)
+	require.NoError(t, err)
+
+	ref, err := transformer.InitStorage(meta, st, nil)
+	require.NoError(t, err)
+	rv, err := ref.View(0)
+	require.NoError(t, err)
+	_, _, _, rv, err = rv.ConcatenateToCache(w.Key, w.Key, w.Value, w.Mask, w.Options)
+	require.NoError(t, err)
+	ref, err = ref.WithView(0, rv)
+	require.NoError(t, err)
+	ref, err = ref.Insert(pre, 1)
+	require.NoError(t, err)
+	want, err := ref.View(0)
+	require.NoError(t, err)
+	require.NoError(t, sameContiguous(want, layerView(t, mustCurrent(t, c), 0)))
+
+	_, err = rt.NewCache("int8 dim cut", spec(transformer.Storage{DType: tensor.BFloat16, Quantization: tensor.Int8}))
+	require.ErrorIs(t, err, transformer.ErrSharding)
+	assert.Contains(t, err.Error(), "stored as bfloat16 8BIT")
+}
+
+// mustCurrent returns c's current version.
+func mustCurrent(t *testing.T, c *Cache) Version {
+	t.Helper()
+	v, err := c.Current(context.Background())
+	require.NoError(t, err)
+	return v
+}
