@@ -230,27 +230,22 @@ func (v View) Split(s Specs, mesh sharding.Mesh) ([]View, error) {
 	}
 	ks, vs := v.stores()
 	n := mesh.NumDevices()
+	keys, keyScales, err := kvquant.SplitStore(ks, "key pages", "key scales", s.KeyPages, mesh)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSharding, err)
+	}
+	values, valueScales, err := kvquant.SplitStore(vs, "value pages", "value scales", s.ValuePages, mesh)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSharding, err)
+	}
 	parts := make([]pools, n)
-	for _, c := range []struct {
-		name string
-		t    tensor.Tensor
-		spec sharding.Spec
-		set  func(p *pools, t tensor.Tensor)
-	}{
-		{"key pages", ks.Data, s.KeyPages, func(p *pools, t tensor.Tensor) { p.key = t }},
-		{"value pages", vs.Data, s.ValuePages, func(p *pools, t tensor.Tensor) { p.value = t }},
-		{"key scales", ks.Scales, s.KeyPages, func(p *pools, t tensor.Tensor) { p.keyScales = t }},
-		{"value scales", vs.Scales, s.ValuePages, func(p *pools, t tensor.Tensor) { p.valueScales = t }},
-	} {
-		if c.t.IsZero() {
-			continue // an unquantized view has no scales
+	for i := range parts {
+		parts[i].key, parts[i].value = keys[i], values[i]
+		if keyScales != nil {
+			parts[i].keyScales = keyScales[i]
 		}
-		ts, err := sharding.Split(c.t, c.spec, mesh)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %s: %w", ErrSharding, c.name, err)
-		}
-		for i := range parts {
-			c.set(&parts[i], ts[i])
+		if valueScales != nil {
+			parts[i].valueScales = valueScales[i]
 		}
 	}
 	out := make([]View, n)

@@ -17,15 +17,7 @@ var ErrStorageMismatch = errors.New("paged: storage format mismatch")
 // String describes the storage as "bfloat16" (unquantized), "bfloat16
 // 8BIT" (int8 codes, bfloat16 scales) or "float32 NF4/64" (NF4 codes,
 // float32 absmax per block of 64).
-func (s Storage) String() string {
-	switch s.Quantization {
-	case tensor.None:
-		return s.DType.String()
-	case tensor.NF4:
-		return fmt.Sprintf("%s NF4/%d", s.DType, s.BlockSize)
-	}
-	return fmt.Sprintf("%s %s", s.DType, s.Quantization)
-}
+func (s Storage) String() string { return kvquant.StorageName(s.DType, s.Quantization, s.BlockSize) }
 
 // Stored is a sequence's key and value rows in the form a view stores
 // them (View.GatherStored), token-major as Gather returns values: row

@@ -271,26 +271,21 @@ func (v View) Split(s Specs, mesh sharding.Mesh) ([]View, error) {
 		out[i] = PureView{LayerIndex: layer, BlockSize: st.BlockSize}
 	}
 	ks, vs := v.stores()
-	for _, c := range []struct {
-		name string
-		t    tensor.Tensor
-		spec sharding.Spec
-		set  func(p *PureView, t tensor.Tensor)
-	}{
-		{"key", ks.Data, s.Key, func(p *PureView, t tensor.Tensor) { p.Key = t }},
-		{"value", vs.Data, s.Value, func(p *PureView, t tensor.Tensor) { p.Value = t }},
-		{"key scales", ks.Scales, s.Key, func(p *PureView, t tensor.Tensor) { p.KeyScales = t }},
-		{"value scales", vs.Scales, s.Value, func(p *PureView, t tensor.Tensor) { p.ValueScales = t }},
-	} {
-		if c.t.IsZero() {
-			continue // an unquantized view has no scales
+	keys, keyScales, err := kvquant.SplitStore(ks, "key", "key scales", s.Key, mesh)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSharding, err)
+	}
+	values, valueScales, err := kvquant.SplitStore(vs, "value", "value scales", s.Value, mesh)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSharding, err)
+	}
+	for i := range out {
+		out[i].Key, out[i].Value = keys[i], values[i]
+		if keyScales != nil {
+			out[i].KeyScales = keyScales[i]
 		}
-		ts, err := sharding.Split(c.t, c.spec, mesh)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %s: %w", ErrSharding, c.name, err)
-		}
-		for i := range out {
-			c.set(&out[i], ts[i])
+		if valueScales != nil {
+			out[i].ValueScales = valueScales[i]
 		}
 	}
 	index, err := sharding.SplitValues(v.index, s.Index, mesh)
