@@ -2129,6 +2129,7 @@ type LayerWrite struct {
 	//	*LayerWrite_ConvSsm
 	//	*LayerWrite_Lightning
 	//	*LayerWrite_Insert
+	//	*LayerWrite_PagedStored
 	Write         isLayerWrite_Write `protobuf_oneof:"write"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2223,6 +2224,15 @@ func (x *LayerWrite) GetInsert() *InsertWrite {
 	return nil
 }
 
+func (x *LayerWrite) GetPagedStored() *PagedStoredWrite {
+	if x != nil {
+		if x, ok := x.Write.(*LayerWrite_PagedStored); ok {
+			return x.PagedStored
+		}
+	}
+	return nil
+}
+
 type isLayerWrite_Write interface {
 	isLayerWrite_Write()
 }
@@ -2247,6 +2257,10 @@ type LayerWrite_Insert struct {
 	Insert *InsertWrite `protobuf:"bytes,6,opt,name=insert,proto3,oneof"`
 }
 
+type LayerWrite_PagedStored struct {
+	PagedStored *PagedStoredWrite `protobuf:"bytes,7,opt,name=paged_stored,json=pagedStored,proto3,oneof"`
+}
+
 func (*LayerWrite_Transformer) isLayerWrite_Write() {}
 
 func (*LayerWrite_Paged) isLayerWrite_Write() {}
@@ -2256,6 +2270,8 @@ func (*LayerWrite_ConvSsm) isLayerWrite_Write() {}
 func (*LayerWrite_Lightning) isLayerWrite_Write() {}
 
 func (*LayerWrite_Insert) isLayerWrite_Write() {}
+
+func (*LayerWrite_PagedStored) isLayerWrite_Write() {}
 
 // InsertWrite puts a prefilled contiguous view (one layer of a prefill
 // cache) into batch rows [slot, slot + its batch) of a transformer layer.
@@ -2311,6 +2327,98 @@ func (x *InsertWrite) GetView() []byte {
 	return nil
 }
 
+// PagedStoredWrite writes one sequence's rows in a paged cache's stored
+// form (paged.Stored, as View.GatherStored returns them) verbatim into the
+// pages of step's prefill part: nothing is re-quantized. storage is the
+// rows' (the receiving layer refuses rows stored otherwise). Unquantized:
+// key and value are the values (T, Hkv, D) in storage.dtype, no scales.
+// Int8: int8 codes (T, Hkv, D) and scales (T, Hkv, 1) in storage.dtype.
+// NF4: uint8 codes two per byte (T, Hkv, ceil(D/2)) and absmax
+// (T, Hkv, D/block_size) in storage.dtype.
+type PagedStoredWrite struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Storage       *Storage               `protobuf:"bytes,1,opt,name=storage,proto3" json:"storage,omitempty"`
+	Key           *Tensor                `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Value         *Tensor                `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	KeyScales     *Tensor                `protobuf:"bytes,4,opt,name=key_scales,json=keyScales,proto3" json:"key_scales,omitempty"`
+	ValueScales   *Tensor                `protobuf:"bytes,5,opt,name=value_scales,json=valueScales,proto3" json:"value_scales,omitempty"`
+	Step          *PagedStep             `protobuf:"bytes,6,opt,name=step,proto3" json:"step,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PagedStoredWrite) Reset() {
+	*x = PagedStoredWrite{}
+	mi := &file_kvmesh_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PagedStoredWrite) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PagedStoredWrite) ProtoMessage() {}
+
+func (x *PagedStoredWrite) ProtoReflect() protoreflect.Message {
+	mi := &file_kvmesh_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PagedStoredWrite.ProtoReflect.Descriptor instead.
+func (*PagedStoredWrite) Descriptor() ([]byte, []int) {
+	return file_kvmesh_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *PagedStoredWrite) GetStorage() *Storage {
+	if x != nil {
+		return x.Storage
+	}
+	return nil
+}
+
+func (x *PagedStoredWrite) GetKey() *Tensor {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *PagedStoredWrite) GetValue() *Tensor {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *PagedStoredWrite) GetKeyScales() *Tensor {
+	if x != nil {
+		return x.KeyScales
+	}
+	return nil
+}
+
+func (x *PagedStoredWrite) GetValueScales() *Tensor {
+	if x != nil {
+		return x.ValueScales
+	}
+	return nil
+}
+
+func (x *PagedStoredWrite) GetStep() *PagedStep {
+	if x != nil {
+		return x.Step
+	}
+	return nil
+}
+
 type CreateCache struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	CacheId       string                 `protobuf:"bytes,1,opt,name=cache_id,json=cacheId,proto3" json:"cache_id,omitempty"`
@@ -2321,7 +2429,7 @@ type CreateCache struct {
 
 func (x *CreateCache) Reset() {
 	*x = CreateCache{}
-	mi := &file_kvmesh_proto_msgTypes[22]
+	mi := &file_kvmesh_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2333,7 +2441,7 @@ func (x *CreateCache) String() string {
 func (*CreateCache) ProtoMessage() {}
 
 func (x *CreateCache) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[22]
+	mi := &file_kvmesh_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2346,7 +2454,7 @@ func (x *CreateCache) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCache.ProtoReflect.Descriptor instead.
 func (*CreateCache) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{22}
+	return file_kvmesh_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CreateCache) GetCacheId() string {
@@ -2373,7 +2481,7 @@ type CreateCacheReply struct {
 
 func (x *CreateCacheReply) Reset() {
 	*x = CreateCacheReply{}
-	mi := &file_kvmesh_proto_msgTypes[23]
+	mi := &file_kvmesh_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2385,7 +2493,7 @@ func (x *CreateCacheReply) String() string {
 func (*CreateCacheReply) ProtoMessage() {}
 
 func (x *CreateCacheReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[23]
+	mi := &file_kvmesh_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2398,7 +2506,7 @@ func (x *CreateCacheReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCacheReply.ProtoReflect.Descriptor instead.
 func (*CreateCacheReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{23}
+	return file_kvmesh_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CreateCacheReply) GetStatus() *Status {
@@ -2429,7 +2537,7 @@ type StepWrite struct {
 
 func (x *StepWrite) Reset() {
 	*x = StepWrite{}
-	mi := &file_kvmesh_proto_msgTypes[24]
+	mi := &file_kvmesh_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2441,7 +2549,7 @@ func (x *StepWrite) String() string {
 func (*StepWrite) ProtoMessage() {}
 
 func (x *StepWrite) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[24]
+	mi := &file_kvmesh_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2454,7 +2562,7 @@ func (x *StepWrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepWrite.ProtoReflect.Descriptor instead.
 func (*StepWrite) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{24}
+	return file_kvmesh_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *StepWrite) GetCacheId() string {
@@ -2495,7 +2603,7 @@ type StepReply struct {
 
 func (x *StepReply) Reset() {
 	*x = StepReply{}
-	mi := &file_kvmesh_proto_msgTypes[25]
+	mi := &file_kvmesh_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2507,7 +2615,7 @@ func (x *StepReply) String() string {
 func (*StepReply) ProtoMessage() {}
 
 func (x *StepReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[25]
+	mi := &file_kvmesh_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2520,7 +2628,7 @@ func (x *StepReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepReply.ProtoReflect.Descriptor instead.
 func (*StepReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{25}
+	return file_kvmesh_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *StepReply) GetStatus() *Status {
@@ -2549,7 +2657,7 @@ type Begin struct {
 
 func (x *Begin) Reset() {
 	*x = Begin{}
-	mi := &file_kvmesh_proto_msgTypes[26]
+	mi := &file_kvmesh_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2561,7 +2669,7 @@ func (x *Begin) String() string {
 func (*Begin) ProtoMessage() {}
 
 func (x *Begin) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[26]
+	mi := &file_kvmesh_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2574,7 +2682,7 @@ func (x *Begin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Begin.ProtoReflect.Descriptor instead.
 func (*Begin) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{26}
+	return file_kvmesh_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Begin) GetCacheId() string {
@@ -2601,7 +2709,7 @@ type BeginReply struct {
 
 func (x *BeginReply) Reset() {
 	*x = BeginReply{}
-	mi := &file_kvmesh_proto_msgTypes[27]
+	mi := &file_kvmesh_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2613,7 +2721,7 @@ func (x *BeginReply) String() string {
 func (*BeginReply) ProtoMessage() {}
 
 func (x *BeginReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[27]
+	mi := &file_kvmesh_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2626,7 +2734,7 @@ func (x *BeginReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginReply.ProtoReflect.Descriptor instead.
 func (*BeginReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{27}
+	return file_kvmesh_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *BeginReply) GetStatus() *Status {
@@ -2653,7 +2761,7 @@ type WriteLayer struct {
 
 func (x *WriteLayer) Reset() {
 	*x = WriteLayer{}
-	mi := &file_kvmesh_proto_msgTypes[28]
+	mi := &file_kvmesh_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2665,7 +2773,7 @@ func (x *WriteLayer) String() string {
 func (*WriteLayer) ProtoMessage() {}
 
 func (x *WriteLayer) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[28]
+	mi := &file_kvmesh_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2678,7 +2786,7 @@ func (x *WriteLayer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteLayer.ProtoReflect.Descriptor instead.
 func (*WriteLayer) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{28}
+	return file_kvmesh_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *WriteLayer) GetTxnId() string {
@@ -2709,7 +2817,7 @@ type WriteLayerReply struct {
 
 func (x *WriteLayerReply) Reset() {
 	*x = WriteLayerReply{}
-	mi := &file_kvmesh_proto_msgTypes[29]
+	mi := &file_kvmesh_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2721,7 +2829,7 @@ func (x *WriteLayerReply) String() string {
 func (*WriteLayerReply) ProtoMessage() {}
 
 func (x *WriteLayerReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[29]
+	mi := &file_kvmesh_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2734,7 +2842,7 @@ func (x *WriteLayerReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteLayerReply.ProtoReflect.Descriptor instead.
 func (*WriteLayerReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{29}
+	return file_kvmesh_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *WriteLayerReply) GetStatus() *Status {
@@ -2774,7 +2882,7 @@ type Commit struct {
 
 func (x *Commit) Reset() {
 	*x = Commit{}
-	mi := &file_kvmesh_proto_msgTypes[30]
+	mi := &file_kvmesh_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2786,7 +2894,7 @@ func (x *Commit) String() string {
 func (*Commit) ProtoMessage() {}
 
 func (x *Commit) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[30]
+	mi := &file_kvmesh_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2799,7 +2907,7 @@ func (x *Commit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Commit.ProtoReflect.Descriptor instead.
 func (*Commit) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{30}
+	return file_kvmesh_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Commit) GetTxnId() string {
@@ -2819,7 +2927,7 @@ type CommitReply struct {
 
 func (x *CommitReply) Reset() {
 	*x = CommitReply{}
-	mi := &file_kvmesh_proto_msgTypes[31]
+	mi := &file_kvmesh_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2831,7 +2939,7 @@ func (x *CommitReply) String() string {
 func (*CommitReply) ProtoMessage() {}
 
 func (x *CommitReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[31]
+	mi := &file_kvmesh_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2844,7 +2952,7 @@ func (x *CommitReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitReply.ProtoReflect.Descriptor instead.
 func (*CommitReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{31}
+	return file_kvmesh_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CommitReply) GetStatus() *Status {
@@ -2870,7 +2978,7 @@ type Abort struct {
 
 func (x *Abort) Reset() {
 	*x = Abort{}
-	mi := &file_kvmesh_proto_msgTypes[32]
+	mi := &file_kvmesh_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2882,7 +2990,7 @@ func (x *Abort) String() string {
 func (*Abort) ProtoMessage() {}
 
 func (x *Abort) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[32]
+	mi := &file_kvmesh_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2895,7 +3003,7 @@ func (x *Abort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Abort.ProtoReflect.Descriptor instead.
 func (*Abort) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{32}
+	return file_kvmesh_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Abort) GetTxnId() string {
@@ -2914,7 +3022,7 @@ type AbortReply struct {
 
 func (x *AbortReply) Reset() {
 	*x = AbortReply{}
-	mi := &file_kvmesh_proto_msgTypes[33]
+	mi := &file_kvmesh_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2926,7 +3034,7 @@ func (x *AbortReply) String() string {
 func (*AbortReply) ProtoMessage() {}
 
 func (x *AbortReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[33]
+	mi := &file_kvmesh_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2939,7 +3047,7 @@ func (x *AbortReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortReply.ProtoReflect.Descriptor instead.
 func (*AbortReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{33}
+	return file_kvmesh_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *AbortReply) GetStatus() *Status {
@@ -2961,7 +3069,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_kvmesh_proto_msgTypes[34]
+	mi := &file_kvmesh_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2973,7 +3081,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[34]
+	mi := &file_kvmesh_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2986,7 +3094,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{34}
+	return file_kvmesh_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Snapshot) GetCacheId() string {
@@ -3014,7 +3122,7 @@ type SnapshotReply struct {
 
 func (x *SnapshotReply) Reset() {
 	*x = SnapshotReply{}
-	mi := &file_kvmesh_proto_msgTypes[35]
+	mi := &file_kvmesh_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3026,7 +3134,7 @@ func (x *SnapshotReply) String() string {
 func (*SnapshotReply) ProtoMessage() {}
 
 func (x *SnapshotReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[35]
+	mi := &file_kvmesh_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3039,7 +3147,7 @@ func (x *SnapshotReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotReply.ProtoReflect.Descriptor instead.
 func (*SnapshotReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{35}
+	return file_kvmesh_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SnapshotReply) GetStatus() *Status {
@@ -3077,7 +3185,7 @@ type Insert struct {
 
 func (x *Insert) Reset() {
 	*x = Insert{}
-	mi := &file_kvmesh_proto_msgTypes[36]
+	mi := &file_kvmesh_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3089,7 +3197,7 @@ func (x *Insert) String() string {
 func (*Insert) ProtoMessage() {}
 
 func (x *Insert) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[36]
+	mi := &file_kvmesh_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3102,7 +3210,7 @@ func (x *Insert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Insert.ProtoReflect.Descriptor instead.
 func (*Insert) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{36}
+	return file_kvmesh_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Insert) GetCacheId() string {
@@ -3143,7 +3251,7 @@ type InsertReply struct {
 
 func (x *InsertReply) Reset() {
 	*x = InsertReply{}
-	mi := &file_kvmesh_proto_msgTypes[37]
+	mi := &file_kvmesh_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3155,7 +3263,7 @@ func (x *InsertReply) String() string {
 func (*InsertReply) ProtoMessage() {}
 
 func (x *InsertReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[37]
+	mi := &file_kvmesh_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3168,7 +3276,7 @@ func (x *InsertReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InsertReply.ProtoReflect.Descriptor instead.
 func (*InsertReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{37}
+	return file_kvmesh_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *InsertReply) GetStatus() *Status {
@@ -3194,7 +3302,7 @@ type CloseCache struct {
 
 func (x *CloseCache) Reset() {
 	*x = CloseCache{}
-	mi := &file_kvmesh_proto_msgTypes[38]
+	mi := &file_kvmesh_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3206,7 +3314,7 @@ func (x *CloseCache) String() string {
 func (*CloseCache) ProtoMessage() {}
 
 func (x *CloseCache) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[38]
+	mi := &file_kvmesh_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3219,7 +3327,7 @@ func (x *CloseCache) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseCache.ProtoReflect.Descriptor instead.
 func (*CloseCache) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{38}
+	return file_kvmesh_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CloseCache) GetCacheId() string {
@@ -3238,7 +3346,7 @@ type CloseCacheReply struct {
 
 func (x *CloseCacheReply) Reset() {
 	*x = CloseCacheReply{}
-	mi := &file_kvmesh_proto_msgTypes[39]
+	mi := &file_kvmesh_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3250,7 +3358,7 @@ func (x *CloseCacheReply) String() string {
 func (*CloseCacheReply) ProtoMessage() {}
 
 func (x *CloseCacheReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[39]
+	mi := &file_kvmesh_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3263,7 +3371,7 @@ func (x *CloseCacheReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseCacheReply.ProtoReflect.Descriptor instead.
 func (*CloseCacheReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{39}
+	return file_kvmesh_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CloseCacheReply) GetStatus() *Status {
@@ -3286,7 +3394,7 @@ type AllocPages struct {
 
 func (x *AllocPages) Reset() {
 	*x = AllocPages{}
-	mi := &file_kvmesh_proto_msgTypes[40]
+	mi := &file_kvmesh_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3298,7 +3406,7 @@ func (x *AllocPages) String() string {
 func (*AllocPages) ProtoMessage() {}
 
 func (x *AllocPages) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[40]
+	mi := &file_kvmesh_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3311,7 +3419,7 @@ func (x *AllocPages) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocPages.ProtoReflect.Descriptor instead.
 func (*AllocPages) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{40}
+	return file_kvmesh_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *AllocPages) GetCacheId() string {
@@ -3346,7 +3454,7 @@ type AllocPrefillPages struct {
 
 func (x *AllocPrefillPages) Reset() {
 	*x = AllocPrefillPages{}
-	mi := &file_kvmesh_proto_msgTypes[41]
+	mi := &file_kvmesh_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3358,7 +3466,7 @@ func (x *AllocPrefillPages) String() string {
 func (*AllocPrefillPages) ProtoMessage() {}
 
 func (x *AllocPrefillPages) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[41]
+	mi := &file_kvmesh_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3371,7 +3479,7 @@ func (x *AllocPrefillPages) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocPrefillPages.ProtoReflect.Descriptor instead.
 func (*AllocPrefillPages) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{41}
+	return file_kvmesh_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *AllocPrefillPages) GetCacheId() string {
@@ -3406,7 +3514,7 @@ type FreePages struct {
 
 func (x *FreePages) Reset() {
 	*x = FreePages{}
-	mi := &file_kvmesh_proto_msgTypes[42]
+	mi := &file_kvmesh_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3418,7 +3526,7 @@ func (x *FreePages) String() string {
 func (*FreePages) ProtoMessage() {}
 
 func (x *FreePages) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[42]
+	mi := &file_kvmesh_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3431,7 +3539,7 @@ func (x *FreePages) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreePages.ProtoReflect.Descriptor instead.
 func (*FreePages) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{42}
+	return file_kvmesh_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *FreePages) GetCacheId() string {
@@ -3467,7 +3575,7 @@ type PagesReply struct {
 
 func (x *PagesReply) Reset() {
 	*x = PagesReply{}
-	mi := &file_kvmesh_proto_msgTypes[43]
+	mi := &file_kvmesh_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3479,7 +3587,7 @@ func (x *PagesReply) String() string {
 func (*PagesReply) ProtoMessage() {}
 
 func (x *PagesReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[43]
+	mi := &file_kvmesh_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3492,7 +3600,7 @@ func (x *PagesReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagesReply.ProtoReflect.Descriptor instead.
 func (*PagesReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{43}
+	return file_kvmesh_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *PagesReply) GetStatus() *Status {
@@ -3536,7 +3644,7 @@ type PagesInit struct {
 
 func (x *PagesInit) Reset() {
 	*x = PagesInit{}
-	mi := &file_kvmesh_proto_msgTypes[44]
+	mi := &file_kvmesh_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3548,7 +3656,7 @@ func (x *PagesInit) String() string {
 func (*PagesInit) ProtoMessage() {}
 
 func (x *PagesInit) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[44]
+	mi := &file_kvmesh_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3561,7 +3669,7 @@ func (x *PagesInit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagesInit.ProtoReflect.Descriptor instead.
 func (*PagesInit) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{44}
+	return file_kvmesh_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *PagesInit) GetCacheId() string {
@@ -3595,7 +3703,7 @@ type TransferBegin struct {
 
 func (x *TransferBegin) Reset() {
 	*x = TransferBegin{}
-	mi := &file_kvmesh_proto_msgTypes[45]
+	mi := &file_kvmesh_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3607,7 +3715,7 @@ func (x *TransferBegin) String() string {
 func (*TransferBegin) ProtoMessage() {}
 
 func (x *TransferBegin) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[45]
+	mi := &file_kvmesh_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3620,7 +3728,7 @@ func (x *TransferBegin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferBegin.ProtoReflect.Descriptor instead.
 func (*TransferBegin) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{45}
+	return file_kvmesh_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *TransferBegin) GetTransferId() string {
@@ -3665,7 +3773,7 @@ type TransferTensor struct {
 
 func (x *TransferTensor) Reset() {
 	*x = TransferTensor{}
-	mi := &file_kvmesh_proto_msgTypes[46]
+	mi := &file_kvmesh_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3677,7 +3785,7 @@ func (x *TransferTensor) String() string {
 func (*TransferTensor) ProtoMessage() {}
 
 func (x *TransferTensor) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[46]
+	mi := &file_kvmesh_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3690,7 +3798,7 @@ func (x *TransferTensor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferTensor.ProtoReflect.Descriptor instead.
 func (*TransferTensor) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{46}
+	return file_kvmesh_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *TransferTensor) GetName() string {
@@ -3738,7 +3846,7 @@ type TransferAck struct {
 
 func (x *TransferAck) Reset() {
 	*x = TransferAck{}
-	mi := &file_kvmesh_proto_msgTypes[47]
+	mi := &file_kvmesh_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3750,7 +3858,7 @@ func (x *TransferAck) String() string {
 func (*TransferAck) ProtoMessage() {}
 
 func (x *TransferAck) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[47]
+	mi := &file_kvmesh_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3763,7 +3871,7 @@ func (x *TransferAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferAck.ProtoReflect.Descriptor instead.
 func (*TransferAck) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{47}
+	return file_kvmesh_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *TransferAck) GetStatus() *Status {
@@ -3816,7 +3924,7 @@ type TransferCommit struct {
 
 func (x *TransferCommit) Reset() {
 	*x = TransferCommit{}
-	mi := &file_kvmesh_proto_msgTypes[48]
+	mi := &file_kvmesh_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3828,7 +3936,7 @@ func (x *TransferCommit) String() string {
 func (*TransferCommit) ProtoMessage() {}
 
 func (x *TransferCommit) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[48]
+	mi := &file_kvmesh_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3841,7 +3949,7 @@ func (x *TransferCommit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferCommit.ProtoReflect.Descriptor instead.
 func (*TransferCommit) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{48}
+	return file_kvmesh_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *TransferCommit) GetTransferId() string {
@@ -3874,7 +3982,7 @@ type GrainInit struct {
 
 func (x *GrainInit) Reset() {
 	*x = GrainInit{}
-	mi := &file_kvmesh_proto_msgTypes[49]
+	mi := &file_kvmesh_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3886,7 +3994,7 @@ func (x *GrainInit) String() string {
 func (*GrainInit) ProtoMessage() {}
 
 func (x *GrainInit) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[49]
+	mi := &file_kvmesh_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3899,7 +4007,7 @@ func (x *GrainInit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainInit.ProtoReflect.Descriptor instead.
 func (*GrainInit) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{49}
+	return file_kvmesh_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GrainInit) GetCacheId() string {
@@ -3960,7 +4068,7 @@ type GrainWrite struct {
 
 func (x *GrainWrite) Reset() {
 	*x = GrainWrite{}
-	mi := &file_kvmesh_proto_msgTypes[50]
+	mi := &file_kvmesh_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3972,7 +4080,7 @@ func (x *GrainWrite) String() string {
 func (*GrainWrite) ProtoMessage() {}
 
 func (x *GrainWrite) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[50]
+	mi := &file_kvmesh_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3985,7 +4093,7 @@ func (x *GrainWrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainWrite.ProtoReflect.Descriptor instead.
 func (*GrainWrite) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{50}
+	return file_kvmesh_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GrainWrite) GetCacheId() string {
@@ -4054,7 +4162,7 @@ type GrainCommit struct {
 
 func (x *GrainCommit) Reset() {
 	*x = GrainCommit{}
-	mi := &file_kvmesh_proto_msgTypes[51]
+	mi := &file_kvmesh_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4066,7 +4174,7 @@ func (x *GrainCommit) String() string {
 func (*GrainCommit) ProtoMessage() {}
 
 func (x *GrainCommit) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[51]
+	mi := &file_kvmesh_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4079,7 +4187,7 @@ func (x *GrainCommit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainCommit.ProtoReflect.Descriptor instead.
 func (*GrainCommit) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{51}
+	return file_kvmesh_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GrainCommit) GetCacheId() string {
@@ -4134,7 +4242,7 @@ type GrainRead struct {
 
 func (x *GrainRead) Reset() {
 	*x = GrainRead{}
-	mi := &file_kvmesh_proto_msgTypes[52]
+	mi := &file_kvmesh_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4146,7 +4254,7 @@ func (x *GrainRead) String() string {
 func (*GrainRead) ProtoMessage() {}
 
 func (x *GrainRead) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[52]
+	mi := &file_kvmesh_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4159,7 +4267,7 @@ func (x *GrainRead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainRead.ProtoReflect.Descriptor instead.
 func (*GrainRead) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{52}
+	return file_kvmesh_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *GrainRead) GetCacheId() string {
@@ -4208,7 +4316,7 @@ type GrainClose struct {
 
 func (x *GrainClose) Reset() {
 	*x = GrainClose{}
-	mi := &file_kvmesh_proto_msgTypes[53]
+	mi := &file_kvmesh_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4220,7 +4328,7 @@ func (x *GrainClose) String() string {
 func (*GrainClose) ProtoMessage() {}
 
 func (x *GrainClose) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[53]
+	mi := &file_kvmesh_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4233,7 +4341,7 @@ func (x *GrainClose) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainClose.ProtoReflect.Descriptor instead.
 func (*GrainClose) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{53}
+	return file_kvmesh_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GrainClose) GetCacheId() string {
@@ -4271,7 +4379,7 @@ type GrainReply struct {
 
 func (x *GrainReply) Reset() {
 	*x = GrainReply{}
-	mi := &file_kvmesh_proto_msgTypes[54]
+	mi := &file_kvmesh_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4283,7 +4391,7 @@ func (x *GrainReply) String() string {
 func (*GrainReply) ProtoMessage() {}
 
 func (x *GrainReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[54]
+	mi := &file_kvmesh_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4296,7 +4404,7 @@ func (x *GrainReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainReply.ProtoReflect.Descriptor instead.
 func (*GrainReply) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{54}
+	return file_kvmesh_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *GrainReply) GetStatus() *Status {
@@ -4365,7 +4473,7 @@ type GrainPart struct {
 
 func (x *GrainPart) Reset() {
 	*x = GrainPart{}
-	mi := &file_kvmesh_proto_msgTypes[55]
+	mi := &file_kvmesh_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4377,7 +4485,7 @@ func (x *GrainPart) String() string {
 func (*GrainPart) ProtoMessage() {}
 
 func (x *GrainPart) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[55]
+	mi := &file_kvmesh_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4390,7 +4498,7 @@ func (x *GrainPart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainPart.ProtoReflect.Descriptor instead.
 func (*GrainPart) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{55}
+	return file_kvmesh_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *GrainPart) GetCacheId() string {
@@ -4441,7 +4549,7 @@ type GrainFetch struct {
 
 func (x *GrainFetch) Reset() {
 	*x = GrainFetch{}
-	mi := &file_kvmesh_proto_msgTypes[56]
+	mi := &file_kvmesh_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4453,7 +4561,7 @@ func (x *GrainFetch) String() string {
 func (*GrainFetch) ProtoMessage() {}
 
 func (x *GrainFetch) ProtoReflect() protoreflect.Message {
-	mi := &file_kvmesh_proto_msgTypes[56]
+	mi := &file_kvmesh_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4466,7 +4574,7 @@ func (x *GrainFetch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrainFetch.ProtoReflect.Descriptor instead.
 func (*GrainFetch) Descriptor() ([]byte, []int) {
-	return file_kvmesh_proto_rawDescGZIP(), []int{56}
+	return file_kvmesh_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *GrainFetch) GetCacheId() string {
@@ -4696,7 +4804,7 @@ const file_kvmesh_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\v2\x11.kvmesh.v1.TensorR\x05value\x12\x1d\n" +
 	"\n" +
 	"slope_rate\x18\x03 \x03(\x01R\tslopeRate\x12.\n" +
-	"\tkey_value\x18\x04 \x01(\v2\x11.kvmesh.v1.TensorR\bkeyValue\"\xbe\x02\n" +
+	"\tkey_value\x18\x04 \x01(\v2\x11.kvmesh.v1.TensorR\bkeyValue\"\x80\x03\n" +
 	"\n" +
 	"LayerWrite\x12\x14\n" +
 	"\x05layer\x18\x01 \x01(\rR\x05layer\x12?\n" +
@@ -4704,11 +4812,20 @@ const file_kvmesh_proto_rawDesc = "" +
 	"\x05paged\x18\x03 \x01(\v2\x15.kvmesh.v1.PagedWriteH\x00R\x05paged\x124\n" +
 	"\bconv_ssm\x18\x04 \x01(\v2\x17.kvmesh.v1.ConvSSMWriteH\x00R\aconvSsm\x129\n" +
 	"\tlightning\x18\x05 \x01(\v2\x19.kvmesh.v1.LightningWriteH\x00R\tlightning\x120\n" +
-	"\x06insert\x18\x06 \x01(\v2\x16.kvmesh.v1.InsertWriteH\x00R\x06insertB\a\n" +
+	"\x06insert\x18\x06 \x01(\v2\x16.kvmesh.v1.InsertWriteH\x00R\x06insert\x12@\n" +
+	"\fpaged_stored\x18\a \x01(\v2\x1b.kvmesh.v1.PagedStoredWriteH\x00R\vpagedStoredB\a\n" +
 	"\x05write\"5\n" +
 	"\vInsertWrite\x12\x12\n" +
 	"\x04slot\x18\x01 \x01(\rR\x04slot\x12\x12\n" +
-	"\x04view\x18\x02 \x01(\fR\x04view\"R\n" +
+	"\x04view\x18\x02 \x01(\fR\x04view\"\xa0\x02\n" +
+	"\x10PagedStoredWrite\x12,\n" +
+	"\astorage\x18\x01 \x01(\v2\x12.kvmesh.v1.StorageR\astorage\x12#\n" +
+	"\x03key\x18\x02 \x01(\v2\x11.kvmesh.v1.TensorR\x03key\x12'\n" +
+	"\x05value\x18\x03 \x01(\v2\x11.kvmesh.v1.TensorR\x05value\x120\n" +
+	"\n" +
+	"key_scales\x18\x04 \x01(\v2\x11.kvmesh.v1.TensorR\tkeyScales\x124\n" +
+	"\fvalue_scales\x18\x05 \x01(\v2\x11.kvmesh.v1.TensorR\vvalueScales\x12(\n" +
+	"\x04step\x18\x06 \x01(\v2\x14.kvmesh.v1.PagedStepR\x04step\"R\n" +
 	"\vCreateCache\x12\x19\n" +
 	"\bcache_id\x18\x01 \x01(\tR\acacheId\x12(\n" +
 	"\x04spec\x18\x02 \x01(\v2\x14.kvmesh.v1.CacheSpecR\x04spec\"W\n" +
@@ -4918,7 +5035,7 @@ func file_kvmesh_proto_rawDescGZIP() []byte {
 }
 
 var file_kvmesh_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_kvmesh_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
+var file_kvmesh_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_kvmesh_proto_goTypes = []any{
 	(Code)(0),                   // 0: kvmesh.v1.Code
 	(DType)(0),                  // 1: kvmesh.v1.DType
@@ -4946,43 +5063,44 @@ var file_kvmesh_proto_goTypes = []any{
 	(*LightningWrite)(nil),      // 23: kvmesh.v1.LightningWrite
 	(*LayerWrite)(nil),          // 24: kvmesh.v1.LayerWrite
 	(*InsertWrite)(nil),         // 25: kvmesh.v1.InsertWrite
-	(*CreateCache)(nil),         // 26: kvmesh.v1.CreateCache
-	(*CreateCacheReply)(nil),    // 27: kvmesh.v1.CreateCacheReply
-	(*StepWrite)(nil),           // 28: kvmesh.v1.StepWrite
-	(*StepReply)(nil),           // 29: kvmesh.v1.StepReply
-	(*Begin)(nil),               // 30: kvmesh.v1.Begin
-	(*BeginReply)(nil),          // 31: kvmesh.v1.BeginReply
-	(*WriteLayer)(nil),          // 32: kvmesh.v1.WriteLayer
-	(*WriteLayerReply)(nil),     // 33: kvmesh.v1.WriteLayerReply
-	(*Commit)(nil),              // 34: kvmesh.v1.Commit
-	(*CommitReply)(nil),         // 35: kvmesh.v1.CommitReply
-	(*Abort)(nil),               // 36: kvmesh.v1.Abort
-	(*AbortReply)(nil),          // 37: kvmesh.v1.AbortReply
-	(*Snapshot)(nil),            // 38: kvmesh.v1.Snapshot
-	(*SnapshotReply)(nil),       // 39: kvmesh.v1.SnapshotReply
-	(*Insert)(nil),              // 40: kvmesh.v1.Insert
-	(*InsertReply)(nil),         // 41: kvmesh.v1.InsertReply
-	(*CloseCache)(nil),          // 42: kvmesh.v1.CloseCache
-	(*CloseCacheReply)(nil),     // 43: kvmesh.v1.CloseCacheReply
-	(*AllocPages)(nil),          // 44: kvmesh.v1.AllocPages
-	(*AllocPrefillPages)(nil),   // 45: kvmesh.v1.AllocPrefillPages
-	(*FreePages)(nil),           // 46: kvmesh.v1.FreePages
-	(*PagesReply)(nil),          // 47: kvmesh.v1.PagesReply
-	(*PagesInit)(nil),           // 48: kvmesh.v1.PagesInit
-	(*TransferBegin)(nil),       // 49: kvmesh.v1.TransferBegin
-	(*TransferTensor)(nil),      // 50: kvmesh.v1.TransferTensor
-	(*TransferAck)(nil),         // 51: kvmesh.v1.TransferAck
-	(*TransferCommit)(nil),      // 52: kvmesh.v1.TransferCommit
-	(*GrainInit)(nil),           // 53: kvmesh.v1.GrainInit
-	(*GrainWrite)(nil),          // 54: kvmesh.v1.GrainWrite
-	(*GrainCommit)(nil),         // 55: kvmesh.v1.GrainCommit
-	(*GrainRead)(nil),           // 56: kvmesh.v1.GrainRead
-	(*GrainClose)(nil),          // 57: kvmesh.v1.GrainClose
-	(*GrainReply)(nil),          // 58: kvmesh.v1.GrainReply
-	(*GrainPart)(nil),           // 59: kvmesh.v1.GrainPart
-	(*GrainFetch)(nil),          // 60: kvmesh.v1.GrainFetch
-	nil,                         // 61: kvmesh.v1.CacheSpec.MeshEntry
-	nil,                         // 62: kvmesh.v1.TransferBegin.MetadataEntry
+	(*PagedStoredWrite)(nil),    // 26: kvmesh.v1.PagedStoredWrite
+	(*CreateCache)(nil),         // 27: kvmesh.v1.CreateCache
+	(*CreateCacheReply)(nil),    // 28: kvmesh.v1.CreateCacheReply
+	(*StepWrite)(nil),           // 29: kvmesh.v1.StepWrite
+	(*StepReply)(nil),           // 30: kvmesh.v1.StepReply
+	(*Begin)(nil),               // 31: kvmesh.v1.Begin
+	(*BeginReply)(nil),          // 32: kvmesh.v1.BeginReply
+	(*WriteLayer)(nil),          // 33: kvmesh.v1.WriteLayer
+	(*WriteLayerReply)(nil),     // 34: kvmesh.v1.WriteLayerReply
+	(*Commit)(nil),              // 35: kvmesh.v1.Commit
+	(*CommitReply)(nil),         // 36: kvmesh.v1.CommitReply
+	(*Abort)(nil),               // 37: kvmesh.v1.Abort
+	(*AbortReply)(nil),          // 38: kvmesh.v1.AbortReply
+	(*Snapshot)(nil),            // 39: kvmesh.v1.Snapshot
+	(*SnapshotReply)(nil),       // 40: kvmesh.v1.SnapshotReply
+	(*Insert)(nil),              // 41: kvmesh.v1.Insert
+	(*InsertReply)(nil),         // 42: kvmesh.v1.InsertReply
+	(*CloseCache)(nil),          // 43: kvmesh.v1.CloseCache
+	(*CloseCacheReply)(nil),     // 44: kvmesh.v1.CloseCacheReply
+	(*AllocPages)(nil),          // 45: kvmesh.v1.AllocPages
+	(*AllocPrefillPages)(nil),   // 46: kvmesh.v1.AllocPrefillPages
+	(*FreePages)(nil),           // 47: kvmesh.v1.FreePages
+	(*PagesReply)(nil),          // 48: kvmesh.v1.PagesReply
+	(*PagesInit)(nil),           // 49: kvmesh.v1.PagesInit
+	(*TransferBegin)(nil),       // 50: kvmesh.v1.TransferBegin
+	(*TransferTensor)(nil),      // 51: kvmesh.v1.TransferTensor
+	(*TransferAck)(nil),         // 52: kvmesh.v1.TransferAck
+	(*TransferCommit)(nil),      // 53: kvmesh.v1.TransferCommit
+	(*GrainInit)(nil),           // 54: kvmesh.v1.GrainInit
+	(*GrainWrite)(nil),          // 55: kvmesh.v1.GrainWrite
+	(*GrainCommit)(nil),         // 56: kvmesh.v1.GrainCommit
+	(*GrainRead)(nil),           // 57: kvmesh.v1.GrainRead
+	(*GrainClose)(nil),          // 58: kvmesh.v1.GrainClose
+	(*GrainReply)(nil),          // 59: kvmesh.v1.GrainReply
+	(*GrainPart)(nil),           // 60: kvmesh.v1.GrainPart
+	(*GrainFetch)(nil),          // 61: kvmesh.v1.GrainFetch
+	nil,                         // 62: kvmesh.v1.CacheSpec.MeshEntry
+	nil,                         // 63: kvmesh.v1.TransferBegin.MetadataEntry
 }
 var file_kvmesh_proto_depIdxs = []int32{
 	0,  // 0: kvmesh.v1.Status.code:type_name -> kvmesh.v1.Code
@@ -5017,7 +5135,7 @@ var file_kvmesh_proto_depIdxs = []int32{
 	12, // 29: kvmesh.v1.CacheSpec.mamba2:type_name -> kvmesh.v1.Mamba2Metadata
 	13, // 30: kvmesh.v1.CacheSpec.lightning:type_name -> kvmesh.v1.LightningMetadata
 	8,  // 31: kvmesh.v1.CacheSpec.storage:type_name -> kvmesh.v1.Storage
-	61, // 32: kvmesh.v1.CacheSpec.mesh:type_name -> kvmesh.v1.CacheSpec.MeshEntry
+	62, // 32: kvmesh.v1.CacheSpec.mesh:type_name -> kvmesh.v1.CacheSpec.MeshEntry
 	15, // 33: kvmesh.v1.CacheSpec.partition_axis:type_name -> kvmesh.v1.PartitionAxis
 	3,  // 34: kvmesh.v1.CacheSpec.mode:type_name -> kvmesh.v1.Mode
 	5,  // 35: kvmesh.v1.TransformerWrite.key:type_name -> kvmesh.v1.Tensor
@@ -5041,36 +5159,43 @@ var file_kvmesh_proto_depIdxs = []int32{
 	22, // 53: kvmesh.v1.LayerWrite.conv_ssm:type_name -> kvmesh.v1.ConvSSMWrite
 	23, // 54: kvmesh.v1.LayerWrite.lightning:type_name -> kvmesh.v1.LightningWrite
 	25, // 55: kvmesh.v1.LayerWrite.insert:type_name -> kvmesh.v1.InsertWrite
-	16, // 56: kvmesh.v1.CreateCache.spec:type_name -> kvmesh.v1.CacheSpec
-	4,  // 57: kvmesh.v1.CreateCacheReply.status:type_name -> kvmesh.v1.Status
-	24, // 58: kvmesh.v1.StepWrite.writes:type_name -> kvmesh.v1.LayerWrite
-	4,  // 59: kvmesh.v1.StepReply.status:type_name -> kvmesh.v1.Status
-	4,  // 60: kvmesh.v1.BeginReply.status:type_name -> kvmesh.v1.Status
-	24, // 61: kvmesh.v1.WriteLayer.write:type_name -> kvmesh.v1.LayerWrite
-	4,  // 62: kvmesh.v1.WriteLayerReply.status:type_name -> kvmesh.v1.Status
-	5,  // 63: kvmesh.v1.WriteLayerReply.key:type_name -> kvmesh.v1.Tensor
-	5,  // 64: kvmesh.v1.WriteLayerReply.value:type_name -> kvmesh.v1.Tensor
-	7,  // 65: kvmesh.v1.WriteLayerReply.mask:type_name -> kvmesh.v1.BoolTensor
-	4,  // 66: kvmesh.v1.CommitReply.status:type_name -> kvmesh.v1.Status
-	4,  // 67: kvmesh.v1.AbortReply.status:type_name -> kvmesh.v1.Status
-	4,  // 68: kvmesh.v1.SnapshotReply.status:type_name -> kvmesh.v1.Status
-	4,  // 69: kvmesh.v1.InsertReply.status:type_name -> kvmesh.v1.Status
-	4,  // 70: kvmesh.v1.CloseCacheReply.status:type_name -> kvmesh.v1.Status
-	4,  // 71: kvmesh.v1.PagesReply.status:type_name -> kvmesh.v1.Status
-	10, // 72: kvmesh.v1.PagesInit.metadata:type_name -> kvmesh.v1.PagedMetadata
-	50, // 73: kvmesh.v1.TransferBegin.tensors:type_name -> kvmesh.v1.TransferTensor
-	62, // 74: kvmesh.v1.TransferBegin.metadata:type_name -> kvmesh.v1.TransferBegin.MetadataEntry
-	1,  // 75: kvmesh.v1.TransferTensor.dtype:type_name -> kvmesh.v1.DType
-	4,  // 76: kvmesh.v1.TransferAck.status:type_name -> kvmesh.v1.Status
-	16, // 77: kvmesh.v1.GrainInit.spec:type_name -> kvmesh.v1.CacheSpec
-	24, // 78: kvmesh.v1.GrainWrite.write:type_name -> kvmesh.v1.LayerWrite
-	4,  // 79: kvmesh.v1.GrainReply.status:type_name -> kvmesh.v1.Status
-	33, // 80: kvmesh.v1.GrainReply.result:type_name -> kvmesh.v1.WriteLayerReply
-	81, // [81:81] is the sub-list for method output_type
-	81, // [81:81] is the sub-list for method input_type
-	81, // [81:81] is the sub-list for extension type_name
-	81, // [81:81] is the sub-list for extension extendee
-	0,  // [0:81] is the sub-list for field type_name
+	26, // 56: kvmesh.v1.LayerWrite.paged_stored:type_name -> kvmesh.v1.PagedStoredWrite
+	8,  // 57: kvmesh.v1.PagedStoredWrite.storage:type_name -> kvmesh.v1.Storage
+	5,  // 58: kvmesh.v1.PagedStoredWrite.key:type_name -> kvmesh.v1.Tensor
+	5,  // 59: kvmesh.v1.PagedStoredWrite.value:type_name -> kvmesh.v1.Tensor
+	5,  // 60: kvmesh.v1.PagedStoredWrite.key_scales:type_name -> kvmesh.v1.Tensor
+	5,  // 61: kvmesh.v1.PagedStoredWrite.value_scales:type_name -> kvmesh.v1.Tensor
+	20, // 62: kvmesh.v1.PagedStoredWrite.step:type_name -> kvmesh.v1.PagedStep
+	16, // 63: kvmesh.v1.CreateCache.spec:type_name -> kvmesh.v1.CacheSpec
+	4,  // 64: kvmesh.v1.CreateCacheReply.status:type_name -> kvmesh.v1.Status
+	24, // 65: kvmesh.v1.StepWrite.writes:type_name -> kvmesh.v1.LayerWrite
+	4,  // 66: kvmesh.v1.StepReply.status:type_name -> kvmesh.v1.Status
+	4,  // 67: kvmesh.v1.BeginReply.status:type_name -> kvmesh.v1.Status
+	24, // 68: kvmesh.v1.WriteLayer.write:type_name -> kvmesh.v1.LayerWrite
+	4,  // 69: kvmesh.v1.WriteLayerReply.status:type_name -> kvmesh.v1.Status
+	5,  // 70: kvmesh.v1.WriteLayerReply.key:type_name -> kvmesh.v1.Tensor
+	5,  // 71: kvmesh.v1.WriteLayerReply.value:type_name -> kvmesh.v1.Tensor
+	7,  // 72: kvmesh.v1.WriteLayerReply.mask:type_name -> kvmesh.v1.BoolTensor
+	4,  // 73: kvmesh.v1.CommitReply.status:type_name -> kvmesh.v1.Status
+	4,  // 74: kvmesh.v1.AbortReply.status:type_name -> kvmesh.v1.Status
+	4,  // 75: kvmesh.v1.SnapshotReply.status:type_name -> kvmesh.v1.Status
+	4,  // 76: kvmesh.v1.InsertReply.status:type_name -> kvmesh.v1.Status
+	4,  // 77: kvmesh.v1.CloseCacheReply.status:type_name -> kvmesh.v1.Status
+	4,  // 78: kvmesh.v1.PagesReply.status:type_name -> kvmesh.v1.Status
+	10, // 79: kvmesh.v1.PagesInit.metadata:type_name -> kvmesh.v1.PagedMetadata
+	51, // 80: kvmesh.v1.TransferBegin.tensors:type_name -> kvmesh.v1.TransferTensor
+	63, // 81: kvmesh.v1.TransferBegin.metadata:type_name -> kvmesh.v1.TransferBegin.MetadataEntry
+	1,  // 82: kvmesh.v1.TransferTensor.dtype:type_name -> kvmesh.v1.DType
+	4,  // 83: kvmesh.v1.TransferAck.status:type_name -> kvmesh.v1.Status
+	16, // 84: kvmesh.v1.GrainInit.spec:type_name -> kvmesh.v1.CacheSpec
+	24, // 85: kvmesh.v1.GrainWrite.write:type_name -> kvmesh.v1.LayerWrite
+	4,  // 86: kvmesh.v1.GrainReply.status:type_name -> kvmesh.v1.Status
+	34, // 87: kvmesh.v1.GrainReply.result:type_name -> kvmesh.v1.WriteLayerReply
+	88, // [88:88] is the sub-list for method output_type
+	88, // [88:88] is the sub-list for method input_type
+	88, // [88:88] is the sub-list for extension type_name
+	88, // [88:88] is the sub-list for extension extendee
+	0,  // [0:88] is the sub-list for field type_name
 }
 
 func init() { file_kvmesh_proto_init() }
@@ -5095,6 +5220,7 @@ func file_kvmesh_proto_init() {
 		(*LayerWrite_ConvSsm)(nil),
 		(*LayerWrite_Lightning)(nil),
 		(*LayerWrite_Insert)(nil),
+		(*LayerWrite_PagedStored)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -5102,7 +5228,7 @@ func file_kvmesh_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvmesh_proto_rawDesc), len(file_kvmesh_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   59,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
