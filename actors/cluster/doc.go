@@ -56,6 +56,11 @@
 // PagedSpec Quantization int8 or NF4) runs clustered as embedded, on a
 // mesh too: its grains hold the codes and scales of their rows and kv
 // heads, and an inserted quantized view travels with its codes and scales.
+// A stored-rows paged write (actors.PagedStoredWrite, what
+// transfer.ApplyPaged steps with) travels too, as its storage, codes and
+// scales (or values) byte for byte: on a mesh the client cuts it by kv
+// heads (actors.SplitWrite) and each grain gets its heads' rows, so a
+// sequence moved to a decode node lands in its clustered cache exactly.
 //
 // Cache.Insert puts a prefilled contiguous cache into batch slots as the
 // embedded runtime's does: each layer's view travels to its grains as a

@@ -56,7 +56,10 @@ func FuzzWireSpec(f *testing.F) {
 // spec and applies what decodes to a view of that spec with the runtime's
 // own code: nothing panics, every refusal wraps actors.ErrInvalid (the
 // decoder) or is an error (the cache), and an accepted write encodes to a
-// message that decodes to the same encoding again.
+// message that decodes to the same encoding again. The seeds are the
+// round-trip cases' writes (stored-rows paged writes of int8, NF4 and
+// unquantized rows among them), an insert, and stored rows that name
+// another storage and carry a decode part.
 func FuzzWireWrite(f *testing.F) {
 	cases := wireCases(f)
 	for i, tc := range cases {
@@ -83,6 +86,22 @@ func FuzzWireWrite(f *testing.F) {
 		data, err := proto.Marshal(p)
 		require.NoError(f, err)
 		f.Add(uint8(i), data)
+	}
+	for i, tc := range cases { // stored rows on the wrong storage, and with a decode part
+		for _, w := range tc.writes {
+			sw, ok := w.(*actors.PagedStoredWrite)
+			if !ok {
+				continue
+			}
+			other := *sw
+			other.Rows.Storage.Quantization = (sw.Rows.Storage.Quantization + 1) % 3
+			other.Step.DecodesPosition, other.Step.DecodesPageTable = []int32{1, -1}, [][]int32{{0}, {1}}
+			p, err := writeToProto(0, &other)
+			require.NoError(f, err)
+			data, err := proto.Marshal(p)
+			require.NoError(f, err)
+			f.Add(uint8(i), data)
+		}
 	}
 	f.Fuzz(func(t *testing.T, which uint8, data []byte) {
 		tc := cases[int(which)%len(cases)]

@@ -388,14 +388,15 @@ func quantizationToProto(st *messages.Storage, field string, desc fmt.Stringer, 
 }
 
 // quantizationFromProto returns the quantization st names, or an error
-// naming it when it is none of the enum's known values.
-func quantizationFromProto(st *messages.Storage) (tensor.Quantization, error) {
+// naming it (field is st's: "spec.storage") when it is none of the enum's
+// known values.
+func quantizationFromProto(field string, st *messages.Storage) (tensor.Quantization, error) {
 	for tq, wq := range wireQuantizations {
 		if wq == st.GetQuantization() {
 			return tq, nil
 		}
 	}
-	return 0, wireErr("spec.storage.quantization %s is not a quantization (want none, int8 or nf4)", st.GetQuantization())
+	return 0, wireErr("%s.quantization %s is not a quantization (want none, int8 or nf4)", field, st.GetQuantization())
 }
 
 // wireQuantizations maps a transformer or paged cache's storage
@@ -433,7 +434,7 @@ func specFromProto(p *messages.CacheSpec) (actors.Spec, error) {
 	var q tensor.Quantization
 	if isPaged || contiguous {
 		var err error
-		if q, err = quantizationFromProto(st); err != nil {
+		if q, err = quantizationFromProto("spec.storage", st); err != nil {
 			return actors.Spec{}, err
 		}
 	}
@@ -768,9 +769,13 @@ func meshFromProto(sizes map[string]int64, order []string) (*sharding.Mesh, erro
 // Query's batch or length differ from Key's (the wire has no query; only
 // those two of its dimensions are read), a causal mask other than
 // EasyDeL's lower-triangular (1, 1, n, n) one, present but empty
-// TokenTypeIDs, a PagedWrite step whose present-but-empty parts the wire
-// cannot tell from absent ones, and a CachePosition or AdvanceSeq outside
-// int32.
+// TokenTypeIDs, a PagedWrite or PagedStoredWrite step whose
+// present-but-empty parts the wire cannot tell from absent ones, a
+// PagedStoredWrite whose storage has no wire form (a dtype that is not a
+// tensor dtype, an unknown quantization, a block size outside
+// 0..2³²-1), and a CachePosition or AdvanceSeq outside int32. A
+// PagedStoredWrite travels as a PagedStoredWrite message: its storage, its
+// four tensors byte for byte (codes and scales, or values) and its step.
 func writeToProto(layer int, w actors.Write) (*messages.LayerWrite, error) {
 	if layer < 0 || int64(layer) > math.MaxUint32 {
 		return nil, wireErr("layer %d is out of the wire's range 0..%d", layer, uint32(math.MaxUint32))
@@ -791,7 +796,7 @@ func writeToProto(layer int, w actors.Write) (*messages.LayerWrite, error) {
 		if w == nil {
 			break
 		}
-		st, err := pagedStepToProto(w.Step)
+		st, err := pagedStepToProto("paged.step", w.Step)
 		if err != nil {
 			return nil, fmt.Errorf("layer %d: %w", layer, err)
 		}
@@ -848,9 +853,14 @@ func writeToProto(layer int, w actors.Write) (*messages.LayerWrite, error) {
 		if w == nil {
 			break
 		}
-		return nil, wireErr("layer %d: a PagedStoredWrite (stored %s rows) cannot be sent: the wire has no stored-rows write (send a PagedWrite of values)", layer, w.Rows.Storage)
+		ps, err := pagedStoredWriteToProto(w)
+		if err != nil {
+			return nil, fmt.Errorf("layer %d: %w", layer, err)
+		}
+		p.Write = &messages.LayerWrite_PagedStored{PagedStored: ps}
+		return p, nil
 	}
-	return nil, wireErr("layer %d: write %T (%v) cannot be sent (want a non-nil TransformerWrite, PagedWrite, MambaWrite, Mamba2Write, LightningWrite or InsertWrite)", layer, w, w)
+	return nil, wireErr("layer %d: write %T (%v) cannot be sent (want a non-nil TransformerWrite, PagedWrite, PagedStoredWrite, MambaWrite, Mamba2Write, LightningWrite or InsertWrite)", layer, w, w)
 }
 
 // transformerWriteToProto converts a contiguous-cache write.
@@ -884,19 +894,44 @@ func transformerWriteToProto(w *actors.TransformerWrite) (*messages.TransformerW
 	return p, nil
 }
 
-// pagedStepToProto converts a paged step. The wire marks the presence of
-// each part with has_prefill and has_decodes; prefill_position and
-// decodes_page_table are present when they have entries (or, for the page
-// table, with the decode part). A present but empty PrefillPosition, a
-// DecodesPageTable absent while DecodesPosition is present, or present and
-// empty while DecodesPosition is absent, cannot be carried.
-func pagedStepToProto(s paged.StepMetadata) (*messages.PagedStep, error) {
+// pagedStoredWriteToProto converts a stored-rows paged write: its storage
+// (dtype, quantization, NF4 block size), its four tensors and its step.
+// A storage dtype that is not a tensor dtype, a quantization the wire has
+// no enum value for, a block size outside 0..2³²-1, or a step
+// pagedStepToProto cannot carry is an error naming the field.
+func pagedStoredWriteToProto(w *actors.PagedStoredWrite) (*messages.PagedStoredWrite, error) {
+	st := w.Rows.Storage
+	if !st.DType.Valid() {
+		return nil, wireErr("paged_stored.storage.dtype %s is not a tensor dtype (want float32, bfloat16, float16 or float64)", st.DType)
+	}
+	ps := &messages.Storage{Dtype: messages.DType(st.DType)}
+	if err := quantizationToProto(ps, "paged_stored", st, st.Quantization, st.BlockSize); err != nil {
+		return nil, err
+	}
+	step, err := pagedStepToProto("paged_stored.step", w.Step)
+	if err != nil {
+		return nil, err
+	}
+	return &messages.PagedStoredWrite{
+		Storage: ps, Key: tensorToProto(w.Rows.Key), Value: tensorToProto(w.Rows.Value),
+		KeyScales: tensorToProto(w.Rows.KeyScales), ValueScales: tensorToProto(w.Rows.ValueScales), Step: step,
+	}, nil
+}
+
+// pagedStepToProto converts a paged step; field names it in errors
+// ("paged.step"). The wire marks the presence of each part with
+// has_prefill and has_decodes; prefill_position and decodes_page_table
+// are present when they have entries (or, for the page table, with the
+// decode part). A present but empty PrefillPosition, a DecodesPageTable
+// absent while DecodesPosition is present, or present and empty while
+// DecodesPosition is absent, cannot be carried.
+func pagedStepToProto(field string, s paged.StepMetadata) (*messages.PagedStep, error) {
 	if s.PrefillPosition != nil && len(s.PrefillPosition) == 0 {
-		return nil, wireErr("paged.step.prefill_position is present but empty: the wire cannot tell it from absent (positions 0..T-1)")
+		return nil, wireErr("%s.prefill_position is present but empty: the wire cannot tell it from absent (positions 0..T-1)", field)
 	}
 	if (s.DecodesPageTable != nil) != (s.HasDecodes() || len(s.DecodesPageTable) > 0) {
-		return nil, wireErr("paged.step.decodes_page_table is present=%t with %d rows while decodes_position is present=%t: the wire ties an empty page table's presence to decodes_position's",
-			s.DecodesPageTable != nil, len(s.DecodesPageTable), s.HasDecodes())
+		return nil, wireErr("%s.decodes_page_table is present=%t with %d rows while decodes_position is present=%t: the wire ties an empty page table's presence to decodes_position's",
+			field, s.DecodesPageTable != nil, len(s.DecodesPageTable), s.HasDecodes())
 	}
 	p := &messages.PagedStep{
 		HasPrefill: s.HasPrefill(), PrefillLength: s.PrefillLength,
@@ -960,6 +995,11 @@ func writeOf(p *messages.LayerWrite, spec actors.Spec) (actors.Write, error) {
 			return nil, kindErr("paged", spec)
 		}
 		return pagedWriteFromProto(m.Paged)
+	case *messages.LayerWrite_PagedStored:
+		if spec.Paged == nil {
+			return nil, kindErr("paged_stored", spec)
+		}
+		return pagedStoredWriteFromProto(m.PagedStored)
 	case *messages.LayerWrite_ConvSsm:
 		if spec.Mamba == nil && spec.Mamba2 == nil {
 			return nil, kindErr("conv_ssm", spec)
@@ -980,7 +1020,7 @@ func writeOf(p *messages.LayerWrite, spec actors.Spec) (actors.Write, error) {
 		}
 		return &actors.InsertWrite{Slot: int(m.Insert.GetSlot()), Other: v}, nil
 	}
-	return nil, wireErr("write is unset (want transformer, paged, conv_ssm, lightning or insert)")
+	return nil, wireErr("write is unset (want transformer, paged, paged_stored, conv_ssm, lightning or insert)")
 }
 
 // transformerWriteFromProto decodes a contiguous-cache write; seqLen sizes
@@ -1033,21 +1073,61 @@ func pagedWriteFromProto(p *messages.PagedWrite) (*actors.PagedWrite, error) {
 			return nil, err
 		}
 	}
-	if w.Step, err = pagedStepFromProto(p.GetStep()); err != nil {
+	if w.Step, err = pagedStepFromProto("paged.step", p.GetStep()); err != nil {
 		return nil, err
 	}
 	return w, nil
 }
 
-// pagedStepFromProto decodes a paged step (nil: every part absent). A page
-// table sent for an absent part (entries with has_prefill false,
-// decodes_position entries with has_decodes false) is an error.
-func pagedStepFromProto(p *messages.PagedStep) (paged.StepMetadata, error) {
+// pagedStoredWriteFromProto decodes a stored-rows paged write. A missing
+// storage, a storage dtype that is not a tensor dtype, an unknown
+// quantization, a bad tensor or an inconsistent step is an error naming the field. Whether the rows fit
+// the layer (storage, shapes, dtypes) is the layer's to check when it
+// applies them (paged.View.WriteStored).
+func pagedStoredWriteFromProto(p *messages.PagedStoredWrite) (*actors.PagedStoredWrite, error) {
+	st := p.GetStorage()
+	if st == nil {
+		return nil, wireErr("paged_stored.storage is unset (want the rows' dtype, quantization and block size)")
+	}
+	dt := tensor.DType(st.GetDtype())
+	if st.GetDtype() < 0 || st.GetDtype() > math.MaxUint8 || !dt.Valid() {
+		return nil, wireErr("paged_stored.storage.dtype %s is not a tensor dtype (want float32, bfloat16, float16, float64, int8 or uint8)", st.GetDtype())
+	}
+	q, err := quantizationFromProto("paged_stored.storage", st)
+	if err != nil {
+		return nil, err
+	}
+	w := &actors.PagedStoredWrite{Rows: paged.Stored{Storage: paged.Storage{DType: dt, Quantization: q, BlockSize: int(st.GetBlockSize())}}}
+	for _, f := range []struct {
+		name string
+		t    *messages.Tensor
+		dst  *tensor.Tensor
+	}{
+		{"paged_stored.key", p.GetKey(), &w.Rows.Key},
+		{"paged_stored.value", p.GetValue(), &w.Rows.Value},
+		{"paged_stored.key_scales", p.GetKeyScales(), &w.Rows.KeyScales},
+		{"paged_stored.value_scales", p.GetValueScales(), &w.Rows.ValueScales},
+	} {
+		if *f.dst, err = decodeTensor(f.name, f.t); err != nil {
+			return nil, err
+		}
+	}
+	if w.Step, err = pagedStepFromProto("paged_stored.step", p.GetStep()); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// pagedStepFromProto decodes a paged step (nil: every part absent); field
+// names it in errors ("paged.step"). A page table sent for an absent part
+// (entries with has_prefill false, decodes_position entries with
+// has_decodes false) is an error.
+func pagedStepFromProto(field string, p *messages.PagedStep) (paged.StepMetadata, error) {
 	if !p.GetHasPrefill() && len(p.GetPrefillPageTable()) > 0 {
-		return paged.StepMetadata{}, wireErr("paged.step.prefill_page_table has %d entries but has_prefill is false", len(p.GetPrefillPageTable()))
+		return paged.StepMetadata{}, wireErr("%s.prefill_page_table has %d entries but has_prefill is false", field, len(p.GetPrefillPageTable()))
 	}
 	if !p.GetHasDecodes() && len(p.GetDecodesPosition()) > 0 {
-		return paged.StepMetadata{}, wireErr("paged.step.decodes_position has %d entries but has_decodes is false", len(p.GetDecodesPosition()))
+		return paged.StepMetadata{}, wireErr("%s.decodes_position has %d entries but has_decodes is false", field, len(p.GetDecodesPosition()))
 	}
 	s := paged.StepMetadata{PrefillLength: p.GetPrefillLength()}
 	if len(p.GetPrefillPosition()) > 0 {

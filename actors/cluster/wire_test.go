@@ -571,6 +571,26 @@ func wireCases(t testing.TB) []wireCase {
 		KeyDim: lightning.Ptr(2), ValueDim: lightning.Ptr(3)})
 	require.NoError(t, err)
 
+	// Stored rows: 5 tokens gathered from a view of the same storage, written
+	// into another sequence's pages (NF4 with dim 8 and blocks of 4).
+	storedCase := func(name string, ps actors.PagedSpec) wireCase {
+		spec := actors.Spec{Paged: &ps}
+		prefill := &actors.PagedWrite{PrefillKey: wireRand(r, tensor.Float32, 5, pH, ps.Metadata.KVHeadDimSize),
+			PrefillValue: wireRand(r, tensor.Float32, 5, pH, ps.Metadata.KVHeadDimSize),
+			Step:         paged.StepMetadata{PrefillLength: 5, PrefillPageTable: tables[0]}}
+		views, err := spec.LayerViews()
+		require.NoError(t, err)
+		src, _, err := actors.Apply(views[0], prefill)
+		require.NoError(t, err)
+		rows, err := src.(paged.View).GatherStored(tables[0], 5)
+		require.NoError(t, err)
+		return wireCase{name: name, spec: spec,
+			writes: []actors.Write{prefill, &actors.PagedStoredWrite{Rows: rows, Step: paged.StepMetadata{PrefillLength: 5, PrefillPageTable: tables[1]}}},
+			check:  checkPagedOrStored}
+	}
+	nf4meta := pmeta
+	nf4meta.KVHeadDimSize = 8
+
 	return []wireCase{
 		{name: "transformer", spec: actors.Spec{Transformer: &actors.TransformerSpec{Metadata: tmeta, DType: tensor.BFloat16}},
 			writes: []actors.Write{prefill, chunk, decode},
@@ -635,6 +655,35 @@ func wireCases(t testing.TB) []wireCase {
 				requireSameTensor(t, "key_value", w.KeyValue, g.KeyValue)
 				assert.Equal(t, w.SlopeRate, g.SlopeRate)
 			}},
+		storedCase("paged stored", actors.PagedSpec{Metadata: pmeta, DType: tensor.BFloat16}),
+		storedCase("paged stored int8", actors.PagedSpec{Metadata: pmeta, DType: tensor.BFloat16, Quantization: tensor.Int8}),
+		storedCase("paged stored nf4", actors.PagedSpec{Metadata: nf4meta, DType: tensor.Float16, Quantization: tensor.NF4, BlockSize: 4}),
+	}
+}
+
+// checkPagedOrStored compares a paged write or a stored-rows paged write
+// with its decoded copy, field by field.
+func checkPagedOrStored(t *testing.T, want, got actors.Write) {
+	switch w := want.(type) {
+	case *actors.PagedWrite:
+		g, ok := got.(*actors.PagedWrite)
+		require.True(t, ok, "decoded %T", got)
+		requireSameTensor(t, "prefill key", w.PrefillKey, g.PrefillKey)
+		requireSameTensor(t, "prefill value", w.PrefillValue, g.PrefillValue)
+		assert.Equal(t, w.Step, g.Step)
+	case *actors.PagedStoredWrite:
+		g, ok := got.(*actors.PagedStoredWrite)
+		require.True(t, ok, "decoded %T", got)
+		assert.Equal(t, w.Rows.Storage, g.Rows.Storage)
+		requireSameTensor(t, "key", w.Rows.Key, g.Rows.Key)
+		requireSameTensor(t, "value", w.Rows.Value, g.Rows.Value)
+		requireSameTensor(t, "key scales", w.Rows.KeyScales, g.Rows.KeyScales)
+		requireSameTensor(t, "value scales", w.Rows.ValueScales, g.Rows.ValueScales)
+		assert.Equal(t, w.Step, g.Step)
+		assert.Nil(t, g.Step.PrefillPosition)
+		assert.False(t, g.Step.HasDecodes())
+	default:
+		t.Fatalf("unexpected write %T", want)
 	}
 }
 
@@ -698,6 +747,71 @@ func TestWireWriteRoundTrip(t *testing.T) {
 	}
 }
 
+// A stored-rows write into a quantized paged layer cut over a mesh (kv
+// heads over tp 2, dp 2) is cut by actors.SplitWrite as the clustered
+// client cuts it: every part crosses the wire and, applied to its part
+// view, gives the view the original part gives, byte for byte; joined,
+// the parts hold the sequence's codes and scales the whole write gives
+// the unsharded layer.
+func TestWirePagedStoredSharded(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ps   actors.PagedSpec
+	}{
+		{"int8", actors.PagedSpec{DType: tensor.BFloat16, Quantization: tensor.Int8}},
+		{"nf4", actors.PagedSpec{DType: tensor.Float32, Quantization: tensor.NF4, BlockSize: 4}},
+		{"unquantized", actors.PagedSpec{DType: tensor.Float16}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := rand.New(rand.NewSource(8))
+			tc.ps.Metadata = paged.Metadata{BatchSize: 2, NumHiddenLayers: 1, NumPagesPerLayer: 8, NumPagesPerSequence: 4, MaxSequences: 16, PageSize: 4,
+				NumKVHeads: 4, KVHeadDimSize: 8, HBMUtilization: 0.5}
+			flat := actors.Spec{Paged: &tc.ps}
+			views, err := flat.LayerViews()
+			require.NoError(t, err)
+			src, _, err := actors.Apply(views[0], &actors.PagedWrite{PrefillKey: wireRand(r, tensor.Float32, 7, 4, 8), PrefillValue: wireRand(r, tensor.Float32, 7, 4, 8),
+				Step: paged.StepMetadata{PrefillLength: 7, PrefillPageTable: []int32{2, 5}}})
+			require.NoError(t, err)
+			rows, err := src.(paged.View).GatherStored([]int32{2, 5}, 7)
+			require.NoError(t, err)
+			w := &actors.PagedStoredWrite{Rows: rows, Step: paged.StepMetadata{PrefillLength: 7, PrefillPageTable: []int32{6, 1}}}
+			want, _, err := actors.Apply(views[0], w)
+			require.NoError(t, err)
+
+			sharded := flat
+			sharded.Mesh = wireMesh(t, map[string]int{sharding.DP: 2, sharding.TP: 2})
+			sharded.PartitionAxis = wireKVHeadsOverTP()
+			layouts, err := sharded.ShardedViews()
+			require.NoError(t, err)
+			parts, err := actors.SplitWrite(w, layouts[0])
+			require.NoError(t, err)
+			require.Len(t, parts, 4)
+			next, orig := make([]any, len(parts)), make([]any, len(parts))
+			for i, part := range parts {
+				orig[i], _, err = actors.Apply(layouts[0].Parts()[i], part)
+				require.NoError(t, err, "part %d", i)
+				p, err := writeToProto(0, part)
+				require.NoError(t, err, "part %d", i)
+				dec, err := writeFromProto(viaWire(t, p), sharded)
+				require.NoError(t, err, "part %d", i)
+				checkPagedOrStored(t, part, dec)
+				next[i], _, err = actors.Apply(layouts[0].Parts()[i], dec)
+				require.NoError(t, err, "part %d", i)
+				requireSameView(t, fmt.Sprintf("part %d", i), orig[i], next[i])
+			}
+			joined, err := layouts[0].WithParts(next)
+			require.NoError(t, err)
+			got, err := joined.Join()
+			require.NoError(t, err)
+			wantRows, err := want.(paged.View).GatherStored([]int32{6, 1}, 7)
+			require.NoError(t, err)
+			gotRows, err := got.(paged.View).GatherStored([]int32{6, 1}, 7)
+			require.NoError(t, err)
+			checkPagedOrStored(t, &actors.PagedStoredWrite{Rows: wantRows}, &actors.PagedStoredWrite{Rows: gotRows})
+		})
+	}
+}
+
 // TestWireRuntimeEquivalence drives two embedded caches, one with the
 // writes and one with their wire copies, and requires the same views.
 func TestWireRuntimeEquivalence(t *testing.T) {
@@ -747,8 +861,15 @@ func TestWireWriteToProtoErrors(t *testing.T) {
 		msg   string
 	}{
 		{"insert slot", 0, &actors.InsertWrite{Slot: -1}, "layer 0: insert slot -1 is out of the wire's range"},
-		{"stored rows", 1, &actors.PagedStoredWrite{Rows: paged.Stored{Storage: paged.Storage{DType: tensor.BFloat16, Quantization: tensor.Int8}}},
-			"layer 1: a PagedStoredWrite (stored bfloat16 8BIT rows) cannot be sent"},
+		{"stored rows dtype", 1, &actors.PagedStoredWrite{Rows: paged.Stored{Storage: paged.Storage{Quantization: tensor.Int8}}},
+			"layer 1: actors: invalid request: paged_stored.storage.dtype DType(0) is not a tensor dtype"},
+		{"stored rows quantization", 1, &actors.PagedStoredWrite{Rows: paged.Stored{Storage: paged.Storage{DType: tensor.BFloat16, Quantization: 9}}},
+			"layer 1: actors: invalid request: paged_stored storage bfloat16 Quantization(9) (block size 0) has no wire form"},
+		{"stored rows block size", 0, &actors.PagedStoredWrite{Rows: paged.Stored{Storage: paged.Storage{DType: tensor.BFloat16, Quantization: tensor.NF4, BlockSize: -2}}},
+			"paged_stored storage bfloat16 NF4"},
+		{"stored rows step", 0, &actors.PagedStoredWrite{Rows: paged.Stored{Storage: paged.Storage{DType: tensor.BFloat16}},
+			Step: paged.StepMetadata{PrefillPosition: []int32{}, PrefillPageTable: []int32{1}}},
+			"paged_stored.step.prefill_position is present but empty"},
 		{"nil stored rows", 0, (*actors.PagedStoredWrite)(nil), "write *actors.PagedStoredWrite"},
 		{"nil", 0, nil, "write <nil> (<nil>) cannot be sent"},
 		{"nil pointer", 2, (*actors.PagedWrite)(nil), "layer 2: write *actors.PagedWrite"},
@@ -861,6 +982,23 @@ func TestWireWriteFromProtoErrors(t *testing.T) {
 		{"prefill table without has_prefill", &messages.LayerWrite{Write: &messages.LayerWrite_Paged{Paged: &messages.PagedWrite{
 			Step: &messages.PagedStep{PrefillPageTable: []int32{1, 2}}}}}, pspec,
 			"paged.step.prefill_page_table has 2 entries but has_prefill is false", false},
+		{"stored rows kind", &messages.LayerWrite{Write: &messages.LayerWrite_PagedStored{PagedStored: &messages.PagedStoredWrite{}}}, tspec,
+			"a paged_stored write for a transformer cache", true},
+		{"stored rows without storage", &messages.LayerWrite{Layer: 2, Write: &messages.LayerWrite_PagedStored{PagedStored: &messages.PagedStoredWrite{}}}, pspec,
+			"layer 2: actors: invalid request: paged_stored.storage is unset", false},
+		{"stored rows dtype", &messages.LayerWrite{Write: &messages.LayerWrite_PagedStored{PagedStored: &messages.PagedStoredWrite{
+			Storage: &messages.Storage{Dtype: 99}}}}, pspec,
+			"paged_stored.storage.dtype 99 is not a tensor dtype", false},
+		{"stored rows quantization", &messages.LayerWrite{Write: &messages.LayerWrite_PagedStored{PagedStored: &messages.PagedStoredWrite{
+			Storage: &messages.Storage{Dtype: messages.DType_DTYPE_BFLOAT16, Quantization: 7}}}}, pspec,
+			"paged_stored.storage.quantization 7 is not a quantization", false},
+		{"stored rows scales", &messages.LayerWrite{Write: &messages.LayerWrite_PagedStored{PagedStored: &messages.PagedStoredWrite{
+			Storage:   &messages.Storage{Dtype: messages.DType_DTYPE_BFLOAT16, Quantization: messages.Quantization_QUANTIZATION_INT8},
+			KeyScales: f32(make([]byte, 4), 2)}}}, pspec,
+			"paged_stored.key_scales: 4 bytes of data for a float32 tensor of shape [2] (want 8)", false},
+		{"stored rows step", &messages.LayerWrite{Write: &messages.LayerWrite_PagedStored{PagedStored: &messages.PagedStoredWrite{
+			Storage: &messages.Storage{Dtype: messages.DType_DTYPE_BFLOAT16}, Step: &messages.PagedStep{PrefillPageTable: []int32{1}}}}}, pspec,
+			"paged_stored.step.prefill_page_table has 1 entries but has_prefill is false", false},
 		{"decode positions without has_decodes", &messages.LayerWrite{Write: &messages.LayerWrite_Paged{Paged: &messages.PagedWrite{
 			Step: &messages.PagedStep{DecodesPosition: []int32{1}}}}}, pspec,
 			"paged.step.decodes_position has 1 entries but has_decodes is false", false},
