@@ -173,8 +173,27 @@ func bundleStorage(meta map[string]string) (paged.Storage, bool, error) {
 	return st, true, nil
 }
 
-// ApplyPaged writes a sequence bundle (PagedSequence) into cache c on top
-// of version base, through pageTable (the pages the receiving cache
+// Cache is the receiving cache ApplyPaged writes a sequence into: the
+// part of the runtimes' cache API it uses. Both an embedded cache
+// (*actors.Cache) and a clustered one (*cluster.Cache, whose grains get
+// the stored rows over the cluster wire) satisfy it. Step publishes
+// version base+1 with every write or refuses them all.
+type Cache interface {
+	// ID is the cache's id, named in errors.
+	ID() string
+	// Layers is the cache's number of layers.
+	Layers() int
+	// Step writes every listed layer on top of version base and returns
+	// the new version.
+	Step(ctx context.Context, base uint64, writes []actors.LayerWrite) (uint64, []actors.Result, error)
+}
+
+// The embedded cache satisfies Cache; the clustered one's package imports
+// this one, so tests/cluster checks it (TestApplyPagedIntoClusteredCache).
+var _ Cache = (*actors.Cache)(nil)
+
+// ApplyPaged writes a sequence bundle (PagedSequence) into cache c, an
+// embedded or a clustered cache, on top of version base, through pageTable (the pages the receiving cache
 // allocated for the sequence, enough for its length): one Step with a
 // stored-rows write per layer (actors.PagedStoredWrite), so the receiving
 // cache publishes the sequence as version base+1, atomically, and no other
@@ -188,8 +207,11 @@ func bundleStorage(meta map[string]string) (paged.Storage, bool, error) {
 // converts, so nothing is lost silently. A caller that wants a conversion
 // makes it explicit: it gathers the sequence's values on the sender
 // (paged.View.Gather) and writes them with PagedWrite prefill writes,
-// which round to, or re-quantize into, the receiver's storage.
-func ApplyPaged(ctx context.Context, c *actors.Cache, base uint64, pageTable []int32, b Bundle) (uint64, error) {
+// which round to, or re-quantize into, the receiver's storage. A clustered
+// receiver refuses the same way; its grains' refusals come back as
+// *actors.StatusError carrying the message (a mesh-cut receiver refuses on
+// the client, wrapping paged.ErrStorageMismatch, as embedded).
+func ApplyPaged(ctx context.Context, c Cache, base uint64, pageTable []int32, b Bundle) (uint64, error) {
 	length, err := strconv.Atoi(b.Metadata[MetaLength])
 	if err != nil {
 		return 0, fmt.Errorf("%w: metadata %s = %q is not a length", ErrBundle, MetaLength, b.Metadata[MetaLength])

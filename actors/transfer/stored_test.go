@@ -109,3 +109,59 @@ func TestTransferQuantizedPagedSequence(t *testing.T) {
 		})
 	}
 }
+
+// recordingCache is a Cache that records the writes of its steps and
+// hands them to an embedded cache, or refuses them with err.
+type recordingCache struct {
+	*actors.Cache
+	writes [][]actors.LayerWrite
+	err    error
+}
+
+func (c *recordingCache) Step(ctx context.Context, base uint64, writes []actors.LayerWrite) (uint64, []actors.Result, error) {
+	c.writes = append(c.writes, writes)
+	if c.err != nil {
+		return base, nil, c.err
+	}
+	return c.Cache.Step(ctx, base, writes)
+}
+
+// ApplyPaged takes any Cache: it steps once with one stored-rows write
+// per layer (the bundle's rows and storage, a prefill of the sequence's
+// length through the given page table), and a refused step is an error
+// naming the cache and wrapping the refusal.
+func TestApplyPagedThroughCacheInterface(t *testing.T) {
+	const length = 7
+	st := paged.Storage{DType: tensor.BFloat16, Quantization: tensor.Int8}
+	r := mrand.New(mrand.NewPCG(5, length))
+	rt, err := actors.NewRuntime()
+	require.NoError(t, err)
+	defer rt.Close()
+	_, src, srcTable := prefillAs(t, rt, "src", storedMeta(), st, 0, length, r)
+	bundle, err := PagedSequence(src, srcTable, length, nil)
+	require.NoError(t, err)
+	dst, err := rt.NewCache("dst", actors.Spec{Paged: &actors.PagedSpec{Metadata: storedMeta(), DType: st.DType, Quantization: st.Quantization}})
+	require.NoError(t, err)
+
+	rec := &recordingCache{Cache: dst}
+	table := []int32{7, 2}
+	v, err := ApplyPaged(context.Background(), rec, 0, table, bundle)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(1), v)
+	require.Len(t, rec.writes, 1, "one step")
+	require.Len(t, rec.writes[0], storedMeta().NumHiddenLayers)
+	for l, lw := range rec.writes[0] {
+		assert.Equal(t, l, lw.Layer)
+		w, ok := lw.Write.(*actors.PagedStoredWrite)
+		require.True(t, ok, "layer %d: %T", l, lw.Write)
+		assert.Equal(t, st, w.Rows.Storage)
+		assert.Equal(t, paged.StepMetadata{PrefillLength: length, PrefillPageTable: table}, w.Step)
+		k, _ := bundle.Tensor(KeyScalesName(l))
+		assert.True(t, bytes.Equal(k.Bytes(), w.Rows.KeyScales.Bytes()), "layer %d key scales", l)
+	}
+
+	refused := &recordingCache{Cache: dst, err: actors.ErrBusy}
+	_, err = ApplyPaged(context.Background(), refused, 1, table, bundle)
+	require.ErrorIs(t, err, actors.ErrBusy)
+	assert.ErrorContains(t, err, "apply sequence to cache dst: ")
+}
