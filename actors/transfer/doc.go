@@ -22,7 +22,9 @@
 // On commit the receiver rebuilds the tensors and hands the Bundle to the
 // Config.Handler outside the actor; for KV, the handler calls ApplyPaged,
 // which writes the sequence into the receiving cache as a new version
-// through the runtime API (one Step of stored-rows writes). PagedSequence
+// through the runtime API (one Step of stored-rows writes). The receiving
+// cache is embedded (*actors.Cache) or clustered (*cluster.Cache): any
+// Cache, the part of the runtimes' API ApplyPaged uses. PagedSequence
 // builds the bundle on the sending side from a published version: the
 // sequence's pages of every layer, gathered through its page table in
 // their stored form, and recurrent states if given.
@@ -46,7 +48,12 @@
 // refuses a receiving cache stored otherwise, naming both formats, rather
 // than converting: a conversion is the caller's explicit choice (Gather
 // on the sender, PagedWrite prefill writes on the receiver). The stored
-// write is in-process only: the cluster wire does not carry it. A hybrid
+// write also travels on the cluster wire (kvmesh.v1 PagedStoredWrite:
+// storage, codes and scales byte for byte), so a decode node whose caches
+// are clustered receives a sequence exactly as an embedded one does; a
+// clustered receiver's refusal is the grain's status (*actors.StatusError
+// with the message naming both formats), or, on a mesh, the client's
+// refusal wrapping paged.ErrStorageMismatch. A hybrid
 // sequence's recurrent states travel in the same bundle: RecurrentRow
 // packs a batch row of every layer of a Mamba, Mamba2 or lightning cache, and
 // ApplyRecurrent writes them into a row of the receiving state cache as
