@@ -751,8 +751,8 @@ func TestWireWriteRoundTrip(t *testing.T) {
 // heads over tp 2, dp 2) is cut by actors.SplitWrite as the clustered
 // client cuts it: every part crosses the wire and, applied to its part
 // view, gives the view the original part gives, byte for byte; joined,
-// the parts hold the sequence's codes and scales the whole write gives
-// the unsharded layer.
+// the parts are the view the whole write gives the unsharded layer, byte
+// for byte, and hold the sequence's codes and scales.
 func TestWirePagedStoredSharded(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -767,14 +767,19 @@ func TestWirePagedStoredSharded(t *testing.T) {
 			tc.ps.Metadata = paged.Metadata{BatchSize: 2, NumHiddenLayers: 1, NumPagesPerLayer: 8, NumPagesPerSequence: 4, MaxSequences: 16, PageSize: 4,
 				NumKVHeads: 4, KVHeadDimSize: 8, HBMUtilization: 0.5}
 			flat := actors.Spec{Paged: &tc.ps}
-			views, err := flat.LayerViews()
+			srcViews, err := flat.LayerViews()
 			require.NoError(t, err)
-			src, _, err := actors.Apply(views[0], &actors.PagedWrite{PrefillKey: wireRand(r, tensor.Float32, 7, 4, 8), PrefillValue: wireRand(r, tensor.Float32, 7, 4, 8),
+			src, _, err := actors.Apply(srcViews[0], &actors.PagedWrite{PrefillKey: wireRand(r, tensor.Float32, 7, 4, 8), PrefillValue: wireRand(r, tensor.Float32, 7, 4, 8),
 				Step: paged.StepMetadata{PrefillLength: 7, PrefillPageTable: []int32{2, 5}}})
 			require.NoError(t, err)
 			rows, err := src.(paged.View).GatherStored([]int32{2, 5}, 7)
 			require.NoError(t, err)
 			w := &actors.PagedStoredWrite{Rows: rows, Step: paged.StepMetadata{PrefillLength: 7, PrefillPageTable: []int32{6, 1}}}
+			// Fresh views: a write claims a never-written page of its base's
+			// pool in place, so the source's pages would show in views it
+			// was not applied to.
+			views, err := flat.LayerViews()
+			require.NoError(t, err)
 			want, _, err := actors.Apply(views[0], w)
 			require.NoError(t, err)
 
@@ -803,6 +808,7 @@ func TestWirePagedStoredSharded(t *testing.T) {
 			require.NoError(t, err)
 			got, err := joined.Join()
 			require.NoError(t, err)
+			requireSameView(t, "joined", want, got)
 			wantRows, err := want.(paged.View).GatherStored([]int32{6, 1}, 7)
 			require.NoError(t, err)
 			gotRows, err := got.(paged.View).GatherStored([]int32{6, 1}, 7)
