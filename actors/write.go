@@ -104,8 +104,9 @@ func (w *PagedWrite) apply(view any) (any, Result, error) {
 //
 // On a sharded cache the rows are cut by kv heads as a PagedWrite's
 // prefill is: the values, or the codes and the scales of int8 or NF4 rows
-// (paged.Specs.SplitStored). The cluster wire does not carry it
-// (actors/cluster refuses it). EasyDeL has no equivalent: it is kvmesh's own, for actors/transfer.
+// (paged.Specs.SplitStored). The cluster wire carries it too
+// (LayerWrite.paged_stored), so a transfer can land in a clustered cache.
+// EasyDeL has no equivalent: it is kvmesh's own, for actors/transfer.
 type PagedStoredWrite struct {
 	Rows paged.Stored
 	Step paged.StepMetadata
