@@ -188,9 +188,22 @@ type Cache interface {
 	Step(ctx context.Context, base uint64, writes []actors.LayerWrite) (uint64, []actors.Result, error)
 }
 
-// The embedded cache satisfies Cache; the clustered one's package imports
-// this one, so tests/cluster checks it (TestApplyPagedIntoClusteredCache).
-var _ Cache = (*actors.Cache)(nil)
+// StateCache is what ApplyRecurrent needs of the receiving state cache:
+// a Cache whose published versions it can read. The embedded
+// (*actors.Cache) and the clustered (*cluster.Cache) caches both are one.
+type StateCache interface {
+	Cache
+	// Snapshot returns published version number.
+	Snapshot(ctx context.Context, number uint64) (actors.Version, error)
+}
+
+// The embedded cache satisfies Cache and StateCache; the clustered one's
+// package imports this one, so tests/cluster checks it
+// (TestApplyPagedIntoClusteredCache, TestApplyRecurrentIntoClusteredCache).
+var (
+	_ Cache      = (*actors.Cache)(nil)
+	_ StateCache = (*actors.Cache)(nil)
+)
 
 // ApplyPaged writes a sequence bundle (PagedSequence) into cache c, an
 // embedded or a clustered cache, on top of version base, through pageTable (the pages the receiving cache

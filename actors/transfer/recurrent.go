@@ -98,12 +98,12 @@ func withRow(t, src tensor.Tensor, row int) (tensor.Tensor, error) {
 }
 
 // ApplyRecurrent writes the states RecurrentRow packed under prefix into
-// batch row row of every layer of state cache c, on top of version base,
-// as one Step (the other rows keep their states): the receiving side of a
-// hybrid sequence's move. It returns the new version. A missing state or
-// one of the wrong shape or dtype is an error naming it; nothing is
-// written then.
-func ApplyRecurrent(ctx context.Context, c *actors.Cache, base uint64, row int, prefix string, b Bundle) (uint64, error) {
+// batch row row of every layer of state cache c (embedded or clustered),
+// on top of version base, as one Step (the other rows keep their states):
+// the receiving side of a hybrid sequence's move. It returns the new
+// version. A missing state or one of the wrong shape or dtype is an error
+// naming it; nothing is written then.
+func ApplyRecurrent(ctx context.Context, c StateCache, base uint64, row int, prefix string, b Bundle) (uint64, error) {
 	v, err := c.Snapshot(ctx, base)
 	if err != nil {
 		return 0, err

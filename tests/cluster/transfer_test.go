@@ -16,13 +16,18 @@ import (
 	"github.com/kvmesh/kvmesh/actors"
 	"github.com/kvmesh/kvmesh/actors/cluster"
 	"github.com/kvmesh/kvmesh/actors/transfer"
+	"github.com/kvmesh/kvmesh/layers/mamba2"
 	"github.com/kvmesh/kvmesh/layers/paged"
 	"github.com/kvmesh/kvmesh/layers/tensor"
 	"github.com/kvmesh/kvmesh/sharding"
 )
 
-// A clustered cache is a transfer.Cache: ApplyPaged writes into it.
-var _ transfer.Cache = (*cluster.Cache)(nil)
+// A clustered cache is a transfer.Cache and a transfer.StateCache:
+// ApplyPaged and ApplyRecurrent write into it.
+var (
+	_ transfer.Cache      = (*cluster.Cache)(nil)
+	_ transfer.StateCache = (*cluster.Cache)(nil)
+)
 
 // An int8 sequence (bfloat16 scales) prefilled on an embedded cache and
 // packed with transfer.PagedSequence lands, through transfer.ApplyPaged,
@@ -125,6 +130,86 @@ func TestApplyPagedIntoClusteredCache(t *testing.T) {
 			cur, err := plain.Current(ctx)
 			require.NoError(t, err)
 			assert.Zero(t, cur.Number, "the refusing receiver published nothing")
+		})
+	}
+}
+
+// A clustered state cache is a transfer.StateCache: ApplyRecurrent writes
+// a Mamba2 row packed from an embedded cache into a row of a clustered
+// one, unsharded and cut over dp 2 x tp 2; that row then holds the
+// sender's states byte for byte and the other rows keep theirs.
+func TestApplyRecurrentIntoClusteredCache(t *testing.T) {
+	rt := newClient(t, startNodes(t, 2))
+	emb, err := actors.NewRuntime()
+	require.NoError(t, err)
+	defer emb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	spec := kindCases(t)[2].spec // mamba2, batch 2
+	require.NotNil(t, spec.Mamba2)
+	r := rand.New(rand.NewPCG(5, 5))
+	fill := func(c transfer.StateCache) actors.Version {
+		v0, err := c.Snapshot(ctx, 0)
+		require.NoError(t, err)
+		var ws []actors.LayerWrite
+		for l := range v0.Views {
+			view, err := v0.Layer(l)
+			require.NoError(t, err)
+			mv := view.(mamba2.View)
+			ws = append(ws, actors.LayerWrite{Layer: l, Write: &actors.Mamba2Write{ConvSSM: actors.ConvSSM{
+				ConvWindow: randTensor(r, tensor.Float32, mv.ConvStates().Shape()...), SSMState: randTensor(r, tensor.Float32, mv.SSMStates().Shape()...)}}})
+		}
+		_, _, err = c.Step(ctx, 0, ws)
+		require.NoError(t, err)
+		v, err := c.Snapshot(ctx, 1)
+		require.NoError(t, err)
+		return v
+	}
+	src, err := emb.NewCache("recurrent-src", spec)
+	require.NoError(t, err)
+	sent := fill(src)
+	states, err := transfer.RecurrentRow("m2", sent, 1)
+	require.NoError(t, err)
+	b := transfer.Bundle{Metadata: map[string]string{}}
+	for n, x := range states {
+		b.Names, b.Tensors = append(b.Names, n), append(b.Tensors, x)
+	}
+	mesh, err := sharding.NewMesh(sharding.MeshConfig{Sizes: map[string]int{sharding.DP: 2, sharding.FSDP: 1, sharding.TP: 2},
+		Devices: sharding.UniformDevices(4, 1<<30)})
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name string
+		mesh *sharding.Mesh
+	}{{"unsharded", nil}, {"dp2tp2", &mesh}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := spec
+			s.Mesh = tc.mesh
+			dst, err := rt.NewCache("recurrent-dst-"+tc.name, s)
+			require.NoError(t, err)
+			before := fill(dst)
+			v, err := transfer.ApplyRecurrent(ctx, dst, 1, 0, "m2", b)
+			require.NoError(t, err)
+			require.Equal(t, uint64(2), v)
+			after, err := dst.Current(ctx)
+			require.NoError(t, err)
+			for l := range after.Views {
+				got, err := after.Layer(l)
+				require.NoError(t, err)
+				was, err := before.Layer(l)
+				require.NoError(t, err)
+				from, err := sent.Layer(l)
+				require.NoError(t, err)
+				g, w, f := got.(mamba2.View), was.(mamba2.View), from.(mamba2.View)
+				for _, st := range []struct {
+					name          string
+					got, was, src tensor.Tensor
+				}{{"conv", g.ConvStates(), w.ConvStates(), f.ConvStates()}, {"ssm", g.SSMStates(), w.SSMStates(), f.SSMStates()}} {
+					n := st.got.Len() / st.got.Dim(0) // values per row
+					gv, wv, sv := st.got.Float64s(), st.was.Float64s(), st.src.Float64s()
+					assert.Equal(t, sv[n:2*n], gv[:n], "layer %d %s: row 0 holds the sender's row 1", l, st.name)
+					assert.Equal(t, wv[n:], gv[n:], "layer %d %s: row 1 keeps its state", l, st.name)
+				}
+			}
 		})
 	}
 }
