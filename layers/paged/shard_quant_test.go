@@ -72,24 +72,7 @@ func TestShardedQuantizedWriteEqualsUnsharded(t *testing.T) {
 									require.Equal(t, meta.NumKVHeads/tp, p.Metadata().NumKVHeads)
 								}
 							}
-							back, err := JoinViews(parts, meta, specs, mesh)
-							require.NoError(t, err)
-							requireSameShardView(t, v, back)
-
-							want := v
-							for _, s := range steps {
-								want, err = s.apply(want, s.key, s.value)
-								require.NoError(t, err)
-								keys, values, err := specs.SplitTokens(s.key, s.value, mesh)
-								require.NoError(t, err)
-								for i := range parts {
-									parts[i], err = s.apply(parts[i], keys[i], values[i])
-									require.NoError(t, err)
-								}
-							}
-							got, err := JoinViews(parts, meta, specs, mesh)
-							require.NoError(t, err)
-							requireSameShardView(t, want, got)
+							want, parts := requireShardedSteps(t, v, parts, steps, meta, specs, mesh)
 
 							// Stored rows: sequence B's 10 tokens, copied byte for
 							// byte into the free pages 6, 8 and 10.
@@ -104,7 +87,7 @@ func TestShardedQuantizedWriteEqualsUnsharded(t *testing.T) {
 								parts[i], err = parts[i].WriteStored(split[i], m)
 								require.NoError(t, err)
 							}
-							got, err = JoinViews(parts, meta, specs, mesh)
+							got, err := JoinViews(parts, meta, specs, mesh)
 							require.NoError(t, err)
 							requireSameShardView(t, want, got)
 						})

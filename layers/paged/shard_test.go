@@ -80,6 +80,32 @@ func shardPriorStorage(t testing.TB, r *mrand.Rand, meta Metadata, st Storage) V
 }
 
 // shardStep is one write: new tokens and the step metadata.
+// requireShardedSteps checks that parts (v split by specs) join back to v,
+// and that applying steps to v and, cut by specs, to every part gives
+// views whose join equals the unsharded result byte for byte. It returns
+// that result and the parts after the steps.
+func requireShardedSteps(t *testing.T, v View, parts []View, steps []shardStep, meta Metadata, specs Specs, mesh sharding.Mesh) (View, []View) {
+	t.Helper()
+	back, err := JoinViews(parts, meta, specs, mesh)
+	require.NoError(t, err)
+	requireSameShardView(t, v, back)
+	want := v
+	for _, s := range steps {
+		want, err = s.apply(want, s.key, s.value)
+		require.NoError(t, err)
+		keys, values, err := specs.SplitTokens(s.key, s.value, mesh)
+		require.NoError(t, err)
+		for i := range parts {
+			parts[i], err = s.apply(parts[i], keys[i], values[i])
+			require.NoError(t, err)
+		}
+	}
+	got, err := JoinViews(parts, meta, specs, mesh)
+	require.NoError(t, err)
+	requireSameShardView(t, want, got)
+	return want, parts
+}
+
 type shardStep struct {
 	decode     bool
 	key, value tensor.Tensor
@@ -183,24 +209,7 @@ func TestShardedWriteEqualsUnsharded(t *testing.T) {
 						for _, p := range parts {
 							require.Equal(t, h/shards, p.Metadata().NumKVHeads)
 						}
-						back, err := JoinViews(parts, meta, specs, mesh)
-						require.NoError(t, err)
-						requireSameShardView(t, v, back)
-
-						want := v
-						for _, s := range steps {
-							want, err = s.apply(want, s.key, s.value)
-							require.NoError(t, err)
-							keys, values, err := specs.SplitTokens(s.key, s.value, mesh)
-							require.NoError(t, err)
-							for i := range parts {
-								parts[i], err = s.apply(parts[i], keys[i], values[i])
-								require.NoError(t, err)
-							}
-						}
-						got, err := JoinViews(parts, meta, specs, mesh)
-						require.NoError(t, err)
-						requireSameShardView(t, want, got)
+						requireShardedSteps(t, v, parts, steps, meta, specs, mesh)
 					})
 				}
 			}
