@@ -8,54 +8,22 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
+	"github.com/kvmesh/kvmesh/actors/telemetry"
 	"github.com/kvmesh/kvmesh/messages"
 	"github.com/kvmesh/kvmesh/pagemanager"
 )
 
-// collected reads every data point of the runtime's meters as
-// "<metric>{<attr>=<value>,...}" → value (a histogram's value is its count).
+// collected reads every data point of the runtime's meters
+// (telemetry.Points).
 func collected(t *testing.T, r *sdkmetric.ManualReader) map[string]float64 {
 	t.Helper()
 	var rm metricdata.ResourceMetrics
 	require.NoError(t, r.Collect(context.Background(), &rm))
-	out := map[string]float64{}
-	key := func(name string, set attribute.Set) string {
-		s := name + "{"
-		for i, kv := range set.ToSlice() {
-			if i > 0 {
-				s += ","
-			}
-			s += fmt.Sprintf("%s=%s", kv.Key, kv.Value.Emit())
-		}
-		return s + "}"
-	}
-	for _, sm := range rm.ScopeMetrics {
-		if sm.Scope.Name != "github.com/kvmesh/kvmesh/actors" {
-			continue
-		}
-		for _, m := range sm.Metrics {
-			switch d := m.Data.(type) {
-			case metricdata.Histogram[float64]:
-				for _, p := range d.DataPoints {
-					out[key(m.Name, p.Attributes)] = float64(p.Count)
-				}
-			case metricdata.Sum[int64]:
-				for _, p := range d.DataPoints {
-					out[key(m.Name, p.Attributes)] = float64(p.Value)
-				}
-			case metricdata.Gauge[int64]:
-				for _, p := range d.DataPoints {
-					out[key(m.Name, p.Attributes)] = float64(p.Value)
-				}
-			default:
-				t.Fatalf("metric %s has unexpected data %T", m.Name, m.Data)
-			}
-		}
-	}
+	out, err := telemetry.Points(rm)
+	require.NoError(t, err)
 	return out
 }
 

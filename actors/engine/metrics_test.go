@@ -6,11 +6,11 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/kvmesh/kvmesh/actors"
+	"github.com/kvmesh/kvmesh/actors/telemetry"
 )
 
 // A run on a metered runtime leaves metrics that agree with its report:
@@ -37,35 +37,10 @@ func TestRunMetricsAgreeWithReport(t *testing.T) {
 	require.Positive(t, rep.Evictions, "the pool is small enough to evict")
 	require.Positive(t, rep.HitTokens)
 
-	kv := attribute.NewSet(attribute.String("cache", "kv"))
-	addOK := attribute.NewSet(attribute.String("cache", "kv"), attribute.String("code", "ok"), attribute.String("op", "add_sequence"))
-	got := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			switch d := m.Data.(type) {
-			case metricdata.Sum[int64]:
-				for _, p := range d.DataPoints {
-					if p.Attributes.Equals(&kv) {
-						got[m.Name] = p.Value
-					}
-				}
-			case metricdata.Gauge[int64]:
-				for _, p := range d.DataPoints {
-					if p.Attributes.Equals(&kv) {
-						got[m.Name] = p.Value
-					}
-				}
-			case metricdata.Histogram[float64]:
-				for _, p := range d.DataPoints {
-					if p.Attributes.Equals(&addOK) {
-						got["add_sequence ok"] = int64(p.Count)
-					}
-				}
-			}
-		}
-	}
-	assert.Equal(t, int64(rep.HitTokens), got["kvmesh.pool.hit.tokens"])
-	assert.Equal(t, int64(rep.Evictions), got["kvmesh.pool.evictions"])
-	assert.Equal(t, int64(rep.PagesFreeAtEnd), got["kvmesh.pool.free.pages"])
-	assert.Equal(t, int64(rep.Admissions), got["add_sequence ok"])
+	got, err := telemetry.Points(rm)
+	require.NoError(t, err)
+	assert.Equal(t, float64(rep.HitTokens), got["kvmesh.pool.hit.tokens{cache=kv}"])
+	assert.Equal(t, float64(rep.Evictions), got["kvmesh.pool.evictions{cache=kv}"])
+	assert.Equal(t, float64(rep.PagesFreeAtEnd), got["kvmesh.pool.free.pages{cache=kv}"])
+	assert.Equal(t, float64(rep.Admissions), got["kvmesh.cache.request.duration{cache=kv,code=ok,op=add_sequence}"])
 }

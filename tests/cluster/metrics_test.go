@@ -9,39 +9,42 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/kvmesh/kvmesh/actors"
 	"github.com/kvmesh/kvmesh/actors/cluster"
+	"github.com/kvmesh/kvmesh/actors/telemetry"
 	"github.com/kvmesh/kvmesh/pagemanager"
 )
 
 // requestCounts reads the client's kvmesh.cache.request.duration counts
-// as "op/code" → calls.
-func requestCounts(t *testing.T, r *sdkmetric.ManualReader) map[string]uint64 {
+// of cache as "op/code" → calls.
+func requestCounts(t *testing.T, r *sdkmetric.ManualReader, cache string) map[string]uint64 {
+	t.Helper()
+	prefix := "kvmesh.cache.request.duration{cache=" + cache + ",code="
+	out := map[string]uint64{}
+	for key, n := range points(t, r) {
+		if rest, ok := strings.CutPrefix(key, prefix); ok {
+			code, op, _ := strings.Cut(strings.TrimSuffix(rest, "}"), ",op=")
+			out[op+"/"+code] = uint64(n)
+		}
+	}
+	return out
+}
+
+// points reads the client's data points (telemetry.Points).
+func points(t *testing.T, r *sdkmetric.ManualReader) map[string]float64 {
 	t.Helper()
 	var rm metricdata.ResourceMetrics
 	require.NoError(t, r.Collect(context.Background(), &rm))
-	out := map[string]uint64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			h, ok := m.Data.(metricdata.Histogram[float64])
-			if m.Name != "kvmesh.cache.request.duration" || !ok {
-				continue
-			}
-			for _, p := range h.DataPoints {
-				op, _ := p.Attributes.Value(attribute.Key("op"))
-				code, _ := p.Attributes.Value(attribute.Key("code"))
-				out[op.AsString()+"/"+code.AsString()] += p.Count
-			}
-		}
-	}
+	out, err := telemetry.Points(rm)
+	require.NoError(t, err)
 	return out
 }
 
@@ -73,7 +76,7 @@ func TestClusterMetrics(t *testing.T) {
 	_, err = c.Snapshot(ctx, 9)
 	require.ErrorIs(t, err, actors.ErrNotFound, "version 9 was never published")
 
-	got := requestCounts(t, reader)
+	got := requestCounts(t, reader, "metered")
 	assert.Equal(t, map[string]uint64{
 		"step/ok": 2, "begin/ok": 2, "write_layer/ok": 4, "commit/ok": 2,
 		"step/stale_version": 1, "begin/stale_version": 1,
@@ -108,36 +111,8 @@ func TestClusterMetrics(t *testing.T) {
 	step, _, err := pc.AddSequence(ctx, 2, pagemanager.Request{Tokens: prompt})
 	require.NoError(t, err)
 	require.Positive(t, step.HitTokens)
-	pool := poolCounts(t, reader, "pooled")
-	assert.Equal(t, int64(2*len(prompt)), pool["kvmesh.pool.prompt.tokens"])
-	assert.Equal(t, int64(step.HitTokens), pool["kvmesh.pool.hit.tokens"])
-	assert.Equal(t, int64(ps.Metadata.NumPagesPerLayer-1-3), pool["kvmesh.pool.free.pages"], "3 pages held of the usable ones")
-}
-
-// poolCounts reads the client's pool instruments of cache as name → value.
-func poolCounts(t *testing.T, r *sdkmetric.ManualReader, cache string) map[string]int64 {
-	t.Helper()
-	var rm metricdata.ResourceMetrics
-	require.NoError(t, r.Collect(context.Background(), &rm))
-	want := attribute.NewSet(attribute.String("cache", cache))
-	out := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			switch d := m.Data.(type) {
-			case metricdata.Sum[int64]:
-				for _, p := range d.DataPoints {
-					if p.Attributes.Equals(&want) {
-						out[m.Name] = p.Value
-					}
-				}
-			case metricdata.Gauge[int64]:
-				for _, p := range d.DataPoints {
-					if p.Attributes.Equals(&want) {
-						out[m.Name] = p.Value
-					}
-				}
-			}
-		}
-	}
-	return out
+	pool := points(t, reader)
+	assert.Equal(t, float64(2*len(prompt)), pool["kvmesh.pool.prompt.tokens{cache=pooled}"])
+	assert.Equal(t, float64(step.HitTokens), pool["kvmesh.pool.hit.tokens{cache=pooled}"])
+	assert.Equal(t, float64(ps.Metadata.NumPagesPerLayer-1-3), pool["kvmesh.pool.free.pages{cache=pooled}"], "3 pages held of the usable ones")
 }
