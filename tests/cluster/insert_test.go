@@ -34,9 +34,7 @@ func TestClusterInsertMatchesEmbedded(t *testing.T) {
 		require.NoError(t, err)
 		return m
 	}
-	mesh, err := sharding.NewMesh(sharding.MeshConfig{Sizes: map[string]int{sharding.DP: 2, sharding.FSDP: 1, sharding.TP: 2},
-		Devices: sharding.UniformDevices(4, 1<<30)})
-	require.NoError(t, err)
+	mesh := dp2tp2(t)
 	for _, tc := range []struct {
 		name string
 		mesh *sharding.Mesh

@@ -40,6 +40,15 @@ func randTensor(r *rand.Rand, dt tensor.DType, shape ...int) tensor.Tensor {
 	return tensor.Must(tensor.FromFloat64s(dt, v, shape...))
 }
 
+// dp2tp2 is a dp 2 x tp 2 mesh (with an fsdp axis of 1) of 1 GiB devices.
+func dp2tp2(t *testing.T) sharding.Mesh {
+	t.Helper()
+	m, err := sharding.NewMesh(sharding.MeshConfig{Sizes: map[string]int{sharding.DP: 2, sharding.FSDP: 1, sharding.TP: 2},
+		Devices: sharding.UniformDevices(4, 1<<30)})
+	require.NoError(t, err)
+	return m
+}
+
 // kindCase is a cache of one kind and the writes of each of its steps
 // (built from the version-0 views, for their shapes).
 type kindCase struct {
@@ -152,9 +161,7 @@ func TestEveryKindMatchesEmbedded(t *testing.T) {
 	defer emb.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	mesh, err := sharding.NewMesh(sharding.MeshConfig{Sizes: map[string]int{sharding.DP: 2, sharding.FSDP: 1, sharding.TP: 2},
-		Devices: sharding.UniformDevices(4, 1<<30)})
-	require.NoError(t, err)
+	mesh := dp2tp2(t)
 	// kv heads over tp (newer eformer releases' default; v0.0.38 leaves
 	// them replicated): a non-default PartitionAxis sent to the grains
 	kvOverTP := sharding.DefaultPartitionAxis()

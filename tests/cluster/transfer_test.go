@@ -174,9 +174,7 @@ func TestApplyRecurrentIntoClusteredCache(t *testing.T) {
 	for n, x := range states {
 		b.Names, b.Tensors = append(b.Names, n), append(b.Tensors, x)
 	}
-	mesh, err := sharding.NewMesh(sharding.MeshConfig{Sizes: map[string]int{sharding.DP: 2, sharding.FSDP: 1, sharding.TP: 2},
-		Devices: sharding.UniformDevices(4, 1<<30)})
-	require.NoError(t, err)
+	mesh := dp2tp2(t)
 	for _, tc := range []struct {
 		name string
 		mesh *sharding.Mesh
